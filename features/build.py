@@ -1,0 +1,247 @@
+"""Point-in-time features and labels as Ibis expressions: engine-neutral, so they run on DuckDB now and
+on Spark later without change.
+
+The windows are half-open and meet exactly: features see events with ``timestamp < cutoff``; labels see
+events in ``[cutoff, cutoff + horizon)``. Nothing here executes anything: see :mod:`features.engine`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import ibis
+import ibis.expr.types as ir
+
+from features.spec import WINDOWS
+
+_DAY = 86400.0
+
+
+@dataclass(frozen=True)
+class Tables:
+    """The four contract tables as Ibis tables on one backend."""
+
+    transactions: ir.Table
+    customers: ir.Table
+    interactions: ir.Table
+    cancellations: ir.Table
+
+
+def _ts(moment: datetime) -> ir.TimestampScalar:
+    return ibis.literal(moment, type="timestamp")
+
+
+def _age_days(column: ir.TimestampColumn, cutoff: datetime) -> ir.FloatingColumn:
+    """Days between an event and the cutoff (positive for past events)."""
+    return (_ts(cutoff).epoch_seconds() - column.epoch_seconds()).cast("float64") / _DAY
+
+
+ACTIVE_DAYS = 365
+
+
+def customers_at(tables: Tables, cutoff: datetime, active_days: int = ACTIVE_DAYS) -> ir.Table:
+    """The customers worth a prediction at the cutoff: active, not already gone.
+
+    Active means a purchase, or the signup, within ``active_days`` before the cutoff; customers with no
+    purchase for longer are already lost, and counting them would flatter every metric. Customers who
+    cancelled before the cutoff are excluded.
+    """
+    since = _ts(cutoff - timedelta(days=active_days))
+    cust = tables.customers
+    signed = cust.filter((cust.signup_date < _ts(cutoff)) & (cust.signup_date >= since)).select("customer_id")
+    tx = tables.transactions
+    bought = tx.filter((tx.timestamp < _ts(cutoff)) & (tx.timestamp >= since)).select("customer_id")
+    known = signed.union(bought, distinct=True)
+    canc = tables.cancellations
+    gone = canc.filter(canc.timestamp < _ts(cutoff)).select("customer_id").distinct()
+    return known.anti_join(gone, "customer_id")
+
+
+def _orders(tables: Tables, cutoff: datetime) -> ir.Table:
+    """Purchases before the cutoff rolled up to one row per order."""
+    tx = tables.transactions.filter(tables.transactions.timestamp < _ts(cutoff))
+    orders = tx.group_by(["customer_id", "order_id"]).aggregate(
+        timestamp=tx.timestamp.min(),
+        amount=tx.amount.sum(),
+        discount=tx.discount.sum(),
+        returned=tx.returned.cast("int8").max(),
+        delay=tx.delivery_delay_days.max(),
+        channel=tx.channel.min(),
+    )
+    return orders.mutate(age=_age_days(orders.timestamp, cutoff))
+
+
+def _purchase_features(orders: ir.Table) -> ir.Table:
+    o = orders
+    aggs: dict[str, ir.Value] = {
+        "recency_days": o.age.min(),
+        "first_age": o.age.max(),
+        "orders_total": o.count(),
+        "spend_total": o.amount.sum(),
+        "discount_total": o.discount.sum(),
+        "discounted_order_share": (o.discount > 0).cast("float64").mean(),
+        "return_share": o.returned.cast("float64").mean(),
+        "channels_used": o.channel.nunique(),
+        "late_deliveries_90d": (o.delay > 0).cast("int64").sum(where=o.age < 90),
+        "late_deliveries_365d": (o.delay > 0).cast("int64").sum(where=o.age < 365),
+        "mean_delay_days_365d": o.delay.mean(where=o.age < 365),
+        "returns_365d": o.returned.cast("int64").sum(where=o.age < 365),
+        "orders_prev_90d": o.count(where=(o.age >= 90) & (o.age < 180)),
+        "spend_prev_180d": o.amount.sum(where=(o.age >= 180) & (o.age < 365)),
+        "active_months_365d": (o.age / 30.4375).floor().nunique(where=o.age < 365),
+    }
+    for w in WINDOWS:
+        aggs[f"orders_{w}d"] = o.count(where=o.age < w)
+        aggs[f"spend_{w}d"] = o.amount.sum(where=o.age < w)
+    return o.group_by("customer_id").aggregate(**aggs)
+
+
+def _gap_features(orders: ir.Table) -> ir.Table:
+    window = ibis.window(group_by="customer_id", order_by=[orders.timestamp, orders.order_id])
+    gaps = orders.mutate(gap=orders.age.lag().over(window) - orders.age)
+    return gaps.group_by("customer_id").aggregate(gap_std=gaps.gap.std(how="pop"))
+
+
+def _channel_features(orders: ir.Table) -> ir.Table:
+    per_channel = orders.group_by(["customer_id", "channel"]).aggregate(n=orders.count())
+    return per_channel.group_by("customer_id").aggregate(main_channel_orders=per_channel.n.max())
+
+
+def _service_features(tables: Tables, cutoff: datetime) -> ir.Table:
+    it = tables.interactions.filter(tables.interactions.timestamp < _ts(cutoff))
+    it = it.mutate(age=_age_days(it.timestamp, cutoff))
+    complaint = it.type == "complaint"
+    contact = it.type != "survey"
+    unresolved = complaint & ~it.resolved.fill_null(False)
+    aggs: dict[str, ir.Value] = {
+        "complaints_90d": complaint.cast("int64").sum(where=it.age < 90),
+        "complaints_365d": complaint.cast("int64").sum(where=it.age < 365),
+        "support_90d": (it.type == "support").cast("int64").sum(where=it.age < 90),
+        "support_365d": (it.type == "support").cast("int64").sum(where=it.age < 365),
+        "inquiries_365d": (it.type == "inquiry").cast("int64").sum(where=it.age < 365),
+        "contacts_90d": contact.cast("int64").sum(where=it.age < 90),
+        "unresolved_complaints_90d": unresolved.cast("int64").sum(where=it.age < 90),
+        "unresolved_complaints_365d": unresolved.cast("int64").sum(where=it.age < 365),
+        "mean_resolution_hours_365d": it.resolution_hours.mean(where=contact & (it.age < 365)),
+        "days_since_last_complaint": it.age.min(where=complaint),
+        "last_satisfaction": it.satisfaction.argmax(it.timestamp, where=it.satisfaction.notnull()),
+        "mean_satisfaction_365d": it.satisfaction.mean(where=it.age < 365),
+        "last_nps": it.nps.argmax(it.timestamp, where=it.nps.notnull()),
+    }
+    for channel in ("phone", "email", "chat", "store", "web"):
+        aggs[f"contacts_{channel}_365d"] = (
+            (contact & (it.channel == channel)).cast("int64").sum(where=it.age < 365)
+        )
+    return it.group_by("customer_id").aggregate(**aggs)
+
+
+_ZERO_IF_MISSING = (
+    [
+        "orders_total",
+        "spend_total",
+        "channels_used",
+        "late_deliveries_90d",
+        "late_deliveries_365d",
+        "returns_365d",
+        "orders_prev_90d",
+        "spend_prev_180d",
+        "active_months_365d",
+    ]
+    + [f"orders_{w}d" for w in WINDOWS]
+    + [f"spend_{w}d" for w in WINDOWS]
+    + [
+        "complaints_90d",
+        "complaints_365d",
+        "support_90d",
+        "support_365d",
+        "inquiries_365d",
+        "contacts_90d",
+        "unresolved_complaints_90d",
+        "unresolved_complaints_365d",
+    ]
+    + [f"contacts_{c}_365d" for c in ("phone", "email", "chat", "store", "web")]
+)
+
+
+def feature_table(
+    tables: Tables, cutoff: datetime, attributes: list[str], active_days: int = ACTIVE_DAYS
+) -> ir.Table:
+    """One row per customer active at ``cutoff``, every feature computed from events before it."""
+    base = customers_at(tables, cutoff, active_days)
+    orders = _orders(tables, cutoff)
+    joined = (
+        base.left_join(_purchase_features(orders), "customer_id")
+        .drop("customer_id_right")
+        .left_join(_gap_features(orders), "customer_id")
+        .drop("customer_id_right")
+        .left_join(_channel_features(orders), "customer_id")
+        .drop("customer_id_right")
+        .left_join(_service_features(tables, cutoff), "customer_id")
+        .drop("customer_id_right")
+        .left_join(tables.customers, "customer_id")
+        .drop("customer_id_right")
+    )
+    j = joined.mutate(**{c: joined[c].fill_null(0) for c in _ZERO_IF_MISSING})
+    n = j.orders_total.cast("float64")
+    mean_gap = ((j.first_age - j.recency_days) / (n - 1)).nullif(0.0)
+    mean_gap = ibis.cases((n > 1, mean_gap), else_=ibis.null("float64"))
+    signup_age = _age_days(j.signup_date, cutoff)
+    list_value = j.spend_total + j.discount_total
+    derived = {
+        "tenure_days": ibis.coalesce(signup_age, j.first_age),
+        "avg_order_value": ibis.cases((n > 0, j.spend_total / n), else_=ibis.null("float64")),
+        "order_trend_90d": (j["orders_90d"] + 1.0) / (j.orders_prev_90d + 1.0),
+        "spend_trend_180d": (j["spend_180d"] + 1.0) / (j.spend_prev_180d + 1.0),
+        "mean_gap_days": mean_gap,
+        "gap_variability": j.gap_std / mean_gap,
+        "overdue_ratio": j.recency_days / mean_gap,
+        "discount_rate": ibis.cases(
+            (list_value > 0, j.discount_total / list_value), else_=ibis.null("float64")
+        ),
+        "main_channel_share": ibis.cases((n > 0, j.main_channel_orders / n), else_=ibis.null("float64")),
+        "service_failures_per_order_365d": (j.complaints_365d + j.late_deliveries_365d + j.returns_365d)
+        / ibis.greatest(j["orders_365d"], 1).cast("float64"),
+    }
+    return j.mutate(**derived).select("customer_id", *_output_columns(), *attributes)
+
+
+def _output_columns() -> list[str]:
+    from features.spec import BASE_FEATURES
+
+    return [f.name for f in BASE_FEATURES]
+
+
+def label_table(
+    tables: Tables, cutoff: datetime, horizon_days: int, active_days: int = ACTIVE_DAYS
+) -> ir.Table:
+    """Outcomes in ``[cutoff, cutoff + horizon)`` for the customers known at the cutoff.
+
+    churned: no purchase in the window, or a cancellation in it. future_spend: the CLV target.
+    """
+    end = cutoff + timedelta(days=horizon_days)
+    tx = tables.transactions
+    window_tx = tx.filter((tx.timestamp >= _ts(cutoff)) & (tx.timestamp < _ts(end)))
+    bought = window_tx.group_by("customer_id").aggregate(
+        future_orders=window_tx.order_id.nunique(), future_spend=window_tx.amount.sum()
+    )
+    canc = tables.cancellations
+    cancelled = (
+        canc.filter((canc.timestamp >= _ts(cutoff)) & (canc.timestamp < _ts(end)))
+        .select("customer_id")
+        .distinct()
+        .mutate(cancelled=ibis.literal(True))
+    )
+    base = customers_at(tables, cutoff, active_days)
+    out = (
+        base.left_join(bought, "customer_id")
+        .drop("customer_id_right")
+        .left_join(cancelled, "customer_id")
+        .drop("customer_id_right")
+    )
+    out = out.mutate(
+        future_orders=out.future_orders.fill_null(0),
+        future_spend=out.future_spend.fill_null(0.0),
+        cancelled=out.cancelled.fill_null(False),
+    )
+    return out.mutate(churned=(out.future_orders == 0) | out.cancelled)

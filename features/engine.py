@@ -1,0 +1,52 @@
+"""Where the Ibis expressions meet an engine: embedded DuckDB by default.
+
+The only engine-specific module of the package; a Spark backend plugs in here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+
+import ibis
+import pandas as pd
+
+from features.build import Tables, feature_table, label_table
+from features.loading import Dataset
+
+
+@contextmanager
+def duckdb_tables(dataset: Dataset, threads: int = 2) -> Iterator[Tables]:
+    """Expose a dataset's pandas frames to an in-process DuckDB without copying them."""
+    con = ibis.duckdb.connect(threads=threads)
+    raw = con.con
+    try:
+        names = ("transactions", "customers", "interactions", "cancellations")
+        for name in names:
+            raw.register(f"_{name}", getattr(dataset, name))
+        yield Tables(*(con.table(f"_{name}") for name in names))
+    finally:
+        con.disconnect()
+
+
+def _cutoff(as_of: datetime | pd.Timestamp) -> datetime:
+    return pd.Timestamp(as_of).to_pydatetime()
+
+
+def _to_frame(table: object) -> pd.DataFrame:
+    frame = table.to_pandas()  # type: ignore[attr-defined]
+    return frame.sort_values("customer_id", kind="stable").reset_index(drop=True)
+
+
+def compute_features(dataset: Dataset, as_of: datetime | pd.Timestamp, threads: int = 2) -> pd.DataFrame:
+    """One row per customer known at ``as_of``; every base feature plus customer attributes."""
+    with duckdb_tables(dataset, threads) as tables:
+        return _to_frame(feature_table(tables, _cutoff(as_of), dataset.attribute_columns))
+
+
+def compute_labels(
+    dataset: Dataset, cutoff: datetime | pd.Timestamp, horizon_days: int, threads: int = 2
+) -> pd.DataFrame:
+    with duckdb_tables(dataset, threads) as tables:
+        return _to_frame(label_table(tables, _cutoff(cutoff), horizon_days))

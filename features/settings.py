@@ -1,0 +1,55 @@
+"""Settings read from the environment (prefix ``CHURNGUARD_``), each with a documented default.
+
+Reach them through :func:`get_settings` so tests can override them (``get_settings.cache_clear()``).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ChurnguardSettings(BaseSettings):
+    """Where things live and the defaults every command shares."""
+
+    model_config = SettingsConfigDict(env_prefix="CHURNGUARD_", extra="ignore")
+
+    home: Path = Field(
+        default=Path("models"),
+        description="Folder for the embedded MLflow store, its artifacts, the serving store and API keys.",
+    )
+    tracking_uri: str | None = Field(
+        default=None,
+        description="MLflow tracking URI. Default: $MLFLOW_TRACKING_URI, else a SQLite store in <home>/mlflow.db.",
+    )
+    model_name: str = Field(default="churnguard", description="Name of the registered MLflow model.")
+    horizon_days: int = Field(default=90, ge=7, le=730, description="Churn and CLV horizon in days.")
+    seed: int = Field(default=42, description="Random seed for every stochastic step.")
+    threads: int = Field(default=2, ge=1, le=256, description="Threads for LightGBM, DuckDB and SHAP.")
+
+    @field_validator("home")
+    @classmethod
+    def _expand(cls, value: Path) -> Path:
+        return value.expanduser()
+
+    def resolved_tracking_uri(self) -> str:
+        """The tracking URI in force: explicit setting, then MLFLOW_TRACKING_URI, then the embedded store."""
+        import os
+
+        if self.tracking_uri:
+            return self.tracking_uri
+        env = os.environ.get("MLFLOW_TRACKING_URI")
+        if env:
+            return env
+        return f"sqlite:///{(self.home / 'mlflow.db').resolve()}"
+
+    def artifact_location(self) -> str:
+        return (self.home / "artifacts").resolve().as_uri()
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> ChurnguardSettings:
+    return ChurnguardSettings()

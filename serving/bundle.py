@@ -1,0 +1,145 @@
+"""The model bundle: one deployable unit holding everything needed to score a customer.
+
+Training builds it, MLflow stores it as the artifact of the ``churnguard`` pyfunc, and every way of
+scoring (API, batch, ``mlflow models serve``, Spark) loads the same files. It is plain files, not a
+pickle: the feature specification and calibration as JSON, the two LightGBM models as text.
+
+Contract of the model input: a DataFrame with one column per feature named in ``features`` (extra
+columns ignored, missing ones treated as unknown). Inputs are built by column name, never by position.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+
+BUNDLE_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class FeatureInfo:
+    """One model input, with what the explanations need to speak about it."""
+
+    name: str
+    description: str
+    unit: str
+    group: str
+    categories: list[str] | None = None  # for categorical features, the levels seen in training
+    typical: float | str | None = None  # median (or mode) among customers who stayed
+    p10: float | None = None
+    p90: float | None = None
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Maps the churn model's probability to a calibrated one (isotonic steps or a Platt sigmoid)."""
+
+    method: str  # "isotonic" | "platt"
+    x: list[float] = field(default_factory=list)
+    y: list[float] = field(default_factory=list)
+    a: float = 1.0
+    b: float = 0.0
+
+    def apply(self, p: np.ndarray) -> np.ndarray:
+        if self.method == "isotonic":
+            return np.interp(p, np.asarray(self.x), np.asarray(self.y))
+        logit = np.log(np.clip(p, 1e-12, 1 - 1e-12) / np.clip(1 - p, 1e-12, 1.0))
+        return 1.0 / (1.0 + np.exp(-(self.a * logit + self.b)))
+
+
+def to_model_input(frame: pd.DataFrame, features: list[FeatureInfo]) -> pd.DataFrame:
+    """Columns by name in the model's order, numeric as float64, categoricals with training levels."""
+    out: dict[str, pd.Series | pd.Categorical] = {}
+    index = frame.index
+    for info in features:
+        column = frame[info.name] if info.name in frame.columns else pd.Series(np.nan, index=index)
+        if info.categories is not None:
+            out[info.name] = pd.Categorical(column.astype("string").str.lower(), categories=info.categories)
+        else:
+            out[info.name] = pd.to_numeric(column, errors="coerce").astype("float64")
+    return pd.DataFrame(out, index=index)
+
+
+@dataclass
+class ModelBundle:
+    features: list[FeatureInfo]
+    churn_model: lgb.Booster
+    clv_model: lgb.Booster
+    calibration: Calibration
+    horizon_days: int
+    thresholds: dict[str, float]  # risk tiers and value split: {"medium": .., "high": .., "high_value": ..}
+    metadata: dict[str, Any] = field(default_factory=dict)  # trained_at, metrics, data fingerprint...
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [f.name for f in self.features]
+
+    def feature_info(self, name: str) -> FeatureInfo:
+        return self._by_name()[name]
+
+    def _by_name(self) -> dict[str, FeatureInfo]:
+        cached: dict[str, FeatureInfo] | None = self.__dict__.get("_by_name_cache")
+        if cached is None:
+            cached = {f.name: f for f in self.features}
+            self.__dict__["_by_name_cache"] = cached
+        return cached
+
+    def model_input(self, frame: pd.DataFrame) -> pd.DataFrame:
+        return to_model_input(frame, self.features)
+
+    def churn_raw(self, x: pd.DataFrame) -> np.ndarray:
+        """The churn model's raw score (log-odds), the quantity SHAP contributions add up to."""
+        return np.asarray(self.churn_model.predict(x, raw_score=True), dtype=float)
+
+    def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """Calibrated churn probability, CLV over the horizon and value at risk, one row per input row."""
+        x = self.model_input(frame)
+        raw = self.churn_raw(x)
+        probability = self.calibration.apply(1.0 / (1.0 + np.exp(-raw)))
+        clv = np.clip(np.asarray(self.clv_model.predict(x), dtype=float), 0.0, None)
+        return pd.DataFrame(
+            {"churn_probability": probability, "clv": clv, "value_at_risk": probability * clv},
+            index=frame.index,
+        )
+
+    def contributions(self, x: pd.DataFrame) -> np.ndarray:
+        """Exact TreeSHAP of the churn model's raw score: shape (rows, features + 1), last column the base."""
+        return np.asarray(self.churn_model.predict(x, pred_contrib=True), dtype=float)
+
+    # -- files ----------------------------------------------------------------------------------------
+    def save(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "churn_model.txt").write_text(self.churn_model.model_to_string())
+        (folder / "clv_model.txt").write_text(self.clv_model.model_to_string())
+        spec = {
+            "format": BUNDLE_FORMAT,
+            "features": [asdict(f) for f in self.features],
+            "calibration": asdict(self.calibration),
+            "horizon_days": self.horizon_days,
+            "thresholds": self.thresholds,
+            "metadata": self.metadata,
+        }
+        (folder / "bundle.json").write_text(json.dumps(spec, indent=2, default=str))
+
+    @classmethod
+    def load(cls, folder: Path) -> ModelBundle:
+        spec = json.loads((Path(folder) / "bundle.json").read_text())
+        if spec.get("format") != BUNDLE_FORMAT:
+            raise ValueError(
+                f"bundle format {spec.get('format')} is not supported (expected {BUNDLE_FORMAT})"
+            )
+        return cls(
+            features=[FeatureInfo(**f) for f in spec["features"]],
+            churn_model=lgb.Booster(model_str=(Path(folder) / "churn_model.txt").read_text()),
+            clv_model=lgb.Booster(model_str=(Path(folder) / "clv_model.txt").read_text()),
+            calibration=Calibration(**spec["calibration"]),
+            horizon_days=int(spec["horizon_days"]),
+            thresholds={k: float(v) for k, v in spec["thresholds"].items()},
+            metadata=spec.get("metadata", {}),
+        )

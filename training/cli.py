@@ -1,0 +1,223 @@
+"""The ``churnguard`` command line: one sub-command per job, heavy imports only where they are used."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from features.errors import ChurnguardError
+
+app = typer.Typer(
+    name="churnguard",
+    help="Predict churn, customer value, reasons and retention actions from purchase and service data.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+keys_app = typer.Typer(help="Manage API keys (stored only as hashes).", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+console = Console(stderr=True)
+out = Console()
+
+DataDir = Annotated[
+    Path,
+    typer.Option(
+        "--data",
+        help="Folder with transactions (+ optional customers, "
+        "interactions, cancellations) as CSV or Parquet.",
+    ),
+]
+MappingOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--mapping", help="Column-mapping YAML (default: columns.yaml inside the data folder, if present)."
+    ),
+]
+
+
+def main() -> None:
+    """Entry point: user errors become one clear message and exit code 2, never a traceback."""
+    try:
+        app(standalone_mode=False)
+    except ChurnguardError as exc:
+        console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+        raise SystemExit(2) from None
+    except typer.Abort:
+        console.print("aborted")
+        raise SystemExit(130) from None
+    except KeyboardInterrupt:
+        console.print("interrupted: nothing was written")
+        raise SystemExit(130) from None
+    except (typer.Exit, SystemExit) as exc:
+        code = getattr(exc, "exit_code", getattr(exc, "code", 0))
+        raise SystemExit(code) from None
+    except Exception as exc:  # click usage errors
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            raise SystemExit(exc.exit_code) from None
+        raise
+
+
+@app.command()
+def generate(
+    out_dir: Annotated[
+        Path, typer.Option("--out", help="Folder to write the tables into (must not exist or be empty).")
+    ] = Path("data"),
+    customers: Annotated[int, typer.Option("--customers", min=10, help="How many customers.")] = 5000,
+    seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same data.")] = 0,
+    file_format: Annotated[str, typer.Option("--format", help="parquet or csv.")] = "parquet",
+    truth_dir: Annotated[
+        Path | None, typer.Option("--truth", help="Where the ground truth goes (default: <out>-truth).")
+    ] = None,
+) -> None:
+    """Write a realistic synthetic CRM dataset (and its ground truth, in a separate folder)."""
+    from features.synthetic import generate_dataset
+    from training.progress import stage_progress
+
+    if file_format not in ("parquet", "csv"):
+        raise typer.BadParameter("--format must be parquet or csv")
+    if out_dir.exists() and any(out_dir.iterdir()):
+        from features.errors import ConfigError
+
+        raise ConfigError(f"{out_dir} already holds files; choose an empty --out folder or delete it first")
+    with stage_progress("generating") as report:
+        summary = generate_dataset(
+            out_dir, customers, seed, truth_dir=truth_dir, file_format=file_format, progress=report
+        )  # type: ignore[arg-type]
+    out.print(
+        f"wrote {summary.n_customers:,} customers, {summary.n_transactions:,} transactions, "
+        f"{summary.n_interactions:,} interactions, {summary.n_cancellations:,} cancellations "
+        f"to {summary.out_dir} in {summary.seconds:.1f}s (ground truth: {summary.truth_dir})"
+    )
+
+
+@app.command()
+def contract() -> None:
+    """Print the input data contract: tables, columns, types and meaning."""
+    from features.loading import describe_contract
+
+    for line in describe_contract():
+        out.print(line, highlight=False)
+
+
+@app.command()
+def validate(data: DataDir, mapping: MappingOpt = None) -> None:
+    """Check a data folder against the contract and summarise it; exits non-zero on any problem."""
+    from features.loading import load_dataset
+
+    dataset = load_dataset(data, mapping)
+    fp = dataset.fingerprint()
+    out.print(f"valid: {fp['rows']} from {fp['first_date']} to {fp['last_date']}")
+
+
+@app.command()
+def features(
+    data: DataDir,
+    out_file: Annotated[Path, typer.Option("--out", help="Output file (.parquet or .csv).")],
+    as_of: Annotated[
+        str | None,
+        typer.Option(
+            "--as-of",
+            help="Cutoff date YYYY-MM-DD: only events strictly "
+            "before it are used (default: the day after the newest event).",
+        ),
+    ] = None,
+    mapping: MappingOpt = None,
+) -> None:
+    """Compute one row of point-in-time features per customer known at the as-of date."""
+    from features.io import write_frame_atomic
+    from features.loading import load_dataset
+    from features.snapshots import model_features, observed_until
+    from training.progress import stage_progress
+
+    with stage_progress("features") as report:
+        report("validating input", 0.1)
+        dataset = load_dataset(data, mapping)
+        cutoff = parse_date(as_of, "--as-of") if as_of else observed_until(dataset)
+        report("computing features", 0.4)
+        from features.engine import compute_features
+
+        frame = compute_features(dataset, cutoff)
+        names = [f.name for f in model_features(dataset)]
+        frame = frame[["customer_id", *names]]
+        frame.insert(1, "as_of", cutoff)
+        report("writing", 0.9)
+        write_frame_atomic(frame, out_file)
+    out.print(f"wrote {len(frame):,} customers x {len(names)} features as of {cutoff.date()} to {out_file}")
+
+
+def parse_date(value: str, option: str) -> pd.Timestamp:  # noqa: F821
+    import pandas as pd
+
+    try:
+        return pd.Timestamp(date.fromisoformat(value))
+    except ValueError:
+        raise typer.BadParameter(f"{option} must be a date like 2026-01-31, not {value!r}") from None
+
+
+@app.command()
+def train(
+    data: DataDir,
+    horizon_days: Annotated[
+        int | None,
+        typer.Option("--horizon-days", min=7, max=730, help="Churn and CLV horizon in days [default: 90]."),
+    ] = None,
+    snapshots: Annotated[
+        int | None,
+        typer.Option("--snapshots", min=2, max=36, help="Training cutoffs, 30 days apart [default: 6]."),
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config", help="Training config YAML (see docs/train.yaml).", exists=True, dir_okay=False
+        ),
+    ] = None,
+    promote: Annotated[
+        bool,
+        typer.Option(
+            "--promote/--no-promote",
+            help="Make the new version champion if it is at least as good as the current one.",
+        ),
+    ] = True,
+    seed: Annotated[int | None, typer.Option(help="Random seed [default: 42].")] = None,
+    mapping: MappingOpt = None,
+) -> None:
+    """Build snapshots, fit, evaluate out of time, log to MLflow and register a new version."""
+    from features.settings import get_settings
+    from training.config import load_train_config
+    from training.pipeline import train as run_training
+    from training.report import print_result
+
+    cfg = load_train_config(config, horizon_days=horizon_days, snapshots=snapshots, seed=seed)
+    settings = get_settings()
+    with stage_progress_lazy("training") as report:
+        result = run_training(data, cfg, settings, promote=promote, mapping=mapping, report=report)
+    print_result(out, result, settings)
+
+
+@app.command("promote")
+def promote_version(
+    version: Annotated[str, typer.Argument(help="Registered version number to make champion.")],
+) -> None:
+    """Make a registered version the champion (the API picks it up without a restart)."""
+    from mlflow import MlflowClient
+
+    from features.settings import get_settings
+    from training.registry import configure_mlflow, promote
+
+    settings = get_settings()
+    configure_mlflow(settings)
+    promote(MlflowClient(), settings.model_name, version)
+    out.print(f"version {version} of '{settings.model_name}' is now champion")
+
+
+def stage_progress_lazy(title: str):  # type: ignore[no-untyped-def]
+    from training.progress import stage_progress
+
+    return stage_progress(title)

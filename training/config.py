@@ -1,0 +1,90 @@
+"""Run configuration for ``churnguard train``: a YAML file parsed into a typed model, never a bare dict."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from features.errors import ConfigError
+
+
+class ChurnModelConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    num_leaves_grid: list[int] = Field(
+        default=[7, 15, 31],
+        min_length=1,
+        description="Leaf counts tried; the smallest within auc_tolerance of "
+        "the best wins (accuracy per unit of explanation cost).",
+    )
+    auc_tolerance: float = Field(default=0.002, ge=0, le=0.05)
+    learning_rate: float = Field(default=0.05, gt=0, le=1)
+    max_trees: int = Field(default=400, ge=10, le=5000)
+    min_child_samples: int = Field(default=50, ge=1)
+    feature_fraction: float = Field(default=0.8, gt=0, le=1)
+    bagging_fraction: float = Field(default=0.8, gt=0, le=1)
+    lambda_l2: float = Field(default=1.0, ge=0)
+    early_stopping_rounds: int = Field(default=30, ge=5)
+
+
+class ClvModelConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    num_leaves: int = Field(default=31, ge=2)
+    learning_rate: float = Field(default=0.05, gt=0, le=1)
+    max_trees: int = Field(default=600, ge=10, le=5000)
+    tweedie_variance_power: float = Field(default=1.3, gt=1, lt=2)
+    min_child_samples: int = Field(default=50, ge=1)
+    early_stopping_rounds: int = Field(default=30, ge=5)
+
+
+class PromotionConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    metric: Literal["pr_auc", "roc_auc", "brier", "log_loss"] = "pr_auc"
+    max_ece: float = Field(
+        default=0.03, gt=0, le=1, description="Calibration guard: never promote above this."
+    )
+
+
+class BusinessConfig(BaseModel):
+    """Assumed campaign economics for the business view of the evaluation (the playbook refines them)."""
+
+    model_config = ConfigDict(extra="forbid")
+    contact_cost: float = Field(default=5.0, ge=0)
+    success_rate: float = Field(default=0.2, ge=0, le=1)
+    top_share: float = Field(default=0.1, gt=0, le=1)
+
+
+class TrainConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    horizon_days: int = Field(default=90, ge=7, le=730)
+    snapshots: int = Field(
+        default=6, ge=2, le=36, description="Training cutoffs (the validation cutoff is extra)."
+    )
+    step_days: int = Field(default=30, ge=7, le=365)
+    seed: int = 42
+    threads: int = Field(default=2, ge=1, le=256)
+    churn: ChurnModelConfig = ChurnModelConfig()
+    clv: ClvModelConfig = ClvModelConfig()
+    promotion: PromotionConfig = PromotionConfig()
+    business: BusinessConfig = BusinessConfig()
+    risk_thresholds: dict[str, float] = Field(default={"medium": 0.3, "high": 0.6})
+
+
+def load_train_config(path: Path | None, **overrides: object) -> TrainConfig:
+    """Defaults, then the YAML file, then explicit CLI overrides (those that are not None)."""
+    data: dict[str, object] = {}
+    if path is not None:
+        try:
+            data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"{path}: cannot read the training config ({exc})") from exc
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: the training config must be a YAML mapping")
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return TrainConfig.model_validate(data)
+    except ValidationError as exc:
+        lines = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
+        raise ConfigError(f"{path or 'training config'}: " + "; ".join(lines)) from None

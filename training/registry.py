@@ -1,0 +1,59 @@
+"""MLflow tracking and registry: where to log, how a version is registered, and promotion by alias."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from pathlib import Path
+
+import mlflow
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+from features.errors import ModelNotFoundError
+from features.settings import ChurnguardSettings
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+EXPERIMENT = "churnguard"
+
+
+def configure_mlflow(settings: ChurnguardSettings) -> str:
+    """Point MLflow at the store in force and make sure the experiment exists; returns the URI."""
+    uri = settings.resolved_tracking_uri()
+    if uri.startswith("sqlite:"):
+        settings.home.mkdir(parents=True, exist_ok=True)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    client = MlflowClient()
+    if client.get_experiment_by_name(EXPERIMENT) is None:
+        location = settings.artifact_location() if uri.startswith("sqlite:") else None
+        with contextlib.suppress(MlflowException):  # created meanwhile by a concurrent run
+            client.create_experiment(EXPERIMENT, artifact_location=location)
+    mlflow.set_experiment(EXPERIMENT)
+    return uri
+
+
+def version_by_alias(client: MlflowClient, name: str, alias: str) -> str | None:
+    try:
+        return str(client.get_model_version_by_alias(name, alias).version)
+    except MlflowException:
+        return None
+
+
+def promote(client: MlflowClient, name: str, version: str) -> None:
+    """Make a version the champion (the alias moves atomically in the registry)."""
+    try:
+        client.get_model_version(name, version)
+    except MlflowException as exc:
+        raise ModelNotFoundError(f"model '{name}' has no version {version}; see `churnguard models`") from exc
+    client.set_registered_model_alias(name, CHAMPION, version)
+    if version_by_alias(client, name, CHALLENGER) == version:
+        client.delete_registered_model_alias(name, CHALLENGER)
+
+
+def bundle_dir_of(model_uri: str) -> Path:
+    """Download (or locate) the bundle folder of a logged pyfunc model."""
+    local = Path(mlflow.artifacts.download_artifacts(model_uri))
+    return local / "artifacts" / "bundle"
