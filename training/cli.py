@@ -221,3 +221,122 @@ def stage_progress_lazy(title: str):  # type: ignore[no-untyped-def]
     from training.progress import stage_progress
 
     return stage_progress(title)
+
+
+@app.command()
+def score(
+    data: DataDir,
+    out_file: Annotated[
+        Path | None, typer.Option("--out", help="Output file (.parquet or .csv), written atomically.")
+    ] = None,
+    as_of: Annotated[
+        str | None,
+        typer.Option(
+            "--as-of", help="Score as of this date YYYY-MM-DD (default: the day after the newest event)."
+        ),
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option("--model", help="Model URI or folder [default: models:/churnguard@champion]."),
+    ] = None,
+    store: Annotated[
+        bool, typer.Option("--store/--no-store", help="Refresh the serving store the API reads.")
+    ] = True,
+    mapping: MappingOpt = None,
+) -> None:
+    """Score every active customer: churn probability, CLV, value at risk, reasons and action."""
+    from features.loading import load_dataset
+    from features.settings import get_settings
+    from features.snapshots import observed_until
+    from serving.actions import load_playbook
+    from serving.batch import run_batch
+    from serving.model_source import load_model
+    from serving.settings import get_serving_settings
+    from serving.store import SqliteScoreStore
+    from training.registry import configure_mlflow
+
+    settings, serving = get_settings(), get_serving_settings()
+    if out_file is None and not store:
+        raise typer.BadParameter("nothing to do: give --out FILE, or keep --store")
+    configure_mlflow(settings)
+    with stage_progress_lazy("scoring") as report:
+        report("loading model", 0.01)
+        loaded = load_model(model or serving.model_uri)
+        report("validating input", 0.03)
+        dataset = load_dataset(data, mapping)
+        cutoff = parse_date(as_of, "--as-of") if as_of else observed_until(dataset)
+        result = run_batch(
+            dataset,
+            cutoff,
+            loaded,
+            load_playbook(serving.playbook),
+            out_file,
+            SqliteScoreStore(serving.resolved_store_path(settings)) if store else None,
+            top_k=serving.top_k,
+            threads=settings.threads,
+            report=report,
+        )
+    where = f" to {out_file}" if out_file else ""
+    out.print(
+        f"scored {result.customers:,} customers as of {result.as_of}{where} with model "
+        f"{loaded.info.name} v{loaded.info.version} in {result.seconds:.1f}s "
+        f"({result.per_second:,.0f} customers/s)" + ("; serving store refreshed" if store else "")
+    )
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
+    workers: Annotated[int, typer.Option(min=1, max=64, help="uvicorn worker processes.")] = 1,
+) -> None:
+    """Run the scoring API and dashboard under uvicorn."""
+    import uvicorn
+
+    out.print(f"serving on http://{host}:{port}  (API docs: http://{host}:{port}/docs)")
+    uvicorn.run(
+        "serving.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="info",
+        access_log=True,
+    )
+
+
+@keys_app.command("create")
+def keys_create(name: Annotated[str, typer.Option(help="Who or what the key is for.")] = "default") -> None:
+    """Create an API key and print it once (only its hash is stored)."""
+    from features.settings import get_settings
+    from serving.keys import KeyStore
+    from serving.settings import get_serving_settings
+
+    store = KeyStore(get_serving_settings().resolved_keys_path(get_settings()))
+    record, token = store.create(name)
+    console.print(f"created key {record.key_id} ('{name}'); it is shown only now:")
+    out.print(token, highlight=False)
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    """List keys (ids, names, dates; never the keys themselves)."""
+    from features.settings import get_settings
+    from serving.keys import KeyStore
+    from serving.settings import get_serving_settings
+
+    for record in KeyStore(get_serving_settings().resolved_keys_path(get_settings())).records():
+        out.print(f"{record.key_id}  {record.created_at}  {record.name}")
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: Annotated[str, typer.Argument(help="Key id from `churnguard keys list`.")]) -> None:
+    """Revoke a key at once."""
+    from features.errors import ConfigError
+    from features.settings import get_settings
+    from serving.keys import KeyStore
+    from serving.settings import get_serving_settings
+
+    if not KeyStore(get_serving_settings().resolved_keys_path(get_settings())).revoke(key_id):
+        raise ConfigError(f"no key with id {key_id}; see `churnguard keys list`")
+    out.print(f"revoked {key_id}")

@@ -19,9 +19,9 @@ class ChurnModelConfig(BaseModel):
         description="Leaf counts tried; the smallest within auc_tolerance of "
         "the best wins (accuracy per unit of explanation cost).",
     )
-    auc_tolerance: float = Field(default=0.002, ge=0, le=0.05)
-    learning_rate: float = Field(default=0.05, gt=0, le=1)
-    max_trees: int = Field(default=400, ge=10, le=5000)
+    auc_tolerance: float = Field(default=0.003, ge=0, le=0.05)
+    learning_rate: float = Field(default=0.1, gt=0, le=1)
+    max_trees: int = Field(default=300, ge=10, le=5000)
     min_child_samples: int = Field(default=50, ge=1)
     feature_fraction: float = Field(default=0.8, gt=0, le=1)
     bagging_fraction: float = Field(default=0.8, gt=0, le=1)

@@ -34,9 +34,9 @@ def _flat(prefix: str, value: Any) -> dict[str, Any]:
 
 def _input_example(valid: pd.DataFrame, bundle: ModelBundle) -> pd.DataFrame:
     example = valid[bundle.feature_names].head(3).copy()
-    for info in bundle.features:
-        if info.categories is not None:
-            example[info.name] = example[info.name].astype(str)
+    for info in bundle.features:  # numbers as doubles: any of them may be missing at scoring time
+        column = example[info.name]
+        example[info.name] = column.astype(str) if info.categories is not None else column.astype("float64")
     return example
 
 

@@ -1,0 +1,52 @@
+"""Stored scores of known customers (computed by batch scoring; reading them costs no model work)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Path, status
+
+from serving.api.deps import ApiKeyDep, StateDep
+from serving.schemas import BatchRequest, BatchResponse, CustomerScore, ErrorResponse
+
+router = APIRouter(prefix="/v1/customers", tags=["customers"])
+_ERRORS: dict[int | str, dict[str, object]] = {
+    401: {"model": ErrorResponse},
+    403: {"model": ErrorResponse},
+    404: {"model": ErrorResponse},
+    413: {"model": ErrorResponse},
+    422: {"model": ErrorResponse},
+}
+
+
+@router.get(
+    "/{customer_id}", response_model=CustomerScore, responses=_ERRORS, summary="Latest score of one customer"
+)
+def get_customer(
+    customer_id: Annotated[str, Path(max_length=200, examples=["C0000001"])], state: StateDep, _key: ApiKeyDep
+) -> dict[str, object]:
+    """Churn probability, CLV, value at risk, reasons and action from the latest batch scoring."""
+    record = state.store.get(customer_id)
+    if record is None:
+        raise HTTPException(
+            status.HTTP_404_NOT_FOUND,
+            f"no score for customer '{customer_id}': unknown id, or not active at the last batch scoring",
+        )
+    state.metrics.scores.observe(record["churn_probability"])
+    return record
+
+
+@router.post(
+    "/score", response_model=BatchResponse, responses=_ERRORS, summary="Latest scores of many customers"
+)
+def get_customers(body: BatchRequest, state: StateDep, _key: ApiKeyDep) -> dict[str, object]:
+    """Up to the batch limit (default 1000) ids per request; unknown ids are listed in ``not_found``."""
+    limit = state.settings.batch_limit
+    if len(body.customer_ids) > limit:
+        raise HTTPException(
+            status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+            f"{len(body.customer_ids)} ids in one request; the limit is {limit}: split the batch",
+        )
+    ids = list(dict.fromkeys(body.customer_ids))
+    found = state.store.get_many(ids)
+    return {"scores": [found[i] for i in ids if i in found], "not_found": [i for i in ids if i not in found]}

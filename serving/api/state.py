@@ -1,0 +1,24 @@
+"""What the app holds while it runs: settings, the model holder, the store, the keys, the playbook."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from features.settings import ChurnguardSettings
+from serving.actions import Playbook
+from serving.keys import KeyStore
+from serving.metrics import Metrics
+from serving.model_source import ModelHolder
+from serving.settings import ServingSettings
+from serving.store import ScoreStore
+
+
+@dataclass
+class AppState:
+    core: ChurnguardSettings
+    settings: ServingSettings
+    models: ModelHolder
+    store: ScoreStore
+    keys: KeyStore
+    playbook: Playbook
+    metrics: Metrics

@@ -1,0 +1,142 @@
+"""Request and response bodies of the HTTP API (the public contract CRM systems code against)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Reason(BaseModel):
+    feature: str = Field(description="Model feature name.")
+    value: float | str | None = Field(description="The customer's value (null when unknown).")
+    typical: float | str | None = Field(description="Typical value among customers who stayed.")
+    contribution: float = Field(description="Exact SHAP contribution to the churn log-odds.")
+    direction: str = Field(description="'raises risk' or 'lowers risk'.")
+    group: str = Field(description="Reason family: service, engagement, price, onboarding, value, profile.")
+    sentence: str = Field(description="The reason in plain words.")
+
+
+class ActionOut(BaseModel):
+    name: str = Field(description="Action id from the playbook, or 'no_action'.")
+    label: str
+    description: str
+    expected_net_value: float = Field(description="churn probability x CLV x margin x success rate - cost.")
+    cost: float
+    success_rate: float
+    why: str = Field(description="The figures behind the choice, in words.")
+
+
+class ModelRef(BaseModel):
+    name: str
+    version: str
+    alias: str | None
+    trained_at: str
+    horizon_days: int
+    uri: str
+
+
+class CustomerScore(BaseModel):
+    customer_id: str
+    as_of: str = Field(description="Scores use events strictly before this date.")
+    churn_probability: float = Field(
+        ge=0, le=1, description="Calibrated probability of churning in the horizon."
+    )
+    risk_tier: str = Field(description="low, medium or high.")
+    clv: float = Field(description="Expected spend over the horizon.")
+    value_at_risk: float = Field(description="churn_probability x clv.")
+    segment: str
+    reasons: list[Reason]
+    action: ActionOut
+    model: ModelRef
+
+
+class BatchRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"customer_ids": ["C0000001"]}]}
+    )
+    customer_ids: list[str] = Field(min_length=1, description="Customer ids (at most the batch limit).")
+
+
+class BatchResponse(BaseModel):
+    scores: list[CustomerScore]
+    not_found: list[str] = Field(description="Requested ids with no score in the serving store.")
+
+
+class ScoreRecord(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    customer_id: str = Field(default="what-if", max_length=200)
+    features: dict[str, float | str | None] = Field(
+        description="Feature values by name (see GET /v1/model); missing ones are treated as unknown."
+    )
+
+
+class ScoreRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        allow_inf_nan=False,
+        json_schema_extra={
+            "examples": [
+                {
+                    "records": [
+                        {
+                            "customer_id": "C0000001",
+                            "features": {
+                                "recency_days": 94,
+                                "orders_365d": 3,
+                                "unresolved_complaints_90d": 2,
+                            },
+                        }
+                    ]
+                }
+            ]
+        },
+    )
+    records: list[ScoreRecord] = Field(min_length=1)
+
+
+class ScoredRecord(CustomerScore):
+    missing_features: list[str] = Field(description="Model features the request did not supply.")
+
+
+class ScoreResponse(BaseModel):
+    scores: list[ScoredRecord]
+
+
+class FeatureOut(BaseModel):
+    name: str
+    description: str
+    unit: str
+    group: str
+    categories: list[str] | None
+    typical: float | str | None
+
+
+class ModelCard(BaseModel):
+    model: ModelRef
+    metrics: dict[str, Any]
+    thresholds: dict[str, float]
+    calibration: str | None
+    features: list[FeatureOut]
+
+
+class Health(BaseModel):
+    status: str
+
+
+class Ready(BaseModel):
+    status: str = Field(description="ready, degraded or not_ready.")
+    model_version: str | None
+    registry_reachable: bool
+    scores_as_of: str | None
+    detail: str | None
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+    details: list[dict[str, Any]] | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody

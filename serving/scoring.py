@@ -1,0 +1,119 @@
+"""The one scoring core: features -> calibrated churn probability -> CLV -> value at risk -> reasons ->
+action. Batch scoring and the API both end in :func:`score_matrix`; nothing here is duplicated."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pandas as pd
+
+from serving.actions import Playbook, choose_actions
+from serving.bundle import ModelBundle, records_to_matrix
+from serving.explain import risk_groups, top_reasons
+
+SCORE_COLUMNS = [
+    "customer_id",
+    "as_of",
+    "churn_probability",
+    "risk_tier",
+    "clv",
+    "value_at_risk",
+    "segment",
+    "reasons",
+    "action",
+    "model",
+]
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Which model produced a score: name, version, alias, when it was trained, its horizon."""
+
+    name: str
+    version: str
+    alias: str | None
+    trained_at: str
+    horizon_days: int
+    uri: str
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def risk_tiers(probability: np.ndarray, thresholds: dict[str, float]) -> np.ndarray:
+    return np.where(
+        probability >= thresholds["high"],
+        "high",
+        np.where(probability >= thresholds["medium"], "medium", "low"),
+    )
+
+
+def segments(probability: np.ndarray, clv: np.ndarray, thresholds: dict[str, float]) -> np.ndarray:
+    """A small named grid of value x risk."""
+    valuable = clv >= thresholds["high_value"]
+    at_risk = probability >= thresholds["medium"]
+    return np.where(
+        valuable,
+        np.where(at_risk, "valuable, at risk", "valuable, loyal"),
+        np.where(at_risk, "low value, at risk", "low value, loyal"),
+    )
+
+
+def score_matrix(
+    bundle: ModelBundle,
+    customer_ids: list[str],
+    matrix: np.ndarray,
+    playbook: Playbook,
+    model: ModelInfo,
+    as_of: str,
+    top_k: int = 5,
+) -> dict[str, list[object]]:
+    """Score a model-input matrix; columns of the result are lists aligned with ``customer_ids``.
+
+    Exact TreeSHAP is computed once: the raw score is the sum of the contributions, so the probability
+    and its reasons always agree."""
+    contrib = bundle.contributions(matrix)
+    probability = bundle.probability(contrib.sum(axis=1))
+    clv = bundle.clv(matrix)
+    reasons = top_reasons(bundle, matrix, contrib, top_k)
+    actions = choose_actions(playbook, probability, clv, risk_groups(reasons))
+    model_dict = model.as_dict()
+    n = len(customer_ids)
+    return {
+        "customer_id": list(customer_ids),
+        "as_of": [as_of] * n,
+        "churn_probability": np.round(probability, 6).tolist(),
+        "risk_tier": risk_tiers(probability, bundle.thresholds).tolist(),
+        "clv": np.round(clv, 2).tolist(),
+        "value_at_risk": np.round(probability * clv, 2).tolist(),
+        "segment": segments(probability, clv, bundle.thresholds).tolist(),
+        "reasons": reasons,  # type: ignore[dict-item]
+        "action": actions,  # type: ignore[dict-item]
+        "model": [model_dict] * n,
+    }
+
+
+def score_features(
+    bundle: ModelBundle, frame: pd.DataFrame, playbook: Playbook, model: ModelInfo, as_of: str, top_k: int = 5
+) -> pd.DataFrame:
+    """Score rows of feature values (with a ``customer_id`` column) into a DataFrame of scores."""
+    ids = frame["customer_id"].astype(str).tolist()
+    return pd.DataFrame(score_matrix(bundle, ids, bundle.matrix(frame), playbook, model, as_of, top_k))
+
+
+def score_records(
+    bundle: ModelBundle,
+    customer_ids: list[str],
+    records: list[dict[str, object]],
+    playbook: Playbook,
+    model: ModelInfo,
+    as_of: str,
+    top_k: int = 5,
+) -> list[dict[str, object]]:
+    """Score a few records given as dicts (the API path), one result dict per record."""
+    columns = score_matrix(
+        bundle, customer_ids, records_to_matrix(records, bundle.features), playbook, model, as_of, top_k
+    )
+    keys = list(columns)
+    return [dict(zip(keys, row, strict=True)) for row in zip(*columns.values(), strict=True)]

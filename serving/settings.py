@@ -1,0 +1,62 @@
+"""Serving settings (prefix ``CHURNGUARD_``), each with a documented default; refused at start-up if unsafe."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from features.settings import ChurnguardSettings, get_settings
+
+
+class ServingSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CHURNGUARD_", extra="ignore")
+
+    model_uri: str = Field(
+        default="models:/churnguard@champion",
+        description="Registry alias URI or a local model folder to serve.",
+    )
+    store_path: Path | None = Field(
+        default=None, description="Serving store file (default <home>/scores.db)."
+    )
+    keys_path: Path | None = Field(default=None, description="API key hashes (default <home>/api_keys.json).")
+    playbook: Path | None = Field(default=None, description="Retention playbook YAML (default: shipped one).")
+    poll_seconds: float = Field(
+        default=10.0,
+        ge=0,
+        le=3600,
+        description="How often to check the alias for a new champion (0 = never).",
+    )
+    batch_limit: int = Field(default=1000, ge=1, le=100_000, description="Most ids in one batch request.")
+    max_body_bytes: int = Field(
+        default=1_000_000,
+        ge=1024,
+        le=100_000_000,
+        description="Request bodies above this are refused with 413 before parsing.",
+    )
+    top_k: int = Field(default=5, ge=1, le=20, description="Reasons returned per customer.")
+    session_hours: float = Field(default=8.0, gt=0, le=168, description="Dashboard session lifetime.")
+    cookie_secure: bool = Field(default=False, description="Send the session cookie over HTTPS only.")
+
+    @field_validator("model_uri")
+    @classmethod
+    def _not_empty(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("model_uri must not be empty")
+        return value
+
+    def resolved_store_path(self, core: ChurnguardSettings) -> Path:
+        return self.store_path or core.home / "scores.db"
+
+    def resolved_keys_path(self, core: ChurnguardSettings) -> Path:
+        return self.keys_path or core.home / "api_keys.json"
+
+
+@lru_cache(maxsize=1)
+def get_serving_settings() -> ServingSettings:
+    return ServingSettings()
+
+
+__all__ = ["ServingSettings", "get_serving_settings", "get_settings"]

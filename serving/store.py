@@ -1,0 +1,249 @@
+"""The serving store: the latest score of every customer, read by the API and the dashboard.
+
+:class:`ScoreStore` is the interface; :class:`SqliteScoreStore` is the embedded default (a file under the
+churnguard home, nothing to start). A server-backed store for several API instances implements the same
+methods. A refresh replaces all scores in one transaction: readers see the old set or the new one, never a
+mix, and a crash mid-refresh leaves the old set in place.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import pandas as pd
+
+_COLUMNS = (
+    "customer_id",
+    "as_of",
+    "churn_probability",
+    "risk_tier",
+    "clv",
+    "value_at_risk",
+    "segment",
+    "action_name",
+    "expected_net_value",
+    "reasons",
+    "action",
+    "model",
+    "features",
+    "history",
+)
+_JSON = ("reasons", "action", "model", "features", "history")
+SORTABLE = ("value_at_risk", "churn_probability", "clv", "customer_id", "expected_net_value")
+
+
+@dataclass(frozen=True)
+class CustomerQuery:
+    """Filters, sort and page for the ranked customer list."""
+
+    segment: str | None = None
+    risk_tier: str | None = None
+    action: str | None = None
+    min_clv: float | None = None
+    search: str | None = None
+    sort: str = "value_at_risk"
+    descending: bool = True
+    limit: int = 50
+    offset: int = 0
+
+
+class ScoreStore(Protocol):
+    def replace_all(self, scores: pd.DataFrame, meta: dict[str, Any]) -> None: ...
+    def get(self, customer_id: str) -> dict[str, Any] | None: ...
+    def get_many(self, customer_ids: Sequence[str]) -> dict[str, dict[str, Any]]: ...
+    def query(self, q: CustomerQuery) -> tuple[list[dict[str, Any]], int]: ...
+    def iter_query(self, q: CustomerQuery) -> Iterator[dict[str, Any]]: ...
+    def summary(self) -> dict[str, Any]: ...
+    def meta(self) -> dict[str, Any]: ...
+
+
+class SqliteScoreStore:
+    """Scores in one SQLite file (WAL mode: readers never block the writer)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._local = threading.local()
+
+    def _connect(self) -> sqlite3.Connection:
+        con: sqlite3.Connection | None = getattr(self._local, "con", None)
+        if con is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            con = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+            con.row_factory = sqlite3.Row
+            con.execute("PRAGMA journal_mode=WAL")
+            con.execute("PRAGMA synchronous=NORMAL")
+            self._local.con = con
+        return con
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        con = self._connect()
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            yield con
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        con.execute("COMMIT")
+
+    def _has_scores(self, con: sqlite3.Connection) -> bool:
+        row = con.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='scores'").fetchone()
+        return row is not None
+
+    def replace_all(self, scores: pd.DataFrame, meta: dict[str, Any]) -> None:
+        rows = _rows(scores)
+        with self._transaction() as con:
+            con.execute("DROP TABLE IF EXISTS scores_new")
+            con.execute(
+                "CREATE TABLE scores_new (customer_id TEXT PRIMARY KEY, as_of TEXT, churn_probability REAL, "
+                "risk_tier TEXT, clv REAL, value_at_risk REAL, segment TEXT, action_name TEXT, "
+                "expected_net_value REAL, reasons TEXT, action TEXT, model TEXT, features TEXT, history TEXT)"
+            )
+            con.executemany(f"INSERT INTO scores_new VALUES ({','.join('?' * len(_COLUMNS))})", rows)
+            con.execute("DROP TABLE IF EXISTS scores")
+            con.execute("ALTER TABLE scores_new RENAME TO scores")
+            for column in (
+                "value_at_risk",
+                "churn_probability",
+                "clv",
+                "segment",
+                "risk_tier",
+                "action_name",
+            ):
+                con.execute(f"CREATE INDEX IF NOT EXISTS scores_{column} ON scores({column})")
+            con.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
+            con.execute("DELETE FROM meta")
+            con.executemany("INSERT INTO meta VALUES (?, ?)", [(k, json.dumps(v)) for k, v in meta.items()])
+
+    def get(self, customer_id: str) -> dict[str, Any] | None:
+        return self.get_many([customer_id]).get(customer_id)
+
+    def get_many(self, customer_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        con = self._connect()
+        if not customer_ids or not self._has_scores(con):
+            return {}
+        found: dict[str, dict[str, Any]] = {}
+        for start in range(0, len(customer_ids), 500):
+            chunk = list(customer_ids[start : start + 500])
+            marks = ",".join("?" * len(chunk))
+            for row in con.execute(f"SELECT * FROM scores WHERE customer_id IN ({marks})", chunk):
+                record = _record(row)
+                found[record["customer_id"]] = record
+        return found
+
+    def _where(self, q: CustomerQuery) -> tuple[str, list[Any]]:
+        clauses, params = [], []
+        for column, value in (("segment", q.segment), ("risk_tier", q.risk_tier), ("action_name", q.action)):
+            if value:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        if q.min_clv is not None:
+            clauses.append("clv >= ?")
+            params.append(q.min_clv)
+        if q.search:
+            clauses.append("customer_id LIKE ? ESCAPE '\\'")
+            escaped = q.search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            params.append(f"%{escaped}%")
+        return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+    def _order(self, q: CustomerQuery) -> str:
+        column = q.sort if q.sort in SORTABLE else "value_at_risk"
+        return f" ORDER BY {column} {'DESC' if q.descending else 'ASC'}, customer_id ASC"
+
+    def query(self, q: CustomerQuery) -> tuple[list[dict[str, Any]], int]:
+        con = self._connect()
+        if not self._has_scores(con):
+            return [], 0
+        where, params = self._where(q)
+        total = con.execute(f"SELECT COUNT(*) FROM scores{where}", params).fetchone()[0]
+        sql = f"SELECT * FROM scores{where}{self._order(q)} LIMIT ? OFFSET ?"
+        rows = [_record(r) for r in con.execute(sql, [*params, q.limit, q.offset])]
+        return rows, int(total)
+
+    def iter_query(self, q: CustomerQuery) -> Iterator[dict[str, Any]]:
+        """Every row matching the filters, in order, streamed (for CSV export)."""
+        con = self._connect()
+        if not self._has_scores(con):
+            return
+        where, params = self._where(q)
+        yield from (_record(r) for r in con.execute(f"SELECT * FROM scores{where}{self._order(q)}", params))
+
+    def summary(self) -> dict[str, Any]:
+        con = self._connect()
+        if not self._has_scores(con):
+            return {"customers": 0, "value_at_risk": 0.0, "segments": [], "histogram": []}
+        segments = [
+            dict(r)
+            for r in con.execute(
+                "SELECT segment, COUNT(*) AS customers, SUM(value_at_risk) AS value_at_risk, SUM(clv) AS clv "
+                "FROM scores GROUP BY segment ORDER BY value_at_risk DESC"
+            )
+        ]
+        histogram = [
+            dict(r)
+            for r in con.execute(
+                "SELECT MIN(CAST(churn_probability * 10 AS INTEGER), 9) AS bucket, COUNT(*) AS customers "
+                "FROM scores GROUP BY bucket ORDER BY bucket"
+            )
+        ]
+        actions = [
+            dict(r)
+            for r in con.execute(
+                "SELECT action_name, COUNT(*) AS customers, SUM(expected_net_value) AS expected_net_value "
+                "FROM scores GROUP BY action_name ORDER BY customers DESC"
+            )
+        ]
+        total = con.execute("SELECT COUNT(*), COALESCE(SUM(value_at_risk), 0) FROM scores").fetchone()
+        return {
+            "customers": total[0],
+            "value_at_risk": total[1],
+            "segments": segments,
+            "histogram": histogram,
+            "actions": actions,
+        }
+
+    def meta(self) -> dict[str, Any]:
+        con = self._connect()
+        exists = con.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'").fetchone()
+        if not exists:
+            return {}
+        return {r["key"]: json.loads(r["value"]) for r in con.execute("SELECT key, value FROM meta")}
+
+
+def _rows(scores: pd.DataFrame) -> list[tuple[Any, ...]]:
+    frame = scores.copy()
+    frame["action_name"] = [a["name"] for a in frame["action"]]
+    frame["expected_net_value"] = [a["expected_net_value"] for a in frame["action"]]
+    for column in ("features", "history"):
+        if column not in frame.columns:
+            frame[column] = ["{}"] * len(frame)
+    for column in _JSON:  # features and history arrive already encoded
+        frame[column] = [
+            v if isinstance(v, str) else json.dumps(v, default=_json_default) for v in frame[column]
+        ]
+    frame["as_of"] = frame["as_of"].astype(str)
+    return list(frame[list(_COLUMNS)].itertuples(index=False, name=None))
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, float):
+        return None
+    if hasattr(value, "isoformat"):
+        return value.isoformat()  # type: ignore[union-attr]
+    if hasattr(value, "item"):
+        return value.item()  # type: ignore[union-attr]
+    return str(value)
+
+
+def _record(row: sqlite3.Row) -> dict[str, Any]:
+    record = dict(row)
+    for column in _JSON:
+        record[column] = json.loads(record[column]) if record.get(column) else None
+    return record
