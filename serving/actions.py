@@ -8,7 +8,6 @@ answer is "no action", with the figures that say why.
 from __future__ import annotations
 
 from functools import lru_cache
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +41,7 @@ def load_playbook(path: Path | None = None) -> Playbook:
     """The shipped default playbook, or the YAML file at ``path``."""
     try:
         if path is None:
-            text = resources.files("serving").joinpath("playbook.yaml").read_text(encoding="utf-8")
+            text = (Path(__file__).parent / "playbook.yaml").read_text(encoding="utf-8")
             where = "the default playbook"
         else:
             text = Path(path).read_text(encoding="utf-8")

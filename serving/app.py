@@ -19,6 +19,7 @@ from features.settings import ChurnguardSettings, get_settings
 from serving.actions import load_playbook
 from serving.api import customers, model, ops, score
 from serving.api.state import AppState
+from serving.dashboard import install_dashboard
 from serving.keys import KeyStore
 from serving.metrics import Metrics
 from serving.model_source import ModelHolder
@@ -168,6 +169,7 @@ def create_app(core: ChurnguardSettings | None = None, settings: ServingSettings
     app = FastAPI(title="churnguard", version="1", description=DESCRIPTION, lifespan=lifespan)
     for router in (ops.router, customers.router, score.router, model.router):
         app.include_router(router)
+    install_dashboard(app)
     _install_error_handlers(app)
     app.add_middleware(GuardMiddleware, max_body_bytes=settings.max_body_bytes, metrics=metrics)
     return app
