@@ -33,6 +33,7 @@ class FeatureDef:
     unit: Unit
     requires: tuple[str, ...] = ("transactions",)
     group: str = "engagement"  # the reason family used to choose retention actions
+    monotone: int = 0  # +1: more never lowers churn risk; -1: more never raises it (a domain rule)
 
 
 def _rfm() -> list[FeatureDef]:
@@ -97,6 +98,7 @@ def _rfm() -> list[FeatureDef]:
             Unit.COUNT,
             ("transactions.delivery_delay_days",),
             group="service",
+            monotone=1,
         ),
         FeatureDef(
             "late_deliveries_365d",
@@ -104,6 +106,7 @@ def _rfm() -> list[FeatureDef]:
             Unit.COUNT,
             ("transactions.delivery_delay_days",),
             group="service",
+            monotone=1,
         ),
         FeatureDef(
             "mean_delay_days_365d",
@@ -145,6 +148,7 @@ def _service() -> list[FeatureDef]:
             Unit.COUNT,
             ("interactions.resolved",),
             group="service",
+            monotone=1,
         ),
         FeatureDef(
             "unresolved_complaints_365d",
@@ -152,6 +156,7 @@ def _service() -> list[FeatureDef]:
             Unit.COUNT,
             ("interactions.resolved",),
             group="service",
+            monotone=1,
         ),
         FeatureDef(
             "mean_resolution_hours_365d",
@@ -169,6 +174,7 @@ def _service() -> list[FeatureDef]:
             Unit.SCORE,
             ("interactions.satisfaction",),
             group="service",
+            monotone=-1,
         ),
         FeatureDef(
             "mean_satisfaction_365d",
@@ -176,6 +182,7 @@ def _service() -> list[FeatureDef]:
             Unit.SCORE,
             ("interactions.satisfaction",),
             group="service",
+            monotone=-1,
         ),
         FeatureDef(
             "last_nps",
@@ -183,6 +190,7 @@ def _service() -> list[FeatureDef]:
             Unit.SCORE,
             ("interactions.nps",),
             group="service",
+            monotone=-1,
         ),
         FeatureDef(
             "service_failures_per_order_365d",

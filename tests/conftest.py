@@ -7,11 +7,17 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-SMALL_TRAIN = {"snapshots": 3, "threads": 1, "churn": {"num_leaves_grid": [7, 15], "max_trees": 150},
-               "clv": {"max_trees": 150}, "promotion": {"max_ece": 0.1}}
+SMALL_TRAIN = {
+    "snapshots": 3,
+    "threads": 1,
+    "churn": {"num_leaves_grid": [7, 15], "max_trees": 150},
+    "clv": {"max_trees": 150},
+    "promotion": {"max_ece": 0.1},
+}
 
 
 @dataclass(frozen=True)
@@ -22,6 +28,8 @@ class Trained:
     version: str
     api_key: str
     scores_file: Path
+    churn_table: Any
+    clv_table: Any
 
 
 @pytest.fixture(scope="session")
@@ -34,7 +42,9 @@ def small_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _isolated_env(home: Path) -> dict[str, str | None]:
-    saved = {k: os.environ.get(k) for k in ("CHURNGUARD_HOME", "MLFLOW_TRACKING_URI", "CHURNGUARD_POLL_SECONDS")}
+    saved = {
+        k: os.environ.get(k) for k in ("CHURNGUARD_HOME", "MLFLOW_TRACKING_URI", "CHURNGUARD_POLL_SECONDS")
+    }
     os.environ["CHURNGUARD_HOME"] = str(home)
     os.environ.pop("MLFLOW_TRACKING_URI", None)
     os.environ["CHURNGUARD_POLL_SECONDS"] = "0"
@@ -70,10 +80,26 @@ def trained(tmp_path_factory: pytest.TempPathFactory, small_data: Path) -> Itera
         result = train(small_data, TrainConfig.model_validate(SMALL_TRAIN), get_settings())
         dataset = load_dataset(small_data)
         scores_file = home / "scores.parquet"
-        run_batch(dataset, observed_until(dataset), load_model("models:/churnguard@champion"), load_playbook(),
-                  scores_file, SqliteScoreStore(home / "scores.db"), threads=1)
+        run_batch(
+            dataset,
+            observed_until(dataset),
+            load_model("models:/churnguard@champion"),
+            load_playbook(),
+            scores_file,
+            SqliteScoreStore(home / "scores.db"),
+            threads=1,
+        )
         _, key = KeyStore(home / "api_keys.json").create("tests")
-        yield Trained(home, small_data, small_data.parent / "crm-truth", result.version, key, scores_file)
+        yield Trained(
+            home,
+            small_data,
+            small_data.parent / "crm-truth",
+            result.version,
+            key,
+            scores_file,
+            result.churn_table,
+            result.clv_table,
+        )
     finally:
         for name, value in saved.items():
             if value is None:

@@ -340,3 +340,81 @@ def keys_revoke(key_id: Annotated[str, typer.Argument(help="Key id from `churngu
     if not KeyStore(get_serving_settings().resolved_keys_path(get_settings())).revoke(key_id):
         raise ConfigError(f"no key with id {key_id}; see `churnguard keys list`")
     out.print(f"revoked {key_id}")
+
+
+@app.command()
+def demo(
+    customers: Annotated[int, typer.Option(min=500, help="Customers in the synthetic dataset.")] = 10_000,
+    data_dir: Annotated[Path, typer.Option("--data", help="Where the demo data lives.")] = Path("data/demo"),
+    retrain: Annotated[bool, typer.Option(help="Train again even if a champion exists.")] = False,
+    serve_api: Annotated[bool, typer.Option("--serve/--no-serve", help="Start the API when ready.")] = True,
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
+) -> None:
+    """The whole job on embedded defaults: synthetic data, train, register, score, key, serve."""
+    from mlflow import MlflowClient
+
+    from features.loading import load_dataset
+    from features.settings import get_settings
+    from features.snapshots import observed_until
+    from features.synthetic import generate_dataset
+    from serving.actions import load_playbook
+    from serving.batch import run_batch
+    from serving.keys import KeyStore
+    from serving.model_source import load_model
+    from serving.settings import get_serving_settings
+    from serving.store import CustomerQuery, SqliteScoreStore
+    from training.config import TrainConfig
+    from training.pipeline import train as run_training
+    from training.registry import CHAMPION, configure_mlflow, version_by_alias
+    from training.report import print_result
+
+    settings, serving = get_settings(), get_serving_settings()
+    if not (data_dir / "transactions.parquet").exists():
+        with stage_progress_lazy("generating") as report:
+            generate_dataset(data_dir, customers, seed=settings.seed, progress=report)
+    configure_mlflow(settings)
+    if retrain or version_by_alias(MlflowClient(), settings.model_name, CHAMPION) is None:
+        with stage_progress_lazy("training") as report:
+            result = run_training(data_dir, TrainConfig(threads=settings.threads), settings, report=report)
+        print_result(out, result, settings)
+    loaded = load_model(serving.model_uri)
+    dataset = load_dataset(data_dir)
+    scores_file = settings.home / "demo_scores.csv"
+    with stage_progress_lazy("scoring") as report:
+        batch = run_batch(
+            dataset,
+            observed_until(dataset),
+            loaded,
+            load_playbook(serving.playbook),
+            scores_file,
+            SqliteScoreStore(serving.resolved_store_path(settings)),
+            top_k=serving.top_k,
+            threads=settings.threads,
+            report=report,
+        )
+    _, key = KeyStore(serving.resolved_keys_path(settings)).create("demo")
+    store = SqliteScoreStore(serving.resolved_store_path(settings))
+    top, _ = store.query(CustomerQuery(limit=1))
+    example = top[0]["customer_id"] if top else "C0000001"
+    base = f"http://127.0.0.1:{port}"
+    out.print(
+        f"""
+[bold]churnguard demo is ready[/]: model v{loaded.info.version}, {batch.customers:,} customers scored \
+({batch.per_second:,.0f}/s), scores in {scores_file}
+
+  API key (shown once):  {key}
+  Dashboard:             {base}/  (sign in with the key)
+  API docs:              {base}/docs
+
+Try:
+  curl -H "Authorization: Bearer {key}" {base}/v1/customers/{example}
+  curl -H "Authorization: Bearer {key}" -H "Content-Type: application/json" \\
+       -d '{{"records": [{{"features": {{"recency_days": 94, "unresolved_complaints_90d": 2}}}}]}}' {base}/v1/score
+  .venv/bin/churnguard score --data {data_dir} --out scores.csv
+  .venv/bin/mlflow ui --backend-store-uri {settings.resolved_tracking_uri()}
+""",
+        highlight=False,
+        soft_wrap=True,
+    )
+    if serve_api:
+        serve(host="127.0.0.1", port=port, workers=1)

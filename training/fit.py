@@ -84,8 +84,12 @@ def fit_churn(
     cfg: ChurnModelConfig,
     threads: int,
     seed: int,
+    monotone: list[int] | None = None,
 ) -> ChurnFit:
-    """Try each size with early stopping on the held-out training cutoff; keep the knee."""
+    """Try each size with early stopping on the held-out training cutoff; keep the knee.
+
+    ``monotone`` holds domain rules (more unresolved complaints never lowers risk...) as LightGBM
+    monotone constraints, one per column."""
     rows = []
     boosters = {}
     for leaves in cfg.num_leaves_grid:
@@ -100,6 +104,8 @@ def fit_churn(
             feature_fraction=cfg.feature_fraction,
             bagging_fraction=cfg.bagging_fraction,
             lambda_l2=cfg.lambda_l2,
+            monotone_constraints=monotone or [0] * x_fit.shape[1],
+            monotone_constraints_method="advanced",
         )
         booster = lgb.train(
             params,

@@ -102,7 +102,9 @@ def train(
     y_fit, y_es, y_val = (f["churned"].to_numpy(int) for f in (frames.fit, frames.early, frames.valid))
 
     report("fitting churn model sizes", 0.4)
-    churn = fit.fit_churn(x_fit, y_fit, x_es, y_es, cfg.churn, cfg.threads, cfg.seed)
+    churn = fit.fit_churn(
+        x_fit, y_fit, x_es, y_es, cfg.churn, cfg.threads, cfg.seed, [d.monotone for d in defs]
+    )
     raw_prob = {name: churn.booster.predict(x) for name, x in (("es", x_es), ("val", x_val))}
     calibration = fit.fit_calibration(raw_prob["es"], y_es, raw_prob["val"], y_val)
     lap("churn_model")

@@ -1,0 +1,75 @@
+"""Fitting pieces: reproducible for a seed, calibration that means what it says, evaluation maths."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from features.loading import load_dataset
+from features.snapshots import build_snapshot, model_features, snapshot_cutoffs
+from serving.bundle import to_model_input
+from training import evaluate as ev
+from training import fit
+from training.config import ChurnModelConfig
+
+
+@pytest.fixture(scope="module")
+def frames(small_data):
+    dataset = load_dataset(small_data)
+    train_cutoffs, _ = snapshot_cutoffs(dataset, 90, 3)
+    snaps = [build_snapshot(dataset, c, 90, threads=1).frame for c in train_cutoffs]
+    infos = fit.describe_features(model_features(dataset), pd.concat(snaps))
+    return [to_model_input(s, infos) for s in snaps], [s["churned"].to_numpy(int) for s in snaps], snaps
+
+
+def test_same_data_and_seed_give_the_same_model(frames) -> None:
+    xs, ys, _ = frames
+    cfg = ChurnModelConfig(num_leaves_grid=[7], max_trees=60)
+    first = fit.fit_churn(pd.concat(xs[:-1]), np.concatenate(ys[:-1]), xs[-1], ys[-1], cfg, 1, 3)
+    second = fit.fit_churn(pd.concat(xs[:-1]), np.concatenate(ys[:-1]), xs[-1], ys[-1], cfg, 1, 3)
+    assert first.booster.model_to_string() == second.booster.model_to_string()
+
+
+def test_size_table_picks_the_cheapest_size_within_tolerance(frames) -> None:
+    xs, ys, _ = frames
+    cfg = ChurnModelConfig(num_leaves_grid=[3, 15], max_trees=60, auc_tolerance=0.05)
+    result = fit.fit_churn(pd.concat(xs[:-1]), np.concatenate(ys[:-1]), xs[-1], ys[-1], cfg, 1, 3)
+    table = result.size_table
+    assert table["chosen"].sum() == 1
+    chosen = table[table["chosen"]].iloc[0]
+    assert chosen["auc"] >= table["auc"].max() - 0.05
+    assert (
+        chosen["shap_ms_per_row"] == table[table["auc"] >= table["auc"].max() - 0.05]["shap_ms_per_row"].min()
+    )
+
+
+def test_calibration_brings_predicted_rates_to_observed_rates() -> None:
+    rng = np.random.default_rng(0)
+    truth = rng.uniform(0.05, 0.95, 20_000)
+    y = (rng.random(20_000) < truth).astype(int)
+    overconfident = np.clip(truth**3, 1e-4, 1 - 1e-4)  # badly calibrated but well ranked
+    half = 10_000
+    calibration = fit.fit_calibration(overconfident[:half], y[:half], overconfident[half:], y[half:])
+    calibrated = calibration.apply(overconfident[half:])
+    assert ev.expected_calibration_error(y[half:], calibrated) < 0.02
+    assert ev.expected_calibration_error(y[half:], overconfident[half:]) > 0.1
+
+
+def test_metrics_on_known_cases() -> None:
+    y = np.array([0, 0, 1, 1])
+    perfect = ev.churn_metrics(y, np.array([0.1, 0.2, 0.8, 0.9]))
+    assert perfect["roc_auc"] == 1.0 and perfect["pr_auc"] == 1.0
+    spend = np.array([0.0, 0.0, 10.0, 90.0])
+    assert ev.clv_metrics(spend, spend)["gini"] == pytest.approx(1.0)
+    assert ev.clv_metrics(spend, spend)["predicted_to_actual"] == pytest.approx(1.0)
+    value = ev.business_value(
+        np.array([True, False]),
+        np.array([100.0, 100.0]),
+        np.array([0.9, 0.1]),
+        np.array([100.0, 100.0]),
+        contact_cost=5,
+        success_rate=0.5,
+        share=0.5,
+    )
+    assert value["net_value_by_value_at_risk"] == pytest.approx(0.5 * 100 - 5)
