@@ -55,12 +55,8 @@ def sentence(info: FeatureInfo, value: object, row: dict[str, object]) -> str:
             typical_text = "; most customers who stay have none"
         else:
             typical_text = f"; typical for customers who stay: {_num(t, unit)}"
-    if unit == "count":
-        description = info.description
-        if number == 1:  # "orders in the last 90 days" -> "order in the last 90 days"
-            head, _, tail = description.partition(" ")
-            description = f"{head[:-1] if head.endswith('s') else head} {tail}".strip()
-        return f"{_num(number, unit)} {description}{typical_text}."
+    if unit == "count" and number != 1:  # "2 unresolved complaints in the last 90 days"
+        return f"{_num(number, unit)} {info.description}{typical_text}."
     return f"{info.description[0].upper()}{info.description[1:]}: {_num(number, unit)}{typical_text}."
 
 

@@ -64,7 +64,7 @@ class BatchResponse(BaseModel):
 
 
 class ScoreRecord(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     customer_id: str = Field(default="what-if", max_length=200)
     features: dict[str, float | str | None] = Field(
         description="Feature values by name (see GET /v1/model); missing ones are treated as unknown."

@@ -1,0 +1,110 @@
+"""The scoring core: exact reasons that add up, sensible actions, and one path for batch and online."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from features.settings import get_settings
+from serving.actions import NO_ACTION, Action, Playbook, choose_actions, load_playbook
+from serving.bundle import ModelBundle
+from serving.explain import sentence
+from serving.model_source import load_model
+from serving.scoring import score_features, score_records
+from serving.store import CustomerQuery, SqliteScoreStore
+from training.registry import configure_mlflow
+
+
+@pytest.fixture(scope="module")
+def champion(trained):
+    configure_mlflow(get_settings())
+    return load_model("models:/churnguard@champion")
+
+
+def test_shap_contributions_add_up_to_the_raw_score(champion, trained) -> None:
+    store = SqliteScoreStore(trained.home / "scores.db")
+    rows, _ = store.query(CustomerQuery(limit=200))
+    frame = pd.DataFrame([r["features"] for r in rows])
+    bundle: ModelBundle = champion.bundle
+    matrix = bundle.matrix(frame)
+    contrib = bundle.contributions(matrix)
+    assert np.allclose(contrib.sum(axis=1), bundle.churn_raw(matrix), atol=1e-9)
+    assert np.allclose(bundle.probability(contrib.sum(axis=1)), bundle.predict(frame)["churn_probability"])
+
+
+def test_batch_and_online_give_the_same_score(champion, trained) -> None:
+    store = SqliteScoreStore(trained.home / "scores.db")
+    stored = store.query(CustomerQuery(limit=20))[0]
+    online = score_records(
+        champion.bundle,
+        [r["customer_id"] for r in stored],
+        [r["features"] for r in stored],
+        load_playbook(),
+        champion.info,
+        "x",
+    )
+    for batch_row, online_row in zip(stored, online, strict=True):
+        assert online_row["churn_probability"] == pytest.approx(batch_row["churn_probability"], abs=1e-6)
+        assert online_row["clv"] == pytest.approx(batch_row["clv"], abs=0.01)
+        assert online_row["action"]["name"] == batch_row["action"]["name"]
+        assert [r["feature"] for r in online_row["reasons"]] == [r["feature"] for r in batch_row["reasons"]]
+
+
+def test_stored_scores_are_ranked_and_complete(trained) -> None:
+    rows, total = SqliteScoreStore(trained.home / "scores.db").query(CustomerQuery(limit=50))
+    assert total > 100
+    values = [r["value_at_risk"] for r in rows]
+    assert values == sorted(values, reverse=True)
+    top = rows[0]
+    assert 0 <= top["churn_probability"] <= 1
+    assert top["value_at_risk"] == pytest.approx(top["churn_probability"] * top["clv"], abs=0.02)
+    assert len(top["reasons"]) == 5 and all(r["sentence"] for r in top["reasons"])
+    assert top["segment"] in {
+        "valuable, at risk",
+        "valuable, loyal",
+        "low value, at risk",
+        "low value, loyal",
+    }
+
+
+def test_no_offer_when_the_value_does_not_cover_the_cost() -> None:
+    playbook = Playbook(
+        actions=(Action(name="call", label="Call", addresses=("service",), cost=20, success_rate=0.5),)
+    )
+    decisions = choose_actions(
+        playbook, np.array([0.9, 0.9]), np.array([10.0, 1000.0]), [{"service"}, {"service"}]
+    )
+    assert decisions[0]["name"] == NO_ACTION and "Not worth an offer" in str(decisions[0]["why"])
+    assert decisions[1]["name"] == "call"
+    assert decisions[1]["expected_net_value"] == pytest.approx(0.9 * 1000 * 0.5 - 20)
+
+
+def test_action_answers_the_reason_family() -> None:
+    playbook = load_playbook()
+    decisions = choose_actions(
+        playbook, np.array([0.8, 0.8]), np.array([2000.0, 2000.0]), [{"service"}, {"price"}]
+    )
+    assert decisions[0]["name"] in {a.name for a in playbook.actions if "service" in a.addresses}
+    assert decisions[1]["name"] in {a.name for a in playbook.actions if "price" in a.addresses}
+
+
+def test_sentences_read_like_a_person_wrote_them(champion) -> None:
+    bundle = champion.bundle
+    info = bundle.feature_info("recency_days")
+    assert (
+        sentence(info, 94.0, {"mean_gap_days": 30.0})
+        == "Last purchase 94 days ago; usually buys every 30 days."
+    )
+    complaints = bundle.feature_info("unresolved_complaints_90d")
+    text = sentence(complaints, 2.0, {})
+    assert text.startswith("2 unresolved complaints in the last 90 days")
+    assert sentence(complaints, 1.0, {}).startswith("Unresolved complaints in the last 90 days: 1;")
+    assert sentence(bundle.feature_info("last_nps"), None, {}).startswith("No record of")
+
+
+def test_score_features_accepts_a_frame_with_missing_columns(champion) -> None:
+    frame = pd.DataFrame({"customer_id": ["a", "b"], "recency_days": [5.0, 300.0]})
+    scores = score_features(champion.bundle, frame, load_playbook(), champion.info, "2026-01-01")
+    assert list(scores["customer_id"]) == ["a", "b"]
+    assert scores["churn_probability"].iloc[1] > scores["churn_probability"].iloc[0]
