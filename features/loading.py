@@ -315,8 +315,19 @@ def _to_contract(
             )
         )
     frame = frame.rename(columns=renames)
+    repeated = sorted(set(frame.columns[frame.columns.duplicated()]))
+    for column in repeated:
+        problems.append(
+            DataProblem(
+                where,
+                column,
+                "appears more than once in the header (after trimming spaces and "
+                "applying the column mapping)",
+                "keep one column of that name",
+            )
+        )
     missing = [c for c in spec.required_columns if c not in frame.columns]
-    if missing or missing_sources:
+    if missing or missing_sources or repeated:
         for column in missing:
             problems.append(
                 DataProblem(
@@ -421,6 +432,10 @@ def _parse_timestamp(
     problems: list[DataProblem],
 ) -> pd.Series:
     if pd.api.types.is_datetime64_any_dtype(raw):
+        if column.required and blank.any():
+            problems.append(
+                DataProblem(where, column.name, "has empty dates", "fill in every row", int(blank.sum()), [])
+            )
         values = raw.dt.tz_convert(None) if getattr(raw.dt, "tz", None) is not None else raw
         return values.astype("datetime64[us]")
     text = raw.astype("string").str.strip()
@@ -483,6 +498,18 @@ def _check_references(
     customers = frames["customers"]
     if "customers" not in files:
         return
+    repeated = customers["customer_id"].duplicated(keep=False)
+    if repeated.any():
+        problems.append(
+            DataProblem(
+                str(files["customers"]),
+                "customer_id",
+                "has ids on more than one row",
+                "keep one row per customer",
+                int(repeated.sum()),
+                list(customers["customer_id"][repeated].unique()[:5]),
+            )
+        )
     known = pd.Index(customers["customer_id"].unique())
     for name in ("transactions", "interactions", "cancellations"):
         if name not in files:

@@ -23,9 +23,7 @@ def _column_checks(spec: TableSpec, now: pd.Timestamp) -> dict[str, pa.Column]:
     for column in spec.columns:
         checks: list[pa.Check] = []
         if column.kind in (Kind.FLOAT, Kind.INT):
-            checks.append(
-                pa.Check(lambda s: ~s.isin([float("inf"), float("-inf")]), name="finite", error="is infinite")
-            )
+            checks.append(pa.Check(lambda s: ~s.isin([float("inf"), float("-inf")]), name="finite"))
             if column.minimum is not None:
                 checks.append(_bound(column.minimum, ">="))
             if column.maximum is not None:

@@ -7,14 +7,14 @@ from __future__ import annotations
 
 from typing import Any
 
-import mlflow.pyfunc
 import pandas as pd
 from mlflow.models import set_model
+from mlflow.pyfunc import PythonModel
 
 from serving.bundle import ModelBundle
 
 
-class ChurnguardModel(mlflow.pyfunc.PythonModel):
+class ChurnguardModel(PythonModel):
     """predict(features) -> churn_probability, clv, value_at_risk. ``bundle`` gives the rest (reasons)."""
 
     bundle: ModelBundle

@@ -139,7 +139,8 @@ class SqliteScoreStore:
         return found
 
     def _where(self, q: CustomerQuery) -> tuple[str, list[Any]]:
-        clauses, params = [], []
+        clauses: list[str] = []
+        params: list[object] = []
         for column, value in (("segment", q.segment), ("risk_tier", q.risk_tier), ("action_name", q.action)):
             if value:
                 clauses.append(f"{column} = ?")

@@ -679,7 +679,7 @@ def _display_values(bundle: ModelBundle, frame: pd.DataFrame) -> np.ndarray:
     """Feature values as a reader knows them: category names, numbers rounded for the plots."""
     x = bundle.model_input(frame)
     columns = [
-        x[c].astype(object) if isinstance(x[c].dtype, pd.CategoricalDtype) else x[c].round(3) for c in x
+        x[c].astype(object) if isinstance(x[c].dtype, pd.CategoricalDtype) else x[c].round(2) for c in x
     ]
     return pd.concat(columns, axis=1).to_numpy(dtype=object)
 
@@ -894,18 +894,20 @@ def distribution_figure(purchases: pd.DataFrame, gaps: pd.Series) -> Figure:
     return fig
 
 
-def churn_over_time_figure(rates: pd.DataFrame, training_cutoffs: Sequence[pd.Timestamp] = ()) -> Figure:
-    """Churn rate per cutoff with its 95% band and the number of active customers behind it."""
+def churn_over_time_figure(
+    rates: pd.DataFrame, marks: Sequence[pd.Timestamp] = (), marks_label: str = "training cutoffs"
+) -> Figure:
+    """Churn rate per cutoff with its 95% band and the number of active customers behind it.
+
+    ``marks`` are drawn as dotted lines (e.g. :func:`training_cutoffs`)."""
     fig, axes = _figure(1, 1, (9.0, 4.0))
     ax = axes[0, 0]
     ax.plot(rates["cutoff"], rates["churn_rate"], marker="o", ms=3, label="churn rate")
     ax.fill_between(
         rates["cutoff"], rates["churn_rate_low"], rates["churn_rate_high"], alpha=0.2, label="95% interval"
     )
-    for i, stamp in enumerate(training_cutoffs):
-        ax.axvline(
-            pd.Timestamp(stamp), color="grey", ls=":", lw=1, label="training cutoffs" if i == 0 else None
-        )
+    for i, stamp in enumerate(marks):
+        ax.axvline(pd.Timestamp(stamp), color="grey", ls=":", lw=1, label=marks_label if i == 0 else None)
     ax.set(ylabel="share churned within the horizon", xlabel="cutoff", ylim=(0, 1))
     twin = ax.twinx()
     twin.bar(rates["cutoff"], rates["customers"], width=10, color="grey", alpha=0.25)
@@ -950,9 +952,8 @@ def service_figure(service: pd.DataFrame) -> Figure:
         )
         ax.bar(x - 0.2, part["churn_rate"], 0.4, yerr=err, capsize=2, label="raw", color="tab:blue")
         ax.bar(x + 0.2, part["adjusted_churn_rate"], 0.4, label="same order volume", color="tab:orange")
-        ax.set_xticks(
-            x, [f"{lv}\n(n={n})" for lv, n in zip(part["level"], part["customers"], strict=True)], fontsize=8
-        )
+        labels = [f"{lv}\n(n={n})" for lv, n in zip(part["level"], part["customers"], strict=True)]
+        ax.set_xticks(x, labels, fontsize=7)
         ax.set(title=factor, ylim=(0, 1))
         ax.title.set_fontsize(9)
     axes[0, 0].set_ylabel("churn rate")

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from datetime import date
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Literal, cast
 
 import typer
 from rich.console import Console
 
 from features.errors import ChurnguardError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 app = typer.Typer(
     name="churnguard",
@@ -88,7 +91,12 @@ def generate(
         raise ConfigError(f"{out_dir} already holds files; choose an empty --out folder or delete it first")
     with stage_progress("generating") as report:
         summary = generate_dataset(
-            out_dir, customers, seed, truth_dir=truth_dir, file_format=file_format, progress=report
+            out_dir,
+            customers,
+            seed,
+            truth_dir=truth_dir,
+            file_format=cast(Literal["parquet", "csv"], file_format),
+            progress=report,
         )  # type: ignore[arg-type]
     out.print(
         f"wrote {summary.n_customers:,} customers, {summary.n_transactions:,} transactions, "
@@ -152,8 +160,7 @@ def features(
     out.print(f"wrote {len(frame):,} customers x {len(names)} features as of {cutoff.date()} to {out_file}")
 
 
-def parse_date(value: str, option: str) -> pd.Timestamp:  # noqa: F821
-    import pandas as pd
+def parse_date(value: str, option: str) -> pd.Timestamp:
 
     try:
         return pd.Timestamp(date.fromisoformat(value))

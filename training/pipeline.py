@@ -105,7 +105,7 @@ def train(
     churn = fit.fit_churn(
         x_fit, y_fit, x_es, y_es, cfg.churn, cfg.threads, cfg.seed, [d.monotone for d in defs]
     )
-    raw_prob = {name: churn.booster.predict(x) for name, x in (("es", x_es), ("val", x_val))}
+    raw_prob = {name: np.asarray(churn.booster.predict(x)) for name, x in (("es", x_es), ("val", x_val))}
     calibration = fit.fit_calibration(raw_prob["es"], y_es, raw_prob["val"], y_val)
     lap("churn_model")
     report("fitting CLV model", 0.6)

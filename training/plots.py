@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -12,7 +13,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import precision_recall_curve, roc_curve
 
-_STYLE = {
+_STYLE: Any = {
     "figure.figsize": (6.4, 4.4),
     "axes.spines.top": False,
     "axes.spines.right": False,

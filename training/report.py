@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from rich.console import Console
 from rich.table import Table
 
 from features.settings import ChurnguardSettings
 
 
-def print_result(console: Console, result: object, settings: ChurnguardSettings) -> None:
-    churn = result.churn_table  # type: ignore[attr-defined]
+def print_result(console: Console, result: Any, settings: ChurnguardSettings) -> None:
+    churn = result.churn_table
     table = Table(title="Churn, out-of-time validation")
     columns = ["roc_auc", "pr_auc", "brier", "log_loss", "ece", "top_decile_lift", "top_decile_capture"]
     table.add_column("model")
@@ -18,7 +20,7 @@ def print_result(console: Console, result: object, settings: ChurnguardSettings)
     for row in churn.to_dict("records"):
         table.add_row(row["model"], *(f"{row[c]:.4f}" for c in columns))
     console.print(table)
-    clv = result.clv_table  # type: ignore[attr-defined]
+    clv = result.clv_table
     table = Table(title="CLV (spend over the horizon)")
     columns = ["mae", "rmse", "spearman", "gini", "top_decile_spend_capture", "predicted_to_actual"]
     table.add_column("model")
@@ -27,14 +29,14 @@ def print_result(console: Console, result: object, settings: ChurnguardSettings)
     for row in clv.to_dict("records"):
         table.add_row(row["model"], *(f"{row[c]:,.3f}" for c in columns))
     console.print(table)
-    business = result.business  # type: ignore[attr-defined]
+    business = result.business
     console.print(
         f"Contacting the top {business['contacted']:,.0f}: net value by value at risk "
         f"{business['net_value_by_value_at_risk']:,.0f}, by churn probability "
         f"{business['net_value_by_churn_probability']:,.0f}, at random {business['net_value_random']:,.0f}"
     )
     console.print(
-        f"registered [bold]{settings.model_name}[/] version {result.version} "  # type: ignore[attr-defined]
+        f"registered [bold]{settings.model_name}[/] version {result.version} "
         f"(run {result.run_id}); {result.promotion_reason}"
-    )  # type: ignore[attr-defined]
+    )
     console.print(f"MLflow UI: mlflow ui --backend-store-uri {settings.resolved_tracking_uri()}")

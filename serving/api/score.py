@@ -60,7 +60,7 @@ def score(body: ScoreRequest, state: StateDep, model: ModelDep, _key: ApiKeyDep)
     records = score_records(
         model.bundle,
         [r.customer_id for r in body.records],
-        [r.features for r in body.records],
+        [dict(r.features) for r in body.records],
         state.playbook,
         model.info,
         as_of,
@@ -68,5 +68,5 @@ def score(body: ScoreRequest, state: StateDep, model: ModelDep, _key: ApiKeyDep)
     )
     for record, request in zip(records, body.records, strict=True):
         record["missing_features"] = [n for n in names if request.features.get(n) is None]
-        state.metrics.scores.observe(record["churn_probability"])
+        state.metrics.scores.observe(float(record["churn_probability"]))  # type: ignore[arg-type]
     return {"scores": records}

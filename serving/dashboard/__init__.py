@@ -1,9 +1,34 @@
-"""Retention dashboard (server-rendered pages on the API's app)."""
+"""Retention dashboard: server-rendered pages on the API's app, behind a sign-in with an API key.
+
+``install_dashboard(app)`` adds the session middleware, the static files under ``/static``, the sign-in and
+sign-out routes, the pages (``/``, ``/customers``, ``/customers.csv``, ``/customers/{id}``, evaluation plots
+under ``/plots``) and the redirect (303) to the sign-in page for requests without a valid session.
+"""
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.responses import RedirectResponse
+from fastapi.staticfiles import StaticFiles
+
+from serving.dashboard import auth, customer, customers, overview
+from serving.dashboard.context import SignInRequired
+from serving.dashboard.middleware import SessionMiddleware
+
+STATIC = Path(__file__).parent / "static"
+
+
+async def _to_sign_in(request: Request, exc: Exception) -> RedirectResponse:
+    location = exc.location() if isinstance(exc, SignInRequired) else "/sign-in"
+    return RedirectResponse(location, status_code=303, headers={"Cache-Control": "no-store"})
 
 
 def install_dashboard(app: FastAPI) -> None:
     """Mount the dashboard's routes and session handling on the app."""
+    for router in (auth.router, overview.router, customers.router, customer.router):
+        app.include_router(router)
+    app.mount("/static", StaticFiles(directory=STATIC), name="dashboard-static")
+    app.add_exception_handler(SignInRequired, _to_sign_in)
+    app.add_middleware(SessionMiddleware)
