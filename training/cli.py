@@ -193,6 +193,12 @@ def train(
         ),
     ] = True,
     seed: Annotated[int | None, typer.Option(help="Random seed [default: 42].")] = None,
+    threads: Annotated[
+        int | None,
+        typer.Option(
+            min=1, max=256, help="Threads for DuckDB and LightGBM [default: $CHURNGUARD_THREADS or 2]."
+        ),
+    ] = None,
     mapping: MappingOpt = None,
 ) -> None:
     """Build snapshots, fit, evaluate out of time, log to MLflow and register a new version."""
@@ -201,8 +207,10 @@ def train(
     from training.pipeline import train as run_training
     from training.report import print_result
 
-    cfg = load_train_config(config, horizon_days=horizon_days, snapshots=snapshots, seed=seed)
     settings = get_settings()
+    cfg = load_train_config(
+        config, horizon_days=horizon_days, snapshots=snapshots, seed=seed, threads=threads or settings.threads
+    )
     with stage_progress_lazy("training") as report:
         result = run_training(data, cfg, settings, promote=promote, mapping=mapping, report=report)
     print_result(out, result, settings)
