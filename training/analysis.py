@@ -277,12 +277,16 @@ def label_cutoffs(dataset: Dataset, horizon_days: int, step_days: int = 30) -> l
     return [newest - pd.Timedelta(days=step_days * k) for k in reversed(range(count))]
 
 
-def training_cutoffs(dataset: Dataset, config: TrainConfig | None = None) -> list[pd.Timestamp]:
-    """The cutoffs ``churnguard train`` would use on this data with ``config`` (defaults): training
-    cutoffs then the validation cutoff; empty when the data is too short to train."""
+def training_cutoffs(
+    dataset: Dataset, horizon_days: int, config: TrainConfig | None = None
+) -> list[pd.Timestamp]:
+    """The cutoffs ``churnguard train`` would use on this data: training cutoffs, then validation.
+
+    Snapshot count and spacing come from ``config`` (default: the training defaults). Empty when the
+    data is too short to train with this horizon."""
     config = config or TrainConfig()
     try:
-        train, validation = snapshot_cutoffs(dataset, config.horizon_days, config.snapshots, config.step_days)
+        train, validation = snapshot_cutoffs(dataset, horizon_days, config.snapshots, config.step_days)
     except DataValidationError:
         return []
     return [*train, validation]
@@ -381,6 +385,18 @@ SERVICE_FACTORS: tuple[ServiceFactor, ...] = (
     ServiceFactor("last_satisfaction", "latest satisfaction score (1-5)"),
 )
 ACTIVITY_FEATURE = "orders_365d"
+SERVICE_COLUMNS = [
+    "factor",
+    "feature",
+    "level",
+    "customers",
+    "churned",
+    "churn_rate",
+    "churn_rate_low",
+    "churn_rate_high",
+    "adjusted_churn_rate",
+    "share",
+]
 
 
 def _levels(values: pd.Series, factor: ServiceFactor) -> tuple[pd.Series, pd.Series]:
@@ -395,9 +411,11 @@ def _levels(values: pd.Series, factor: ServiceFactor) -> tuple[pd.Series, pd.Ser
 
 
 def _activity_bands(activity: pd.Series, bands: int) -> pd.Series:
-    """Equal-count bands of order volume: customers who buy about as often share a band."""
-    ranks = activity.fillna(0).rank(method="first")
-    return pd.qcut(ranks, min(bands, max(1, len(ranks))), labels=False)
+    """Up to ``bands`` bands of order volume with about equal counts; equal values share a band."""
+    values = activity.fillna(0)
+    if values.nunique() < 2:
+        return pd.Series(0, index=values.index)
+    return pd.qcut(values, bands, labels=False, duplicates="drop")
 
 
 def _standardised(frame: pd.DataFrame, level: str, band: str) -> pd.Series:
@@ -415,7 +433,12 @@ def _standardised(frame: pd.DataFrame, level: str, band: str) -> pd.Series:
 def service_frame(
     dataset: Dataset, cutoffs: Sequence[pd.Timestamp], horizon_days: int, threads: int = 1
 ) -> pd.DataFrame:
-    """Features and churn labels of the customers active at each cutoff, stacked (one row per pair)."""
+    """Features and churn labels of the customers active at each cutoff, stacked (one row per pair).
+
+    Raises ValueError without cutoffs (:func:`label_cutoffs` finds none when the data is shorter than
+    the horizon plus one step)."""
+    if not len(cutoffs):
+        raise ValueError("no cutoffs: the data is too short to observe any churn window")
     parts = []
     for cutoff in cutoffs:
         parts.append(build_snapshot(dataset, pd.Timestamp(cutoff), horizon_days, threads).frame)
@@ -439,8 +462,10 @@ def service_vs_churn(
     ``activity_bands`` bands of orders in the last year). Adjusting matters: only customers who buy can
     suffer late deliveries or complain, and buyers churn less, so raw rates understate the harm.
 
-    Several cutoffs pool their customers (a customer counts once per cutoff). Factors whose source data
-    the dataset does not provide are left out. ``frame`` (from :func:`service_frame`) skips recomputing.
+    Several cutoffs pool their customers (a customer counts once per cutoff): at one cutoff few
+    customers have service problems, so pool cutoffs one horizon apart (:func:`label_cutoffs` with
+    ``step_days=horizon_days``). Factors whose source data the dataset does not provide are left out.
+    ``frame`` (from :func:`service_frame` at the same cutoffs) skips recomputing the features.
     """
     stamps = [cutoffs] if isinstance(cutoffs, pd.Timestamp | str) else list(cutoffs)
     data = frame if frame is not None else service_frame(dataset, stamps, horizon_days, threads)
@@ -458,8 +483,8 @@ def service_vs_churn(
         out.insert(0, "factor", factor.label)
         out.insert(1, "feature", factor.feature)
         out["share"] = out["customers"] / len(data)
-        parts.append(out.drop(columns="_order"))
-    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+        parts.append(out[SERVICE_COLUMNS])
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=SERVICE_COLUMNS)
 
 
 # ---------------------------------------------------------------------------------------- the champion
@@ -694,8 +719,10 @@ def shap_explanation(
     values; base value plus a row's values equals its raw score exactly."""
     import shap
 
-    rows = frame if max_rows is None or len(frame) <= max_rows else frame.sample(max_rows, random_state=seed)
-    rows = rows.sort_index()
+    rows = frame
+    if max_rows is not None and len(frame) > max_rows:
+        positions = np.random.default_rng(seed).choice(len(frame), size=max_rows, replace=False)
+        rows = frame.iloc[np.sort(positions)]
     matrix = bundle.matrix(rows)
     contrib = bundle.contributions(matrix)
     return shap.Explanation(
@@ -849,7 +876,7 @@ def _figure(rows: int = 1, cols: int = 1, size: tuple[float, float] = (7.0, 4.0)
 
 
 def activity_figure(monthly: pd.DataFrame) -> Figure:
-    """Orders and buyers, revenue, new customers and service contacts per month; partial months hatched."""
+    """Orders and buyers, revenue, new customers and service contacts per month; partial months shaded."""
     fig, axes = _figure(2, 2, (11.0, 6.5))
     full = monthly.loc[~monthly["partial"]]
     month = monthly["month"]
@@ -943,6 +970,11 @@ def cohort_figure(cohorts: pd.DataFrame, min_customers: int = 20) -> Figure:
 def service_figure(service: pd.DataFrame) -> Figure:
     """One panel per service factor: raw churn rate (with 95% interval) and activity-adjusted churn rate."""
     factors = list(dict.fromkeys(service["factor"]))
+    if not factors:
+        fig, axes = _figure(1, 1, (6.0, 2.0))
+        axes[0, 0].set_axis_off()
+        axes[0, 0].text(0.5, 0.5, "No service data: no delivery delays or interactions supplied", ha="center")
+        return fig
     fig, axes = _figure(1, max(len(factors), 1), (3.6 * max(len(factors), 1), 3.8))
     for ax, factor in zip(axes.flat, factors, strict=False):
         part = service.loc[service["factor"] == factor]
