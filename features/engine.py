@@ -34,7 +34,7 @@ def _cutoff(as_of: datetime | pd.Timestamp) -> datetime:
     return pd.Timestamp(as_of).to_pydatetime()
 
 
-def _to_frame(table: object) -> pd.DataFrame:
+def to_frame(table: object) -> pd.DataFrame:
     frame = table.to_pandas()  # type: ignore[attr-defined]
     return frame.sort_values("customer_id", kind="stable").reset_index(drop=True)
 
@@ -42,11 +42,11 @@ def _to_frame(table: object) -> pd.DataFrame:
 def compute_features(dataset: Dataset, as_of: datetime | pd.Timestamp, threads: int = 2) -> pd.DataFrame:
     """One row per customer known at ``as_of``; every base feature plus customer attributes."""
     with duckdb_tables(dataset, threads) as tables:
-        return _to_frame(feature_table(tables, _cutoff(as_of), dataset.attribute_columns))
+        return to_frame(feature_table(tables, _cutoff(as_of), dataset.attribute_columns))
 
 
 def compute_labels(
     dataset: Dataset, cutoff: datetime | pd.Timestamp, horizon_days: int, threads: int = 2
 ) -> pd.DataFrame:
     with duckdb_tables(dataset, threads) as tables:
-        return _to_frame(label_table(tables, _cutoff(cutoff), horizon_days))
+        return to_frame(label_table(tables, _cutoff(cutoff), horizon_days))

@@ -7,11 +7,13 @@ validation-period outcome can reach a training row.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pandas as pd
 
-from features.engine import compute_features, compute_labels
+from features.build import Tables, feature_table, label_table
+from features.engine import duckdb_tables, to_frame
 from features.errors import DataProblem, DataValidationError
 from features.loading import Dataset
 from features.spec import FeatureDef, available_features
@@ -63,8 +65,30 @@ class Snapshot:
 
 
 def build_snapshot(dataset: Dataset, cutoff: pd.Timestamp, horizon_days: int, threads: int = 2) -> Snapshot:
-    features = compute_features(dataset, cutoff, threads)
-    labels = compute_labels(dataset, cutoff, horizon_days, threads)
+    return build_snapshots(dataset, [cutoff], horizon_days, threads)[0]
+
+
+def build_snapshots(
+    dataset: Dataset,
+    cutoffs: list[pd.Timestamp],
+    horizon_days: int,
+    threads: int = 2,
+    progress: Callable[[int], None] | None = None,
+) -> list[Snapshot]:
+    """Features and labels at each cutoff, on one engine connection (registering the tables once)."""
+    with duckdb_tables(dataset, threads) as tables:
+        snapshots = []
+        for i, cutoff in enumerate(cutoffs):
+            if progress is not None:
+                progress(i)
+            snapshots.append(_snapshot(tables, dataset, cutoff, horizon_days))
+        return snapshots
+
+
+def _snapshot(tables: Tables, dataset: Dataset, cutoff: pd.Timestamp, horizon_days: int) -> Snapshot:
+    moment = cutoff.to_pydatetime()
+    features = to_frame(feature_table(tables, moment, dataset.attribute_columns))
+    labels = to_frame(label_table(tables, moment, horizon_days))
     frame = features.merge(
         labels[["customer_id", "churned", "future_spend"]],
         on="customer_id",

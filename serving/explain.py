@@ -41,7 +41,8 @@ def sentence(info: FeatureInfo, value: object, row: dict[str, object]) -> str:
     gap = row.get("mean_gap_days")
     if name == "recency_days":
         usual = f"; usually buys every {_num(float(gap), 'days')} days" if not _missing(gap) else ""  # type: ignore[arg-type]
-        return f"Last purchase {_num(number, 'days')} days ago{usual}."
+        days = _num(number, "days")
+        return f"Last purchase {days} {'day' if days == '1' else 'days'} ago{usual}."
     if name == "overdue_ratio":
         return (
             f"Next purchase is overdue: {number:.1f}x the usual gap between purchases has passed."

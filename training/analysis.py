@@ -27,7 +27,7 @@ from features.engine import compute_labels
 from features.errors import DataValidationError
 from features.loading import Dataset
 from features.settings import ChurnguardSettings
-from features.snapshots import build_snapshot, observed_until, snapshot_cutoffs
+from features.snapshots import build_snapshot, build_snapshots, observed_until, snapshot_cutoffs
 from features.spec import BASE_BY_NAME
 from serving.actions import Playbook, load_playbook
 from serving.bundle import ModelBundle
@@ -439,10 +439,8 @@ def service_frame(
     the horizon plus one step)."""
     if not len(cutoffs):
         raise ValueError("no cutoffs: the data is too short to observe any churn window")
-    parts = []
-    for cutoff in cutoffs:
-        parts.append(build_snapshot(dataset, pd.Timestamp(cutoff), horizon_days, threads).frame)
-    return pd.concat(parts, ignore_index=True)
+    snapshots = build_snapshots(dataset, [pd.Timestamp(c) for c in cutoffs], horizon_days, threads)
+    return pd.concat([s.frame for s in snapshots], ignore_index=True)
 
 
 def service_vs_churn(

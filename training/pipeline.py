@@ -21,7 +21,7 @@ import pandas as pd
 
 from features.loading import Dataset, load_dataset
 from features.settings import ChurnguardSettings
-from features.snapshots import build_snapshot, model_features, snapshot_cutoffs
+from features.snapshots import build_snapshots, model_features, snapshot_cutoffs
 from serving.bundle import ModelBundle, to_model_input
 from training import evaluate as ev
 from training import fit, plots
@@ -58,10 +58,12 @@ class _Frames:
 
 def build_frames(dataset: Dataset, cfg: TrainConfig, report: Report) -> _Frames:
     train_cutoffs, valid_cutoff = snapshot_cutoffs(dataset, cfg.horizon_days, cfg.snapshots, cfg.step_days)
-    snaps = []
-    for i, cutoff in enumerate([*train_cutoffs, valid_cutoff]):
-        report(f"features at {cutoff.date()}", 0.05 + 0.3 * i / (len(train_cutoffs) + 1))
-        snaps.append(build_snapshot(dataset, cutoff, cfg.horizon_days, cfg.threads).frame)
+    cutoffs = [*train_cutoffs, valid_cutoff]
+
+    def progress(i: int) -> None:
+        report(f"features at {cutoffs[i].date()}", 0.05 + 0.3 * i / len(cutoffs))
+
+    snaps = [s.frame for s in build_snapshots(dataset, cutoffs, cfg.horizon_days, cfg.threads, progress)]
     valid = snaps[-1]
     if len(train_cutoffs) > 1:
         fit_rows, early = pd.concat(snaps[:-2], ignore_index=True), snaps[-2]
