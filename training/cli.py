@@ -193,6 +193,16 @@ def train(
         ),
     ] = True,
     seed: Annotated[int | None, typer.Option(help="Random seed [default: 42].")] = None,
+    tune: Annotated[
+        int | None,
+        typer.Option(
+            "--tune",
+            min=1,
+            max=500,
+            help="Search the churn model's parameters with N Optuna trials "
+            "(time-split aware) before fitting.",
+        ),
+    ] = None,
     threads: Annotated[
         int | None,
         typer.Option(
@@ -209,7 +219,12 @@ def train(
 
     settings = get_settings()
     cfg = load_train_config(
-        config, horizon_days=horizon_days, snapshots=snapshots, seed=seed, threads=threads or settings.threads
+        config,
+        horizon_days=horizon_days,
+        snapshots=snapshots,
+        seed=seed,
+        threads=threads or settings.threads,
+        tune_trials=tune,
     )
     with stage_progress_lazy("training") as report:
         result = run_training(data, cfg, settings, promote=promote, mapping=mapping, report=report)

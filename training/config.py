@@ -64,6 +64,9 @@ class TrainConfig(BaseModel):
     )
     step_days: int = Field(default=30, ge=7, le=365)
     seed: int = 42
+    tune_trials: int = Field(
+        default=0, ge=0, le=500, description="Optuna trials for the churn model (0 = off)."
+    )
     threads: int = Field(default=2, ge=1, le=256)
     churn: ChurnModelConfig = ChurnModelConfig()
     clv: ClvModelConfig = ClvModelConfig()

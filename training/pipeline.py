@@ -103,10 +103,18 @@ def train(
     x_fit, x_es, x_val = (to_model_input(f, infos) for f in (frames.fit, frames.early, frames.valid))
     y_fit, y_es, y_val = (f["churned"].to_numpy(int) for f in (frames.fit, frames.early, frames.valid))
 
+    monotone = [d.monotone for d in defs]
+    churn_cfg = cfg.churn
+    if cfg.tune_trials:
+        from training.tuning import tune_churn
+
+        report(f"tuning ({cfg.tune_trials} trials)", 0.38)
+        churn_cfg = tune_churn(
+            x_fit, y_fit, x_es, y_es, cfg.churn, cfg.tune_trials, cfg.threads, cfg.seed, monotone
+        )
+        lap("tuning")
     report("fitting churn model sizes", 0.4)
-    churn = fit.fit_churn(
-        x_fit, y_fit, x_es, y_es, cfg.churn, cfg.threads, cfg.seed, [d.monotone for d in defs]
-    )
+    churn = fit.fit_churn(x_fit, y_fit, x_es, y_es, churn_cfg, cfg.threads, cfg.seed, monotone)
     raw_prob = {name: np.asarray(churn.booster.predict(x)) for name, x in (("es", x_es), ("val", x_val))}
     calibration = fit.fit_calibration(raw_prob["es"], y_es, raw_prob["val"], y_val)
     lap("churn_model")
