@@ -70,8 +70,8 @@ def build_frames(dataset: Dataset, cfg: TrainConfig, report: Report) -> _Frames:
     else:  # one training cutoff: hold out a fixed fifth of its customers
         held = pd.util.hash_pandas_object(snaps[0]["customer_id"], index=False) % 5 == 0
         fit_rows, early = snaps[0][~held], snaps[0][held]
-    cutoffs = {"train": [str(c.date()) for c in train_cutoffs], "validation": str(valid_cutoff.date())}
-    return _Frames(fit_rows.reset_index(drop=True), early.reset_index(drop=True), valid, cutoffs)
+    named = {"train": [str(c.date()) for c in train_cutoffs], "validation": str(valid_cutoff.date())}
+    return _Frames(fit_rows.reset_index(drop=True), early.reset_index(drop=True), valid, named)
 
 
 def train(
