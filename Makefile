@@ -30,7 +30,7 @@ browser:
 	@command -v chromium >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
-	  else echo "chromium is missing: install Debian's 'chromium' package (browser tests will be skipped)"; fi; }
+	  else echo "chromium is missing: install Debian's chromium package (the browser tests need it)"; fi; }
 
 lint: install-dev
 	$(BIN)/ruff check features training serving tests benchmarks
