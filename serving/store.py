@@ -169,12 +169,14 @@ class SqliteScoreStore:
         return rows, int(total)
 
     def iter_query(self, q: CustomerQuery) -> Iterator[dict[str, Any]]:
-        """Every row matching the filters, in order, streamed (for CSV export)."""
+        """Every row matching the filters, in order, streamed (for CSV export); without inputs and history."""
         con = self._connect()
         if not self._has_scores(con):
             return
         where, params = self._where(q)
-        yield from (_record(r) for r in con.execute(f"SELECT * FROM scores{where}{self._order(q)}", params))
+        columns = ", ".join(c for c in _COLUMNS if c not in ("features", "history"))  # not needed in lists
+        sql = f"SELECT {columns} FROM scores{where}{self._order(q)}"  # noqa: S608
+        yield from (_record(r) for r in con.execute(sql, params))
 
     def summary(self) -> dict[str, Any]:
         con = self._connect()
