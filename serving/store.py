@@ -175,7 +175,7 @@ class SqliteScoreStore:
             return
         where, params = self._where(q)
         columns = ", ".join(c for c in _COLUMNS if c not in ("features", "history"))  # not needed in lists
-        sql = f"SELECT {columns} FROM scores{where}{self._order(q)}"  # noqa: S608
+        sql = f"SELECT {columns} FROM scores{where}{self._order(q)}"
         yield from (_record(r) for r in con.execute(sql, params))
 
     def summary(self) -> dict[str, Any]:
