@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal, cast
@@ -47,7 +48,9 @@ def main() -> None:
     try:
         app(standalone_mode=False)
     except ChurnguardError as exc:
-        console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+        from rich.markup import escape  # data values in the message must print as text, not as markup
+
+        console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, markup=True, soft_wrap=True)
         raise SystemExit(2) from None
     except typer.Abort:
         console.print("aborted")
@@ -64,7 +67,14 @@ def main() -> None:
         if isinstance(exc, click.ClickException):
             exc.show()
             raise SystemExit(exc.exit_code) from None
-        raise
+        if os.environ.get("CHURNGUARD_DEBUG"):
+            raise
+        console.print(
+            f"[bold red]unexpected error:[/] {exc.__class__.__name__}: {exc}. This is a bug in "
+            "churnguard, not in your input: please report it (CHURNGUARD_DEBUG=1 shows the traceback).",
+            highlight=False,
+        )
+        raise SystemExit(1) from None
 
 
 @app.command()
@@ -161,6 +171,7 @@ def features(
 
 
 def parse_date(value: str, option: str) -> pd.Timestamp:
+    import pandas as pd
 
     try:
         return pd.Timestamp(date.fromisoformat(value))
