@@ -59,7 +59,9 @@ def score_dataset(
     scores = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
     report("collecting inputs and history", 0.85)
     inputs = features.reindex(columns=model.bundle.feature_names)
-    scores["features"] = inputs.to_json(orient="records", lines=True).splitlines() if len(inputs) else []
+    scores["features"] = (
+        inputs.to_json(orient="records", lines=True, double_precision=6).splitlines() if len(inputs) else []
+    )
     histories = recent_history(dataset, as_of, threads)
     empty = '{"purchases": [], "interactions": []}'
     scores["history"] = [histories.get(c, empty) for c in scores["customer_id"]]

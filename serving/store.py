@@ -36,6 +36,7 @@ _COLUMNS = (
     "history",
 )
 _JSON = ("reasons", "action", "model", "features", "history")
+_LIST_COLUMNS = ", ".join(c for c in _COLUMNS if c not in ("features", "history"))
 SORTABLE = ("value_at_risk", "churn_probability", "clv", "customer_id", "expected_net_value")
 
 
@@ -56,8 +57,10 @@ class CustomerQuery:
 
 class ScoreStore(Protocol):
     def replace_all(self, scores: pd.DataFrame, meta: dict[str, Any]) -> None: ...
-    def get(self, customer_id: str) -> dict[str, Any] | None: ...
-    def get_many(self, customer_ids: Sequence[str]) -> dict[str, dict[str, Any]]: ...
+    def get(self, customer_id: str, with_inputs: bool = True) -> dict[str, Any] | None: ...
+    def get_many(
+        self, customer_ids: Sequence[str], with_inputs: bool = True
+    ) -> dict[str, dict[str, Any]]: ...
     def query(self, q: CustomerQuery) -> tuple[list[dict[str, Any]], int]: ...
     def iter_query(self, q: CustomerQuery) -> Iterator[dict[str, Any]]: ...
     def summary(self) -> dict[str, Any]: ...
@@ -122,18 +125,20 @@ class SqliteScoreStore:
             con.execute("DELETE FROM meta")
             con.executemany("INSERT INTO meta VALUES (?, ?)", [(k, json.dumps(v)) for k, v in meta.items()])
 
-    def get(self, customer_id: str) -> dict[str, Any] | None:
-        return self.get_many([customer_id]).get(customer_id)
+    def get(self, customer_id: str, with_inputs: bool = True) -> dict[str, Any] | None:
+        return self.get_many([customer_id], with_inputs).get(customer_id)
 
-    def get_many(self, customer_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+    def get_many(self, customer_ids: Sequence[str], with_inputs: bool = True) -> dict[str, dict[str, Any]]:
+        """Scores by id; ``with_inputs=False`` skips the model inputs and history (the API's fast read)."""
         con = self._connect()
+        columns = "*" if with_inputs else _LIST_COLUMNS
         if not customer_ids or not self._has_scores(con):
             return {}
         found: dict[str, dict[str, Any]] = {}
         for start in range(0, len(customer_ids), 500):
             chunk = list(customer_ids[start : start + 500])
             marks = ",".join("?" * len(chunk))
-            for row in con.execute(f"SELECT * FROM scores WHERE customer_id IN ({marks})", chunk):
+            for row in con.execute(f"SELECT {columns} FROM scores WHERE customer_id IN ({marks})", chunk):
                 record = _record(row)
                 found[record["customer_id"]] = record
         return found
@@ -174,8 +179,7 @@ class SqliteScoreStore:
         if not self._has_scores(con):
             return
         where, params = self._where(q)
-        columns = ", ".join(c for c in _COLUMNS if c not in ("features", "history"))  # not needed in lists
-        sql = f"SELECT {columns} FROM scores{where}{self._order(q)}"
+        sql = f"SELECT {_LIST_COLUMNS} FROM scores{where}{self._order(q)}"
         yield from (_record(r) for r in con.execute(sql, params))
 
     def summary(self) -> dict[str, Any]:

@@ -26,7 +26,7 @@ def get_customer(
     customer_id: Annotated[str, Path(max_length=200, examples=["C0000001"])], state: StateDep, _key: ApiKeyDep
 ) -> dict[str, object]:
     """Churn probability, CLV, value at risk, reasons and action from the latest batch scoring."""
-    record = state.store.get(customer_id)
+    record = state.store.get(customer_id, with_inputs=False)
     if record is None:
         raise HTTPException(
             status.HTTP_404_NOT_FOUND,
@@ -48,5 +48,5 @@ def get_customers(body: BatchRequest, state: StateDep, _key: ApiKeyDep) -> dict[
             f"{len(body.customer_ids)} ids in one request; the limit is {limit}: split the batch",
         )
     ids = list(dict.fromkeys(body.customer_ids))
-    found = state.store.get_many(ids)
+    found = state.store.get_many(ids, with_inputs=False)
     return {"scores": [found[i] for i in ids if i in found], "not_found": [i for i in ids if i not in found]}

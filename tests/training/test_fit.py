@@ -40,7 +40,7 @@ def test_size_table_picks_the_cheapest_size_within_tolerance(frames) -> None:
     chosen = table[table["chosen"]].iloc[0]
     assert chosen["auc"] >= table["auc"].max() - 0.05
     assert (
-        chosen["shap_ms_per_row"] == table[table["auc"] >= table["auc"].max() - 0.05]["shap_ms_per_row"].min()
+        chosen["explanation_cost"] == table[table["auc"] >= table["auc"].max() - 0.05]["explanation_cost"].min()
     )
 
 
@@ -85,3 +85,12 @@ def test_tuning_searches_on_training_cutoffs_only_and_returns_a_usable_config(fr
     assert 0.03 <= tuned.learning_rate <= 0.3
     again = tune_churn(pd.concat(xs[:-1]), np.concatenate(ys[:-1]), xs[-1], ys[-1], cfg, 3, 1, 5)
     assert again == tuned  # seeded: the same search gives the same answer
+
+
+def test_explanation_budget_rules_out_models_too_costly_to_explain(frames) -> None:
+    xs, ys, _ = frames
+    cfg = ChurnModelConfig(num_leaves_grid=[3, 31], max_trees=60, auc_tolerance=0.0, max_explanation_cost=1.0)
+    result = fit.fit_churn(pd.concat(xs[:-1]), np.concatenate(ys[:-1]), xs[-1], ys[-1], cfg, 1, 3)
+    table = result.size_table.set_index("num_leaves")
+    assert table.loc[3, "explanation_cost"] < table.loc[31, "explanation_cost"]
+    assert bool(table.loc[3, "chosen"])  # nothing fits a budget of 1: the cheapest is kept
