@@ -1,0 +1,99 @@
+"""The benchmark's pandas implementation computes exactly what ``compute_features`` computes.
+
+This is what keeps the benchmark's comparison honest: if ``features/build.py`` changes, the pandas twin in
+``benchmarks/pandas_features.py`` must change with it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from datetime import datetime
+from pathlib import Path
+from types import ModuleType
+
+import pandas as pd
+import pytest
+
+from features.engine import compute_features
+from features.loading import Dataset, load_dataset
+from features.snapshots import observed_until
+from features.synthetic import generate_dataset
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+def _module(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+reference = _module("pandas_features")
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory: pytest.TempPathFactory) -> Dataset:
+    root = tmp_path_factory.mktemp("synthetic")
+    generate_dataset(root / "data", 300, seed=7, truth_dir=root / "truth")
+    return load_dataset(root / "data")
+
+
+@pytest.mark.parametrize("days_before_end", [0, 200, 700])
+def test_pandas_reference_equals_compute_features_on_synthetic_data(
+    synthetic: Dataset, days_before_end: int
+) -> None:
+    cutoff = observed_until(synthetic) - pd.Timedelta(days=days_before_end)
+    expected = compute_features(synthetic, cutoff)
+    assert len(expected) > 50
+    assert reference.compare(reference.compute_features_pandas(synthetic, cutoff), expected) == []
+
+
+EDGE_TRANSACTIONS = """customer_id,timestamp,amount,order_id,discount,channel,returned,delivery_delay_days
+A,2024-01-02 10:00,60,O1,,web,false,
+A,2024-01-02 11:00,40,O1,5,app,true,1
+A,2024-01-02 11:00,10,O2,,store,false,0
+A,2024-03-31 23:59:59.5,0,O3,0,web,false,
+B,2024-02-01,20,O1,,web,false,
+B,2024-06-30 12:00,20,O4,3,phone,false,4
+B,2024-07-01,99,O5,,web,false,
+C,2023-08-01,5,O6,0,web,false,0
+"""
+EDGE_INTERACTIONS = """customer_id,timestamp,type,channel,resolved,resolution_hours,satisfaction,nps
+A,2024-05-01,complaint,phone,,,,
+A,2024-05-01,survey,email,,,3,
+A,2024-05-01,survey,web,,,5,10
+A,2024-06-01,callback,chat,true,3,,
+B,2023-01-01,complaint,store,false,100,1,0
+B,2024-06-30,inquiry,web,true,,,
+"""
+EDGE_CUSTOMERS = "customer_id,signup_date,tier\nA,,1\nB,2024-01-15,2\nC,2023-07-01,3\nD,2024-06-01,1\n"
+
+
+def test_pandas_reference_equals_compute_features_on_edge_cases(tmp_path: Path) -> None:
+    """Null discounts and delays, orders split over lines and channels, equal timestamps, unknown types."""
+    for name, text in (
+        ("transactions", EDGE_TRANSACTIONS),
+        ("interactions", EDGE_INTERACTIONS),
+        ("customers", EDGE_CUSTOMERS),
+    ):
+        (tmp_path / f"{name}.csv").write_text(text)
+    dataset = load_dataset(tmp_path, now=datetime(2025, 1, 1))
+    cutoff = pd.Timestamp("2024-07-01")
+    expected = compute_features(dataset, cutoff)
+    assert expected["customer_id"].tolist() == ["A", "B", "C", "D"]
+    assert reference.compare(reference.compute_features_pandas(dataset, cutoff), expected) == []
+
+
+def test_compare_reports_a_wrong_value_and_a_missing_customer(synthetic: Dataset) -> None:
+    cutoff = observed_until(synthetic)
+    good = reference.compute_features_pandas(synthetic, cutoff)
+    wrong = good.copy()
+    wrong.loc[3, "spend_total"] += 0.01
+    assert reference.compare(good, wrong)[0].startswith("spend_total: 1 rows differ")
+    assert reference.compare(good, good.iloc[1:])[0].startswith("customers differ")
+    shuffled = good.sample(frac=1.0, random_state=1)
+    assert reference.compare(good, shuffled) == []
