@@ -1,0 +1,175 @@
+"""Benchmark batch scoring: ``serving.batch.run_batch`` customers per second, reasons and actions included.
+
+    python benchmarks/bench_batch.py [--customers 1M] [--model-customers 100k] [--quick]
+
+The champion of a freshly trained home scores every active customer of a generated dataset, writing a
+Parquet file and a fresh SQLite serving store in a temporary folder, in a spawned process (its peak RSS
+is its own). Loading the data is timed apart; the rate is ``run_batch``'s own (features -> scores ->
+reasons -> actions -> file -> store). Stage times come from run_batch's progress callback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, cast
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import (
+    TrainedHome,
+    churnguard_home,
+    dataset_counts,
+    dataset_dir,
+    parse_count,
+    run_in_child,
+    stopwatch,
+    table,
+    trained_home,
+    verdict,
+)
+
+TARGET_PER_SECOND = 5_000
+STAGES = ("features", "scoring", "inputs_history", "file", "store")
+_STAGE_OF = {
+    "computing features": "features",
+    "scoring": "scoring",
+    "collecting inputs and history": "inputs_history",
+    "writing": "writing",
+}
+
+
+class _Stages:
+    """run_batch's progress callback: when each stage began."""
+
+    def __init__(self) -> None:
+        self.began: dict[str, float] = {}
+
+    def __call__(self, stage: str, fraction: float) -> None:
+        name = _STAGE_OF.get("scoring" if stage.startswith("scoring") else stage)
+        if name is not None:
+            self.began.setdefault(name, time.perf_counter())
+
+
+class _TimedStore:
+    """A ScoreStore wrapper timing ``replace_all`` (so file and store writes can be told apart)."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+        self.seconds = 0.0
+
+    def replace_all(self, scores: Any, meta: dict[str, Any]) -> None:
+        with stopwatch() as t:
+            self.store.replace_all(scores, meta)
+        self.seconds = t["seconds"]
+
+
+def _stage_seconds(stages: _Stages, ended: float, store_seconds: float) -> dict[str, float]:
+    order = ["features", "scoring", "inputs_history", "writing"]
+    marks = [stages.began.get(name) for name in order] + [ended]
+    out = {name: (marks[i + 1] or ended) - (marks[i] or ended) for i, name in enumerate(order)}
+    writing = out.pop("writing")
+    return {**out, "file": writing - store_seconds, "store": store_seconds}
+
+
+def measure(home: str, data_dir: str, out_dir: str) -> dict[str, Any]:
+    """Child body: load the champion and the data, then time run_batch into a file and a fresh store."""
+    from features.loading import load_dataset
+    from features.snapshots import observed_until
+    from serving.actions import load_playbook
+    from serving.batch import run_batch
+    from serving.model_source import load_model
+    from serving.store import SqliteScoreStore
+
+    with churnguard_home(Path(home)):
+        model = load_model("models:/churnguard@champion")
+    with stopwatch() as loading:
+        dataset = load_dataset(Path(data_dir))
+    out_file, store_file = Path(out_dir) / "scores.parquet", Path(out_dir) / "scores.db"
+    stages, store = _Stages(), _TimedStore(SqliteScoreStore(store_file))
+    result = run_batch(
+        dataset, observed_until(dataset), model, load_playbook(), out_file, cast(Any, store), report=stages
+    )
+    ended = time.perf_counter()
+    return {
+        "scored": result.customers,
+        "seconds": result.seconds,
+        "per_second": result.per_second,
+        "load_seconds": loading["seconds"],
+        "stages": _stage_seconds(stages, ended, store.seconds),
+        "file_mib": out_file.stat().st_size / 2**20,
+        "store_mib": sum(p.stat().st_size for p in Path(out_dir).glob("scores.db*")) / 2**20,
+    }
+
+
+def run(trained: TrainedHome, n_customers: int, work_dir: Path) -> dict[str, Any]:
+    data = dataset_dir(n_customers)
+    out_dir = Path(work_dir) / f"batch-{n_customers}"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    figures = run_in_child(measure, str(trained.home), str(data), str(out_dir))
+    return {
+        "customers": n_customers,
+        **dataset_counts(data),
+        "model_customers": trained.n_customers,
+        **figures,
+    }
+
+
+def targets(figures: dict[str, Any]) -> list[list[str]]:
+    """[target, measured, verdict] rows."""
+    rate = figures["per_second"]
+    name = f"batch scoring ≥ {TARGET_PER_SECOND:,} customers/s ({figures['customers']:,} customers)"
+    return [[name, f"{rate:,.0f}/s", verdict(rate >= TARGET_PER_SECOND)]]
+
+
+def to_markdown(figures: dict[str, Any]) -> str:
+    seconds = figures["seconds"]
+    stage_cells = [
+        f"{figures['stages'][s]:.1f} ({100 * figures['stages'][s] / seconds:.0f}%)" for s in STAGES
+    ]
+    headers = ["customers in data", "scored (active)", "run_batch s", "customers / s", "vs target 5,000/s"]
+    headers += ["peak RSS GiB", "file MiB", "store MiB", "store KiB / customer", "load data s (apart)"]
+    row = [
+        f"{figures['customers']:,}",
+        f"{figures['scored']:,}",
+        f"{seconds:.1f}",
+        f"{figures['per_second']:,.0f}",
+        f"{figures['per_second'] / TARGET_PER_SECOND:.2f}x",
+        f"{figures['peak_rss_gib']:.2f}",
+        f"{figures['file_mib']:.0f}",
+        f"{figures['store_mib']:.0f}",
+        f"{1024 * figures['store_mib'] / max(figures['scored'], 1):.1f}",
+        f"{figures['load_seconds']:.1f}",
+    ]
+    return "\n".join(
+        [
+            f"Model trained on {figures['model_customers']:,} customers; 5 reasons and an action per customer.",
+            "",
+            table(headers, [row]),
+            "",
+            "Seconds per stage (share of run_batch):",
+            "",
+            table(list(STAGES), [stage_cells]),
+            "",
+            f"Target: {TARGET_PER_SECOND:,} customers/s — {figures['per_second']:,.0f}/s, "
+            f"{verdict(figures['per_second'] >= TARGET_PER_SECOND)}.",
+        ]
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--customers", default="1M", help="customers in the scored dataset")
+    parser.add_argument("--model-customers", default="100k", help="training size of the model")
+    parser.add_argument("--quick", action="store_true", help="small training settings")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="churnguard-bench-batch-") as tmp:
+        trained = trained_home(Path(tmp), parse_count(args.model_customers), args.quick)
+        print(to_markdown(run(trained, parse_count(args.customers), Path(tmp))))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
