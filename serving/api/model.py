@@ -18,7 +18,7 @@ router = APIRouter(prefix="/v1", tags=["model"])
     summary="The model being served",
     responses={401: {"model": ErrorResponse}, 403: {"model": ErrorResponse}, 503: {"model": ErrorResponse}},
 )
-def model_card(model: ModelDep, _key: ApiKeyDep) -> dict[str, object]:
+def model_card(_key: ApiKeyDep, model: ModelDep) -> dict[str, object]:
     """Version, alias, training date, horizon, validation metrics and the features with their meaning."""
     bundle = model.bundle
     return {

@@ -45,7 +45,7 @@ def _check(body: ScoreRequest, model: LoadedModel) -> list[dict[str, object]]:
         503: {"model": ErrorResponse},
     },
 )
-def score(body: ScoreRequest, state: StateDep, model: ModelDep, _key: ApiKeyDep) -> dict[str, object]:
+def score(body: ScoreRequest, state: StateDep, _key: ApiKeyDep, model: ModelDep) -> dict[str, object]:
     """Reasons are computed on demand (exact TreeSHAP). Missing features are treated as unknown and listed."""
     if len(body.records) > state.settings.batch_limit:
         raise HTTPException(
