@@ -249,6 +249,10 @@ def _read_table(
             frame = pd.read_parquet(path)
         else:
             frame = pd.read_csv(path, dtype=str, encoding=mapping.encoding, keep_default_na=True)
+            # pandas renames a repeated header ("amount", "amount.1"): keep the names as written, so the
+            # repeated-column check below sees them
+            header = pd.read_csv(path, dtype=str, encoding=mapping.encoding, header=None, nrows=1)
+            frame.columns = [str(c) for c in header.iloc[0].tolist()]
     except UnicodeDecodeError as exc:
         problems.append(
             DataProblem(

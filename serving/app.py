@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -69,40 +70,51 @@ class GuardMiddleware:
         if length is not None and (not length.isdigit() or int(length) > self.max_body_bytes):
             await _error(413, too_big)(scope, receive, send)
             return
-        received = 0
         started = time.perf_counter()
         status_holder = {"status": 500}
-
-        async def limited_receive() -> Message:
-            nonlocal received
+        # Read the whole body first (it is at most max_body_bytes), so a chunked body that grows too big
+        # is refused here with 413 instead of failing half-way through the app's own parsing.
+        chunks: list[bytes] = []
+        received = 0
+        more = True
+        while more:
             message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_body_bytes:
-                    raise _BodyTooLarge
-            return message
+            if message["type"] != "http.request":
+                break
+            chunk = message.get("body", b"")
+            received += len(chunk)
+            if received > self.max_body_bytes:
+                status_holder["status"] = 413
+                await _error(413, too_big)(scope, receive, send)
+                self._record(scope, 413, started)
+                return
+            chunks.append(chunk)
+            more = bool(message.get("more_body", False))
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
 
         async def tracking_send(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status_holder["status"] = message["status"]
             await send(message)
 
-        try:
-            await self.app(scope, limited_receive, tracking_send)
-        except _BodyTooLarge:
-            status_holder["status"] = 413
-            await _error(413, too_big)(scope, receive, send)
+        await self.app(scope, replay, tracking_send)
+        self._record(scope, status_holder["status"], started)
+
+    def _record(self, scope: Scope, status: int, started: float) -> None:
         route = scope.get("route")
         name = getattr(route, "path", "unmatched")
-        status = status_holder["status"]
         self.metrics.requests.labels(name, scope["method"], str(status)).inc()
         self.metrics.latency.labels(name).observe(time.perf_counter() - started)
         if status >= 400:
             self.metrics.errors.labels(name, str(status)).inc()
-
-
-class _BodyTooLarge(Exception):
-    pass
 
 
 def _install_error_handlers(app: FastAPI) -> None:
@@ -144,6 +156,10 @@ def create_app(core: ChurnguardSettings | None = None, settings: ServingSettings
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         from training.registry import configure_mlflow  # tracking URI only; no fitting code
+
+        # A registry that is down must not hold the API back for minutes of default retries.
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
 
         try:
             configure_mlflow(core)

@@ -21,6 +21,7 @@ from serving.bundle import ModelBundle
 from serving.scoring import ModelInfo
 
 log = logging.getLogger("churnguard.model")
+_NOT_FOUND = {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"}
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,8 @@ def load_model(uri: str) -> LoadedModel:
             name, version, alias = uri[len("models:/") :].split("/")[0], uri.rsplit("/", 1)[-1], None
         local = Path(mlflow.artifacts.download_artifacts(f"models:/{name}/{version}"))
     except mlflow.exceptions.MlflowException as exc:
+        if exc.error_code not in _NOT_FOUND:  # the registry did not answer: not the same as "no model"
+            raise
         raise ModelNotFoundError(
             f"no model at {uri}: train one with `churnguard train` or promote a version "
             f"with `churnguard promote VERSION`"

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Literal, cast
 
 import typer
 from rich.console import Console
+from rich.markup import escape  # data values in messages print as text, never as markup
 
 from features.errors import ChurnguardError
 
@@ -48,8 +49,6 @@ def main() -> None:
     try:
         app(standalone_mode=False)
     except ChurnguardError as exc:
-        from rich.markup import escape  # data values in the message must print as text, not as markup
-
         console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, markup=True, soft_wrap=True)
         raise SystemExit(2) from None
     except typer.Abort:
@@ -70,7 +69,7 @@ def main() -> None:
         if os.environ.get("CHURNGUARD_DEBUG"):
             raise
         console.print(
-            f"[bold red]unexpected error:[/] {exc.__class__.__name__}: {exc}. This is a bug in "
+            f"[bold red]unexpected error:[/] {exc.__class__.__name__}: {escape(str(exc))}. This is a bug in "
             "churnguard, not in your input: please report it (CHURNGUARD_DEBUG=1 shows the traceback).",
             highlight=False,
         )

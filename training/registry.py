@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow
@@ -19,6 +21,23 @@ CHALLENGER = "challenger"
 EXPERIMENT = "churnguard"
 
 
+@contextlib.contextmanager
+def store_lock(settings: ChurnguardSettings) -> Iterator[None]:
+    """Serialise schema creation and registry writes between processes sharing the embedded SQLite
+    store (MLflow's migrations race when two processes open a new store at once). A tracking server
+    does its own locking, so nothing is held then."""
+    if not settings.resolved_tracking_uri().startswith("sqlite:"):
+        yield
+        return
+    settings.home.mkdir(parents=True, exist_ok=True)
+    with (settings.home / ".mlflow.lock").open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def configure_mlflow(settings: ChurnguardSettings) -> str:
     """Point MLflow at the store in force and make sure the experiment exists; returns the URI."""
     uri = settings.resolved_tracking_uri()
@@ -29,12 +48,13 @@ def configure_mlflow(settings: ChurnguardSettings) -> str:
         logging.getLogger(name).setLevel(logging.WARNING)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
-    client = MlflowClient()
-    if client.get_experiment_by_name(EXPERIMENT) is None:
-        location = settings.artifact_location() if uri.startswith("sqlite:") else None
-        with contextlib.suppress(MlflowException):  # created meanwhile by a concurrent run
-            client.create_experiment(EXPERIMENT, artifact_location=location)
-    mlflow.set_experiment(EXPERIMENT)
+    with store_lock(settings):
+        client = MlflowClient()
+        if client.get_experiment_by_name(EXPERIMENT) is None:
+            location = settings.artifact_location() if uri.startswith("sqlite:") else None
+            with contextlib.suppress(MlflowException):  # created meanwhile by a concurrent run
+                client.create_experiment(EXPERIMENT, artifact_location=location)
+        mlflow.set_experiment(EXPERIMENT)
     return uri
 
 

@@ -16,7 +16,15 @@ from features.settings import ChurnguardSettings
 from serving.bundle import ModelBundle
 from training import evaluate as ev
 from training.config import TrainConfig
-from training.registry import CHALLENGER, CHAMPION, bundle_dir_of, configure_mlflow, promote, version_by_alias
+from training.registry import (
+    CHALLENGER,
+    CHAMPION,
+    bundle_dir_of,
+    configure_mlflow,
+    promote,
+    store_lock,
+    version_by_alias,
+)
 
 _LOWER_IS_BETTER = {"brier", "log_loss"}
 
@@ -85,17 +93,18 @@ def log_and_register(
             input_example=example,
             pip_requirements=_requirements(),
         )
-    version = str(mlflow.register_model(info.model_uri, name).version)
-    client.set_model_version_tag(name, version, "run_id", run.info.run_id)
-    client.set_model_version_tag(name, version, "metrics", json.dumps(bundle.metadata["metrics"]))
-    client.set_registered_model_alias(name, CHALLENGER, version)
+    with store_lock(settings):  # register and promote as one step against concurrent runs
+        version = str(mlflow.register_model(info.model_uri, name).version)
+        client.set_model_version_tag(name, version, "run_id", run.info.run_id)
+        client.set_model_version_tag(name, version, "metrics", json.dumps(bundle.metadata["metrics"]))
+        client.set_registered_model_alias(name, CHALLENGER, version)
 
-    promoted, reason = False, "not promoted: --no-promote"
-    if allow_promotion:
-        promoted, reason = _should_promote(client, name, bundle, valid, y_val, cfg)
-        if promoted:
-            promote(client, name, version)
-    client.set_model_version_tag(name, version, "promotion", reason)
+        promoted, reason = False, "not promoted: --no-promote"
+        if allow_promotion:
+            promoted, reason = _should_promote(client, name, bundle, valid, y_val, cfg)
+            if promoted:
+                promote(client, name, version)
+        client.set_model_version_tag(name, version, "promotion", reason)
     return TrainResult(run.info.run_id, version, promoted, reason, churn_table, clv_table, business)
 
 
