@@ -12,19 +12,6 @@ from serving.actions import Playbook, choose_actions
 from serving.bundle import ModelBundle, records_to_matrix
 from serving.explain import risk_groups, top_reasons
 
-SCORE_COLUMNS = [
-    "customer_id",
-    "as_of",
-    "churn_probability",
-    "risk_tier",
-    "clv",
-    "value_at_risk",
-    "segment",
-    "reasons",
-    "action",
-    "model",
-]
-
 
 @dataclass(frozen=True)
 class ModelInfo:

@@ -107,3 +107,23 @@ def trained(tmp_path_factory: pytest.TempPathFactory, small_data: Path) -> Itera
             else:
                 os.environ[name] = value
         clear_settings_caches()
+
+
+@pytest.fixture
+def servers(tmp_path: Path) -> Iterator[Any]:
+    """Real server processes (``churnguard serve``, ``mlflow server``), always stopped after the test."""
+    from tests.integration.servers import Servers
+
+    pool = Servers(tmp_path)
+    try:
+        yield pool
+    finally:
+        pool.stop_all()
+
+
+@pytest.fixture
+def api_home(trained: Trained, tmp_path: Path) -> Path:
+    """This test's own copy of the trained home (registry, artifacts, serving store, API keys)."""
+    from tests.integration.servers import copy_home
+
+    return copy_home(trained.home, tmp_path / "home")
