@@ -10,15 +10,18 @@ import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow
+import pyarrow.compute as pc
 import yaml
 
-from features.contract import TABLES, ColumnSpec, Kind, TableMapping, TableSpec
+from features.contract import TABLES, TRANSACTIONS, ColumnSpec, Kind, TableMapping, TableSpec
 from features.errors import DataProblem, DataValidationError
-from features.validation import check_values
+from features.validation import check_values, duplicated_rows
 
 MAPPING_FILE = "columns.yaml"
 _TRUE = {"true", "t", "yes", "y", "1", "1.0"}
@@ -39,6 +42,9 @@ class Dataset:
     cancellations: pd.DataFrame
     provided: frozenset[str] = field(default_factory=frozenset)  # "table" and "table.column" entries
     files: dict[str, Path] = field(default_factory=dict)
+    # True when every transaction row is its own order (no order_id supplied, or every order_id unique):
+    # the features then skip rolling lines up to orders, the costliest step at scale. False is always safe.
+    rows_are_orders: bool = False
 
     @property
     def attribute_columns(self) -> list[str]:
@@ -159,6 +165,7 @@ def load_dataset(data_dir: Path, mapping_file: Path | None = None, *, now: datet
     frames: dict[str, pd.DataFrame] = {}
     files: dict[str, Path] = {}
     provided: set[str] = set()
+    unique_order_ids = False
     for spec in TABLES:
         table_mapping = mappings.get(spec.name, TableMapping())
         path = _find_file(data_dir, spec, table_mapping, problems)
@@ -168,12 +175,13 @@ def load_dataset(data_dir: Path, mapping_file: Path | None = None, *, now: datet
         frame = _read_table(path, spec, table_mapping, problems)
         if frame is None:
             continue
-        frame, columns = _to_contract(frame, path, spec, table_mapping, now_ts, problems)
-        if frame is None:
+        table = _to_contract(frame, path, spec, table_mapping, now_ts, problems)
+        if table is None:
             continue
         provided.add(spec.name)
-        provided.update(f"{spec.name}.{c}" for c in columns)
-        frames[spec.name] = frame
+        provided.update(f"{spec.name}.{c}" for c in table.columns)
+        frames[spec.name] = table.frame
+        unique_order_ids = unique_order_ids or table.unique_order_ids
     if problems:
         raise DataValidationError(problems)
 
@@ -189,6 +197,7 @@ def load_dataset(data_dir: Path, mapping_file: Path | None = None, *, now: datet
         cancellations=frames["cancellations"],
         provided=frozenset(provided),
         files=files,
+        rows_are_orders=unique_order_ids or "transactions.order_id" not in provided,
     )
 
 
@@ -296,6 +305,15 @@ def _read_table(
     return frame
 
 
+@dataclass(frozen=True)
+class _ContractTable:
+    """One table parsed and checked against the contract."""
+
+    frame: pd.DataFrame
+    columns: list[str]  # the contract columns the user supplied
+    unique_order_ids: bool  # transactions whose supplied order_id never repeats: each row is an order
+
+
 def _to_contract(
     frame: pd.DataFrame,
     path: Path,
@@ -303,7 +321,7 @@ def _to_contract(
     mapping: TableMapping,
     now: pd.Timestamp,
     problems: list[DataProblem],
-) -> tuple[pd.DataFrame | None, list[str]]:
+) -> _ContractTable | None:
     """Rename mapped columns, parse every contract column to its kind, and check values."""
     where = str(path)
     frame.columns = [str(c).strip() for c in frame.columns]
@@ -342,7 +360,7 @@ def _to_contract(
                     f"columns in the file: {', '.join(frame.columns[:20])}",
                 )
             )
-        return None, []
+        return None
     before = len(problems)
     out: dict[str, pd.Series] = {}
     present = [c for c in spec.columns if c.name in frame.columns]
@@ -353,24 +371,68 @@ def _to_contract(
             if name not in out:
                 out[name] = _parse_attribute(frame[name])
     if len(problems) > before:
-        return None, []
+        return None
     parsed = pd.DataFrame(out)
-    check_values(parsed, spec, where, now, problems)
+    unique_order_ids = spec.name == TRANSACTIONS.name and _never_repeats(parsed, "order_id")
+    check_values(parsed, spec, where, now, problems, rows_distinct=unique_order_ids)
     if len(problems) > before:
-        return None, []
-    return parsed, [c.name for c in present]
+        return None
+    return _ContractTable(parsed, [c.name for c in present], unique_order_ids)
+
+
+def _never_repeats(frame: pd.DataFrame, column: str) -> bool:
+    """Whether ``column`` is present and holds no value twice.
+
+    Unique order ids make every row its own order, and no two rows can then be exact duplicates, so
+    this one pass over a single column saves both the order roll-up and the whole-row duplicate search.
+    """
+    return column in frame.columns and not duplicated_rows(frame[[column]]).any()
 
 
 def _examples(values: pd.Series, mask: pd.Series | np.ndarray) -> list[object]:
     return [v for v in values[mask].head(5).tolist()]
 
 
+class _InputColumn:
+    """One input column, with its trimmed text and blank mask each built at most once.
+
+    The text form of 20M values costs about a second, and both the blank check and the parsing need it.
+    """
+
+    def __init__(self, raw: pd.Series) -> None:
+        self.raw = raw
+
+    @cached_property
+    def trimmed(self) -> pd.Series:
+        return self.raw.astype("string").str.strip()
+
+    @cached_property
+    def blank(self) -> pd.Series:
+        """Which values are missing or only spaces.
+
+        Numbers, booleans and dates never print as spaces, so for them only missing values count: their
+        text form costs seconds per column at scale and is never built here.
+        """
+        raw, dtype = self.raw, self.raw.dtype
+        if (
+            pd.api.types.is_bool_dtype(dtype)
+            or pd.api.types.is_numeric_dtype(dtype)
+            or pd.api.types.is_datetime64_any_dtype(dtype)
+            or pd.api.types.is_timedelta64_dtype(dtype)
+        ):
+            return raw.isna()
+        if isinstance(dtype, pd.StringDtype):  # both text forms are Arrow strings, trimmed alike
+            return raw.isna() | self.trimmed.eq("").fillna(False).astype(bool)
+        return raw.isna() | (raw.astype(str).str.strip() == "")
+
+
 def _parse(
     raw: pd.Series, column: ColumnSpec, where: str, mapping: TableMapping, problems: list[DataProblem]
 ) -> pd.Series:
-    blank = raw.isna() | (raw.astype(str).str.strip() == "") if raw.dtype != bool else raw.isna()
+    source = _InputColumn(raw)
+    blank = source.blank
     if column.kind is Kind.ID:
-        values = raw.astype("string").str.strip()
+        values = source.trimmed
         if blank.any():
             problems.append(
                 DataProblem(
@@ -379,12 +441,12 @@ def _parse(
             )
         return values.astype(str)
     if column.kind is Kind.TIMESTAMP:
-        return _parse_timestamp(raw, column, where, mapping, blank, problems)
+        return _parse_timestamp(source, column, where, mapping, problems)
     if column.kind in (Kind.FLOAT, Kind.INT):
         values = (
             raw
             if pd.api.types.is_numeric_dtype(raw) and raw.dtype != bool
-            else pd.to_numeric(raw.astype("string").str.strip(), errors="coerce")
+            else pd.to_numeric(source.trimmed, errors="coerce")
         )
         values = values.astype("float64")
         bad = values.isna() & ~blank
@@ -407,7 +469,7 @@ def _parse(
     if column.kind is Kind.BOOL:
         if raw.dtype == bool:
             return raw.astype("boolean")
-        text = raw.astype("string").str.strip().str.lower()
+        text = source.trimmed.str.lower()
         values = pd.Series(pd.NA, index=raw.index, dtype="boolean")
         values[text.isin(_TRUE).fillna(False)] = True
         values[text.isin(_FALSE).fillna(False)] = False
@@ -424,17 +486,13 @@ def _parse(
                 )
             )
         return values
-    return raw.astype("string").str.strip().str.lower().fillna("unknown").astype(str)
+    return source.trimmed.str.lower().fillna("unknown").astype(str)
 
 
 def _parse_timestamp(
-    raw: pd.Series,
-    column: ColumnSpec,
-    where: str,
-    mapping: TableMapping,
-    blank: pd.Series,
-    problems: list[DataProblem],
+    source: _InputColumn, column: ColumnSpec, where: str, mapping: TableMapping, problems: list[DataProblem]
 ) -> pd.Series:
+    raw, blank = source.raw, source.blank
     if pd.api.types.is_datetime64_any_dtype(raw):
         if column.required and blank.any():
             problems.append(
@@ -442,9 +500,8 @@ def _parse_timestamp(
             )
         values = raw.dt.tz_convert(None) if getattr(raw.dt, "tz", None) is not None else raw
         return values.astype("datetime64[us]")
-    text = raw.astype("string").str.strip()
     fmt = mapping.date_format or "ISO8601"
-    values = pd.to_datetime(text, format=fmt, errors="coerce", utc=True).dt.tz_convert(None)
+    values = pd.to_datetime(source.trimmed, format=fmt, errors="coerce", utc=True).dt.tz_convert(None)
     bad = values.isna() & ~blank
     if bad.any():
         problems.append(
@@ -467,10 +524,23 @@ def _parse_timestamp(
 
 def _parse_attribute(raw: pd.Series) -> pd.Series:
     """Customer attributes: numeric when every value parses as a number, else lower-case text."""
-    numeric = pd.to_numeric(raw, errors="coerce") if not pd.api.types.is_numeric_dtype(raw) else raw
-    if pd.api.types.is_numeric_dtype(raw) or numeric.notna().sum() == raw.notna().sum():
-        return numeric.astype("float64")
+    if pd.api.types.is_numeric_dtype(raw):
+        return raw.astype("float64")
+    if not _starts_with_text(raw):
+        numeric = pd.to_numeric(raw, errors="coerce")
+        if numeric.notna().sum() == raw.notna().sum():
+            return numeric.astype("float64")
     return raw.astype("string").str.strip().str.lower().fillna("unknown").astype(str)
+
+
+def _starts_with_text(raw: pd.Series, rows: int = 1000) -> bool:
+    """Whether a value among the first ``rows`` is present but not a number.
+
+    One such value makes the attribute text, so parsing a million country names as numbers (seconds)
+    is skipped; each value parses on its own, so the answer never differs from parsing them all.
+    """
+    head = raw.iloc[:rows]
+    return bool((pd.to_numeric(head, errors="coerce").isna() & head.notna()).any())
 
 
 def _fill_defaults(frame: pd.DataFrame | None, spec: TableSpec) -> pd.DataFrame:
@@ -514,12 +584,12 @@ def _check_references(
                 list(customers["customer_id"][repeated].unique()[:5]),
             )
         )
-    known = pd.Index(customers["customer_id"].unique())
+    known = pc.unique(pyarrow.array(customers["customer_id"]))
     for name in ("transactions", "interactions", "cancellations"):
         if name not in files:
             continue
         ids = frames[name]["customer_id"]
-        unknown = ~ids.isin(known)
+        unknown = _not_in(ids, known)
         if unknown.any():
             problems.append(
                 DataProblem(
@@ -531,6 +601,13 @@ def _check_references(
                     list(ids[unknown].unique()[:5]),
                 )
             )
+
+
+def _not_in(values: pd.Series, known: pyarrow.Array) -> np.ndarray:
+    """``~values.isin(known)`` through Arrow's hash lookup: pandas compares Arrow strings through Python
+    lists, seconds at scale. Missing values count as known only when ``known`` holds a missing value too."""
+    found = pc.is_in(pyarrow.array(values), value_set=known, skip_nulls=False)
+    return ~np.asarray(found.to_numpy(zero_copy_only=False), dtype=bool)
 
 
 def describe_contract() -> Iterable[str]:

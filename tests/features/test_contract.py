@@ -150,6 +150,20 @@ def test_full_dataset_with_all_four_tables_in_csv_and_parquet_loads(tmp_path: Pa
     assert dataset.last_date == pd.Timestamp("2024-03-01")
 
 
+def test_an_attribute_with_one_late_word_among_numbers_stays_text(tmp_path: Path) -> None:
+    ids = [f"C{i}" for i in range(1, 1501)]
+    sizes = [str(i % 40) for i in range(1, 1500)] + ["about 10"]
+    customers = "customer_id,employees,revenue\n" + "".join(
+        f"{c},{size},{i}.5\n" for i, (c, size) in enumerate(zip(ids, sizes, strict=True))
+    )
+    _write(tmp_path, {"transactions.csv": PLAIN, "customers.csv": customers})
+
+    dataset = load_dataset(tmp_path, now=NOW)
+
+    assert dataset.customers["employees"].tolist()[-2:] == ["19", "about 10"]  # text, as written
+    assert dataset.customers["revenue"].dtype == "float64"
+
+
 MAPPING = """\
 transactions:
   file: orders.csv
@@ -182,6 +196,47 @@ def test_mapping_file_can_live_outside_the_data_folder(tmp_path: Path) -> None:
     dataset = load_dataset(data, mapping, now=NOW)
 
     assert dataset.transactions["timestamp"].tolist() == [pd.Timestamp("2024-01-31")]
+
+
+# ----------------------------------------------------------------------------- rows as orders
+
+
+def test_a_purchase_log_without_order_ids_counts_every_row_as_an_order(tmp_path: Path) -> None:
+    dataset = load_dataset(_write(tmp_path, {"transactions.csv": PLAIN}), now=NOW)
+
+    assert dataset.rows_are_orders
+
+
+def test_unique_order_ids_make_every_row_an_order(tmp_path: Path) -> None:
+    rows = (
+        "customer_id,timestamp,amount,order_id\nC1,2024-01-05,5,O1\nC1,2024-01-05,5,O2\nC2,2024-03-01,0,O3\n"
+    )
+    dataset = load_dataset(_write(tmp_path, {"transactions.csv": rows}), now=NOW)
+
+    assert dataset.rows_are_orders
+    assert len(dataset.transactions) == 3  # equal but for the order id: two orders, not a duplicate
+
+
+def test_an_order_id_on_several_rows_makes_them_order_lines(tmp_path: Path) -> None:
+    rows = "customer_id,timestamp,amount,order_id\nC1,2024-01-05,5,O1\nC1,2024-01-05,7, O1 \nC2,2024-03-01,0,O2\n"
+    dataset = load_dataset(_write(tmp_path, {"transactions.csv": rows}), now=NOW)
+
+    assert not dataset.rows_are_orders  # " O1 " is O1 once trimmed
+    assert dataset.transactions["order_id"].tolist() == ["O1", "O1", "O2"]
+
+
+def test_duplicated_rows_sharing_an_order_id_are_counted_and_shown(tmp_path: Path) -> None:
+    rows = (
+        "customer_id,timestamp,amount,order_id\n"
+        "C1,2024-01-01,5,O1\nC1,2024-01-01,5,O1\nC2,2024-01-01,5,O2\nC1,2024-01-01,5,O1\n"
+    )
+    problem = _only(error := _errors(tmp_path, {"transactions.csv": rows}))
+    assert problem.column is None and "duplicate rows" in problem.problem
+    assert problem.n_rows == 2 and "(2 rows)" in str(error)
+    assert (
+        problem.examples
+        == [{"customer_id": "C1", "timestamp": pd.Timestamp("2024-01-01"), "amount": 5.0}] * 2
+    )
 
 
 # -------------------------------------------------------------------------------------------- bad data
