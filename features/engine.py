@@ -25,7 +25,10 @@ def duckdb_tables(dataset: Dataset, threads: int = 2) -> Iterator[Tables]:
         names = ("transactions", "customers", "interactions", "cancellations")
         for name in names:
             raw.register(f"_{name}", getattr(dataset, name))
-        yield Tables(*(con.table(f"_{name}") for name in names))
+        transactions, customers, interactions, cancellations = (con.table(f"_{name}") for name in names)
+        yield Tables(
+            transactions, customers, interactions, cancellations, rows_are_orders=dataset.rows_are_orders
+        )
     finally:
         con.disconnect()
 

@@ -6,6 +6,7 @@ This is what keeps the benchmark's comparison honest: if ``features/build.py`` c
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import sys
 from datetime import datetime
@@ -15,7 +16,7 @@ from types import ModuleType
 import pandas as pd
 import pytest
 
-from features.engine import compute_features
+from features.engine import compute_features, compute_labels
 from features.loading import Dataset, load_dataset
 from features.snapshots import observed_until
 from features.synthetic import generate_dataset
@@ -42,14 +43,29 @@ def synthetic(tmp_path_factory: pytest.TempPathFactory) -> Dataset:
     return load_dataset(root / "data")
 
 
+@pytest.mark.parametrize("rows_are_orders", [False, True], ids=["rolled-up", "rows-as-orders"])
 @pytest.mark.parametrize("days_before_end", [0, 200, 700])
 def test_pandas_reference_equals_compute_features_on_synthetic_data(
-    synthetic: Dataset, days_before_end: int
+    synthetic: Dataset, days_before_end: int, rows_are_orders: bool
 ) -> None:
-    cutoff = observed_until(synthetic) - pd.Timedelta(days=days_before_end)
-    expected = compute_features(synthetic, cutoff)
+    dataset = dataclasses.replace(synthetic, rows_are_orders=rows_are_orders)
+    cutoff = observed_until(dataset) - pd.Timedelta(days=days_before_end)
+    expected = compute_features(dataset, cutoff)
     assert len(expected) > 50
-    assert reference.compare(reference.compute_features_pandas(synthetic, cutoff), expected) == []
+    assert reference.compare(reference.compute_features_pandas(dataset, cutoff), expected) == []
+
+
+def test_reading_rows_as_orders_gives_the_rolled_up_features_and_labels_when_order_ids_are_unique(
+    synthetic: Dataset,
+) -> None:
+    """The fast path is a shortcut, not an approximation: same features, same labels, to the bit."""
+    assert synthetic.transactions["order_id"].is_unique
+    rolled = dataclasses.replace(synthetic, rows_are_orders=False)
+    direct = dataclasses.replace(synthetic, rows_are_orders=True)
+    for days_before_end in (0, 300):
+        cutoff = observed_until(synthetic) - pd.Timedelta(days=days_before_end)
+        assert reference.compare(compute_features(rolled, cutoff), compute_features(direct, cutoff)) == []
+        pd.testing.assert_frame_equal(compute_labels(rolled, cutoff, 90), compute_labels(direct, cutoff, 90))
 
 
 EDGE_TRANSACTIONS = """customer_id,timestamp,amount,order_id,discount,channel,returned,delivery_delay_days
