@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import lightgbm as lgb
 import numpy as np
 import pandas as pd
 import pytest
@@ -40,7 +41,8 @@ def test_size_table_picks_the_cheapest_size_within_tolerance(frames) -> None:
     chosen = table[table["chosen"]].iloc[0]
     assert chosen["auc"] >= table["auc"].max() - 0.05
     assert (
-        chosen["explanation_cost"] == table[table["auc"] >= table["auc"].max() - 0.05]["explanation_cost"].min()
+        chosen["explanation_cost"]
+        == table[table["auc"] >= table["auc"].max() - 0.05]["explanation_cost"].min()
     )
 
 
@@ -94,3 +96,23 @@ def test_explanation_budget_rules_out_models_too_costly_to_explain(frames) -> No
     table = result.size_table.set_index("num_leaves")
     assert table.loc[3, "explanation_cost"] < table.loc[31, "explanation_cost"]
     assert bool(table.loc[3, "chosen"])  # nothing fits a budget of 1: the cheapest is kept
+
+
+def _max_depth(node: dict) -> int:
+    if "leaf_index" in node:
+        return 0
+    return 1 + max(_max_depth(node["left_child"]), _max_depth(node["right_child"]))
+
+
+def test_explanation_cost_is_the_summed_leaf_depth_and_balanced_trees_stay_shallow(frames) -> None:
+    """The cost that sizes the model counts every root-to-leaf path TreeSHAP walks; balanced trees keep
+    those paths short (7 leaves at most 3 deep instead of up to 6)."""
+    xs, ys, _ = frames
+    x, y = pd.concat(xs[:-1]), np.concatenate(ys[:-1])
+    stumps = lgb.train({"num_leaves": 2, "verbosity": -1, "num_threads": 1}, lgb.Dataset(x, y), 25)
+    assert fit.explanation_cost(stumps) == 2 * stumps.num_trees()  # two leaves, each one split deep
+    cfg = ChurnModelConfig(num_leaves_grid=[7], max_trees=40)
+    booster = fit.fit_churn(x, y, xs[-1], ys[-1], cfg, 1, 3).booster
+    depths = [_max_depth(t["tree_structure"]) for t in booster.dump_model()["tree_info"]]
+    assert max(depths) <= 3
+    assert fit.explanation_cost(booster) <= booster.num_trees() * 7 * 3
