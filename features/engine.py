@@ -22,6 +22,7 @@ def duckdb_tables(dataset: Dataset, threads: int = 2) -> Iterator[Tables]:
     """Expose a dataset's pandas frames to an in-process DuckDB without copying them."""
     con = ibis.duckdb.connect(threads=threads)
     raw = con.con
+    raw.execute("SET enable_progress_bar = false")  # it would write over the command's own progress bar
     try:
         names = ("transactions", "customers", "interactions", "cancellations")
         for name in names:

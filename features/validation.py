@@ -136,6 +136,7 @@ def _rows_with_repeated_hash(frame: pd.DataFrame) -> np.ndarray:
     table = pyarrow.table(keys)
     row_hash = f"hash({', '.join(keys)})"
     con = duckdb.connect()
+    con.execute("SET enable_progress_bar = false")  # keep the command's output clean
     try:
         con.register("keys", table)
         con.execute(
