@@ -15,6 +15,7 @@ import pandas as pd
 
 from features.build import Tables, feature_table, label_table
 from features.loading import Dataset
+from features.validation import quiet
 
 
 @contextmanager
@@ -22,7 +23,7 @@ def duckdb_tables(dataset: Dataset, threads: int = 2) -> Iterator[Tables]:
     """Expose a dataset's pandas frames to an in-process DuckDB without copying them."""
     con = ibis.duckdb.connect(threads=threads)
     raw = con.con
-    raw.execute("SET enable_progress_bar = false")  # it would write over the command's own progress bar
+    quiet(raw)
     try:
         names = ("transactions", "customers", "interactions", "cancellations")
         for name in names:

@@ -3,6 +3,8 @@ search for repeated rows and values, which has to stay fast on tens of millions 
 
 from __future__ import annotations
 
+import contextlib
+
 import duckdb
 import numpy as np
 import pandas as pd
@@ -101,6 +103,13 @@ def check_values(
         )
 
 
+def quiet(con: duckdb.DuckDBPyConnection) -> None:
+    """No DuckDB progress bar: it would write over the command's own. Inside Jupyter DuckDB draws it as a
+    widget and refuses the setting when ipywidgets is missing; the bar is harmless there, so leave it."""
+    with contextlib.suppress(duckdb.Error):
+        con.execute("SET enable_progress_bar = false")
+
+
 def duplicated_rows(frame: pd.DataFrame, *, pandas_below: int = 100_000) -> pd.Series:
     """Exactly ``frame.duplicated(keep="first")``, fast on tens of millions of rows.
 
@@ -136,7 +145,7 @@ def _rows_with_repeated_hash(frame: pd.DataFrame) -> np.ndarray:
     table = pyarrow.table(keys)
     row_hash = f"hash({', '.join(keys)})"
     con = duckdb.connect()
-    con.execute("SET enable_progress_bar = false")  # keep the command's output clean
+    quiet(con)
     try:
         con.register("keys", table)
         con.execute(
