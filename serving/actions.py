@@ -7,7 +7,12 @@ answer is "no action", with the figures that say why.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Hashable, Sequence
+from collections.abc import Set as AbstractSet
+from dataclasses import dataclass
 from functools import lru_cache
+from json.encoder import encode_basestring_ascii
 from pathlib import Path
 
 import numpy as np
@@ -54,46 +59,91 @@ def load_playbook(path: Path | None = None) -> Playbook:
         raise ConfigError(f"{where}: " + "; ".join(lines)) from None
 
 
-def choose_actions(
-    playbook: Playbook, probability: np.ndarray, clv: np.ndarray, risk_groups: list[set[str]]
-) -> list[dict[str, object]]:
-    """One decision per customer: the best action for the reasons that raise their risk, or no action."""
-    decisions = []
+@dataclass(frozen=True)
+class Decisions:
+    """One decision per customer, encoded once: the action as JSON text (what a file or the store keeps),
+    and apart the two fields customer lists sort and filter on: its name and expected net value."""
+
+    json: list[str]
+    name: list[str]
+    expected_net_value: list[float]
+
+    def as_dicts(self) -> list[dict[str, object]]:
+        return [json.loads(text) for text in self.json]
+
+
+def decide_actions(
+    playbook: Playbook,
+    probability: np.ndarray,
+    clv: np.ndarray,
+    risk_groups: Sequence[AbstractSet[str]],
+) -> Decisions:
+    """The best action for the reasons that raise each customer's risk, or no action.
+
+    Candidates are the actions addressing one of the customer's risk groups (engagement actions when none
+    does); the best is the first with the highest expected net value, recommended only above the
+    playbook's minimum."""
+    actions = playbook.actions
     at_stake = probability * clv * playbook.margin
-    for i, groups in enumerate(risk_groups):
-        candidates = [a for a in playbook.actions if groups.intersection(a.addresses)]
-        if not candidates:
-            candidates = [a for a in playbook.actions if "engagement" in a.addresses]
-        values = [(at_stake[i] * a.success_rate - a.cost, a) for a in candidates]
-        net, best = max(values, key=lambda pair: pair[0])
-        figures = (
-            f"{probability[i]:.0%} churn risk x {clv[i]:,.2f} value"
-            + (f" x {playbook.margin:.0%} margin" if playbook.margin < 1 else "")
-            + f" x {best.success_rate:.0%} success - {best.cost:,.2f} cost = {net:,.2f}"
-        )
-        if net > playbook.min_net_value:
-            decisions.append(
-                {
-                    "name": best.name,
-                    "label": best.label,
-                    "description": best.description,
-                    "expected_net_value": round(float(net), 2),
-                    "cost": best.cost,
-                    "success_rate": best.success_rate,
-                    "why": f"Worth it: {figures}.",
-                }
-            )
+    net = at_stake[:, None] * np.array([a.success_rate for a in actions]) - np.array(
+        [a.cost for a in actions]
+    )
+    known: dict[AbstractSet[str], int] = {}  # distinct sets of risk groups -> row of ``allowed``
+    allowed: list[list[bool]] = []
+    rows = []
+    for groups in risk_groups:
+        row = known.get(groups) if isinstance(groups, Hashable) else None
+        if row is None:
+            answer = [not groups.isdisjoint(a.addresses) for a in actions]
+            if not any(answer):
+                answer = ["engagement" in a.addresses for a in actions]
+            if not any(answer):
+                raise ValueError("the playbook has no action for engagement reasons to fall back on")
+            row = len(allowed)
+            allowed.append(answer)
+            if isinstance(groups, Hashable):
+                known[groups] = row
+        rows.append(row)
+    choices = np.array(allowed, dtype=bool).reshape(-1, len(actions))[np.asarray(rows, dtype=np.intp)]
+    best = np.argmax(np.where(choices, net, -np.inf), axis=1)
+    best_net = np.take_along_axis(net, best[:, None], axis=1)[:, 0]
+    margin = f" x {playbook.margin:.0%} margin" if playbook.margin < 1 else ""
+    success = [f" x {a.success_rate:.0%} success - {a.cost:,.2f} cost = " for a in actions]
+    worth_head = [
+        f'{{"name": {json.dumps(a.name)}, "label": {json.dumps(a.label)}, '
+        f'"description": {json.dumps(a.description)}, "expected_net_value": '
+        for a in actions
+    ]
+    worth_tail = [
+        f', "cost": {json.dumps(a.cost)}, "success_rate": {json.dumps(a.success_rate)}, "why": '
+        for a in actions
+    ]
+    declined = (
+        f'{{"name": "{NO_ACTION}", "label": "No action", "description": "", "expected_net_value": 0.0, '
+        '"cost": 0.0, "success_rate": 0.0, "why": '
+    )
+    texts, names, values = [], [], []
+    for p, value, b, n in zip(
+        probability.tolist(), clv.tolist(), best.tolist(), best_net.tolist(), strict=True
+    ):
+        figures = f"{p:.0%} churn risk x {value:,.2f} value{margin}{success[b]}{n:,.2f}"
+        if n > playbook.min_net_value:
+            expected = round(n, 2)
+            why = f"Worth it: {figures}."
+            texts.append(f"{worth_head[b]}{expected!r}{worth_tail[b]}{encode_basestring_ascii(why)}}}")
+            names.append(actions[b].name)
+            values.append(expected)
         else:
-            decisions.append(
-                {
-                    "name": NO_ACTION,
-                    "label": "No action",
-                    "description": "",
-                    "expected_net_value": 0.0,
-                    "cost": 0.0,
-                    "success_rate": 0.0,
-                    "why": f"Not worth an offer: the best option, {best.label.lower()}, "
-                    f"would return {figures}.",
-                }
-            )
-    return decisions
+            why = f"Not worth an offer: the best option, {actions[b].label.lower()}, would return {figures}."
+            texts.append(f"{declined}{encode_basestring_ascii(why)}}}")
+            names.append(NO_ACTION)
+            values.append(0.0)
+    return Decisions(texts, names, values)
+
+
+def choose_actions(
+    playbook: Playbook, probability: np.ndarray, clv: np.ndarray, risk_groups: Sequence[AbstractSet[str]]
+) -> list[dict[str, object]]:
+    """One decision per customer as a dict: name, label, description, expected_net_value, cost,
+    success_rate and why (the figures behind the choice, in words)."""
+    return decide_actions(playbook, probability, clv, risk_groups).as_dicts()

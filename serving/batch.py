@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,6 +20,23 @@ from serving.history import recent_history
 from serving.model_source import LoadedModel
 from serving.scoring import score_features
 from serving.store import ScoreStore
+
+FILE_COLUMNS = (
+    "customer_id",
+    "as_of",
+    "churn_probability",
+    "risk_tier",
+    "clv",
+    "value_at_risk",
+    "segment",
+    "reasons",
+    "action",
+    "model",
+    "action_name",
+    "expected_net_value",
+    "top_reason",
+    "model_version",
+)
 
 
 @dataclass(frozen=True)
@@ -43,41 +61,53 @@ def score_dataset(
     threads: int = 2,
     report: Callable[[str, float], None] | None = None,
 ) -> pd.DataFrame:
-    """Scores for every customer active at ``as_of``, with reasons, action, inputs and recent history."""
+    """Scores for every customer active at ``as_of``, with reasons, action, inputs and recent history.
+
+    Reasons, action and model are JSON text, written once here and kept as is by the file and the store;
+    ``features`` holds each customer's model inputs as a JSON array in the order of
+    ``model.bundle.feature_names``. The recent history is gathered on a second thread meanwhile (numpy,
+    Arrow and DuckDB: it leaves the interpreter free for the reasons)."""
     report = report or (lambda stage, fraction: None)
     report("computing features", 0.05)
     features = compute_features(dataset, as_of, threads)
     stamp = str(as_of.date())
-    parts = []
-    for start in range(0, len(features), chunk_rows):
-        report(f"scoring {start:,}/{len(features):,}", 0.2 + 0.6 * start / max(len(features), 1))
-        parts.append(
-            score_features(
-                model.bundle, features.iloc[start : start + chunk_rows], playbook, model.info, stamp, top_k
+    ids = features["customer_id"].astype(str).tolist()
+    with ThreadPoolExecutor(max_workers=1) as background:
+        histories = background.submit(recent_history, dataset, as_of, ids, threads)
+        parts = []
+        for start in range(0, len(features), chunk_rows):
+            report(f"scoring {start:,}/{len(features):,}", 0.2 + 0.6 * start / max(len(features), 1))
+            chunk = features.iloc[start : start + chunk_rows]
+            parts.append(
+                score_features(model.bundle, chunk, playbook, model.info, stamp, top_k, encoded=True)
             )
-        )
-    scores = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
-    report("collecting inputs and history", 0.85)
-    inputs = features.reindex(columns=model.bundle.feature_names)
-    scores["features"] = (
-        inputs.to_json(orient="records", lines=True, double_precision=6).splitlines() if len(inputs) else []
-    )
-    histories = recent_history(dataset, as_of, threads)
-    empty = '{"purchases": [], "interactions": []}'
-    scores["history"] = [histories.get(c, empty) for c in scores["customer_id"]]
+        scores = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+        report("collecting inputs and history", 0.85)
+        # Only the store reads these: kept as Python text, not converted to text columns.
+        scores["features"] = pd.Series(input_rows(features, model.bundle.feature_names), dtype=object)
+        scores["history"] = pd.Series(histories.result(), dtype=object)
     return scores
+
+
+def input_rows(features: pd.DataFrame, names: list[str]) -> list[str]:
+    """Each row's model inputs as a JSON array of values in the order of ``names`` (numbers to 6 decimals).
+
+    One encoder call for all rows, split at the row boundaries; should a text value contain the boundary
+    itself, the rows are written as JSON objects instead (the store reads both)."""
+    inputs = features.reindex(columns=names)
+    if not len(inputs):
+        return []
+    rows = inputs.to_json(orient="values", double_precision=6)[2:-2].split("],[")
+    if len(rows) != len(inputs):
+        return inputs.to_json(orient="records", lines=True, double_precision=6).splitlines()
+    return [f"[{row}]" for row in rows]
 
 
 def to_output(scores: pd.DataFrame) -> pd.DataFrame:
     """The file form of scores: flat columns a CRM can import, nested parts as JSON text."""
-    out = scores.drop(columns=["features", "history"], errors="ignore").copy()
-    out["action_name"] = [a["name"] for a in out["action"]]
-    out["expected_net_value"] = [a["expected_net_value"] for a in out["action"]]
-    out["top_reason"] = [r[0]["sentence"] if r else "" for r in out["reasons"]]
-    out["model_version"] = [m["version"] for m in out["model"]]
-    for column in ("reasons", "action", "model"):
-        out[column] = [json.dumps(v, default=str) for v in out[column]]
-    return out
+    out = scores.drop(columns=["features", "history"], errors="ignore")
+    versions = {text: json.loads(text)["version"] for text in out["model"].unique()}
+    return out.assign(model_version=out["model"].map(versions))[list(FILE_COLUMNS)]
 
 
 def run_batch(
@@ -107,6 +137,7 @@ def run_batch(
                 "model": model.info.as_dict(),
                 "scored_at": datetime.now(UTC).replace(microsecond=0).isoformat(),
                 "customers": len(scores),
+                "feature_names": model.bundle.feature_names,
             },
         )
     return BatchResult(len(scores), time.perf_counter() - started, str(as_of.date()))

@@ -1,43 +1,111 @@
-"""Each customer's most recent purchases and interactions as JSON, for the dashboard's customer page.
+"""Each customer's most recent purchases and interactions, for the dashboard's customer page.
 
-Encoded to JSON inside DuckDB: building millions of small Python dicts would cost more than scoring.
+Kept column-wise, with the field names once per customer::
+
+    {"purchases": {"timestamp": [newest, ...], "amount": [...], ...}, "interactions": {...}}
+
+and built without per-event Python work: the events are chosen with one sort (numpy), their values
+written as JSON by DuckDB, and each customer's lists joined by Arrow. :func:`expand_history` turns the
+stored form back into the page's shape, one dict per event.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import duckdb
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from features.loading import Dataset
 
 HISTORY_ROWS = 10
+_KINDS = {  # kind -> (table, fields besides the timestamp)
+    "purchases": ("transactions", ("amount", "channel", "returned", "delivery_delay_days")),
+    "interactions": (
+        "interactions",
+        ("type", "channel", "resolved", "resolution_hours", "satisfaction", "nps"),
+    ),
+}
+_MINUTE = "%Y-%m-%d %H:%M"
+_TEXT = pa.large_string()  # events of a million customers can exceed 2 GiB of text
 
-_SQL = """
-SELECT customer_id,
-       to_json(list(struct_pack(timestamp := strftime(timestamp, '%Y-%m-%d %H:%M'), {fields})
-                    ORDER BY timestamp DESC)[1:{rows}]) AS events
-FROM {table} WHERE timestamp < ? GROUP BY customer_id
-"""
+
+def _concat(*parts: str | pa.Array) -> pa.Array:
+    """Element-wise concatenation of text arrays and constants."""
+    return pc.binary_join_element_wise(
+        *(pa.scalar(p, _TEXT) if isinstance(p, str) else p for p in parts), pa.scalar("", _TEXT)
+    )
 
 
-def recent_history(dataset: Dataset, as_of: pd.Timestamp, threads: int = 2) -> dict[str, str]:
-    """customer_id -> '{"purchases": [...], "interactions": [...]}' (newest first, events before as_of)."""
+def _newest(frame: pd.DataFrame, scored: pa.Array, as_of: pd.Timestamp) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, customer): the frame's rows of each scored customer's newest HISTORY_ROWS events before
+    ``as_of``, grouped by the customer's position in ``scored`` and newest first (ties in frame order)."""
+    ids = pc.cast(pa.array(frame["customer_id"]), pa.string())
+    customer = pc.index_in(ids, value_set=scored).fill_null(-1).to_numpy(zero_copy_only=False)
+    stamp = frame["timestamp"].to_numpy("datetime64[us]")
+    candidates = np.flatnonzero((customer >= 0) & (stamp < as_of.to_datetime64()))
+    micros = stamp[candidates].view(np.int64)
+    order = candidates[np.lexsort((-micros, customer[candidates]))]  # a stable sort: ties keep frame order
+    grouped = customer[order]
+    starts = np.flatnonzero(np.r_[True, grouped[1:] != grouped[:-1]])
+    rank = np.arange(len(order)) - np.repeat(starts, np.diff(np.r_[starts, len(order)]))
+    newest = rank < HISTORY_ROWS
+    return order[newest], grouped[newest]
+
+
+def _kind_json(
+    con: duckdb.DuckDBPyConnection,
+    frame: pd.DataFrame,
+    fields: Sequence[str],
+    scored: pa.Array,
+    as_of: pd.Timestamp,
+) -> pa.Array:
+    """Per scored customer, the column-wise JSON object of its newest events of one kind ('{}' if none)."""
+    rows, customer = _newest(frame, scored, as_of)
+    events = pa.Table.from_pandas(frame[["timestamp", *fields]], preserve_index=False).take(pa.array(rows))
+    con.register("events", events)
+    values = ", ".join(
+        [f"coalesce(to_json(strftime(timestamp, '{_MINUTE}'))::VARCHAR, 'null')"]
+        + [f"coalesce(to_json({field})::VARCHAR, 'null')" for field in fields]
+    )
+    written = con.sql(f"SELECT {values} FROM events").fetch_arrow_table()  # in the events' order
+    con.unregister("events")
+    counts = np.bincount(customer, minlength=len(scored))
+    offsets = pa.array(np.r_[0, np.cumsum(counts)].astype(np.int64), type=pa.int64())
+    pieces: list[Any] = []
+    for i, name in enumerate(["timestamp", *fields]):
+        lists = pa.LargeListArray.from_arrays(offsets, written.column(i).combine_chunks().cast(_TEXT))
+        opener = "{" if i == 0 else "],"
+        pieces += [f'{opener}"{name}":[', pc.binary_join(lists, pa.scalar(",", _TEXT))]
+    return pc.if_else(pa.array(counts > 0), _concat(*pieces, "]}"), pa.scalar("{}", _TEXT))
+
+
+def recent_history(
+    dataset: Dataset, as_of: pd.Timestamp, customer_ids: Sequence[str], threads: int = 2
+) -> list[str]:
+    """The stored history JSON of each customer in ``customer_ids`` (same order); events before as_of."""
+    scored = pa.array(list(customer_ids), type=pa.string())
     con = duckdb.connect(config={"threads": threads})
     try:
-        con.register("tx", dataset.transactions)
-        con.register("it", dataset.interactions)
-        parts: dict[str, dict[str, str]] = {}
-        for key, table, fields in (
-            ("purchases", "tx", "amount, channel, returned, delivery_delay_days"),
-            ("interactions", "it", "type, channel, resolved, resolution_hours, satisfaction, nps"),
-        ):
-            sql = _SQL.format(fields=fields, rows=HISTORY_ROWS, table=table)
-            rows = con.execute(sql, [as_of.to_pydatetime()]).fetchall()
-            for customer_id, events in rows:
-                parts.setdefault(str(customer_id), {})[key] = events
+        parts: list[Any] = []
+        for kind, (table, fields) in _KINDS.items():
+            opener = ", " if parts else "{"
+            parts += [f'{opener}"{kind}": ', _kind_json(con, getattr(dataset, table), fields, scored, as_of)]
     finally:
         con.close()
+    return _concat(*parts, "}").to_pylist() if len(scored) else []
+
+
+def expand_history(stored: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """{"purchases": [event, ...], "interactions": [...]}, newest first, from the stored form (lists of
+    events, as stores written before the column-wise form hold, pass through)."""
     return {
-        c: f'{{"purchases": {p.get("purchases", "[]")}, "interactions": {p.get("interactions", "[]")}}}'
-        for c, p in parts.items()
+        kind: [dict(zip(events, row, strict=True)) for row in zip(*events.values(), strict=True)]
+        if isinstance(events, dict)
+        else events
+        for kind, events in stored.items()
     }

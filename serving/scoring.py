@@ -3,14 +3,16 @@ action. Batch scoring and the API both end in :func:`score_matrix`; nothing here
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from serving.actions import Playbook, choose_actions
+from serving.actions import Playbook, decide_actions
 from serving.bundle import ModelBundle, records_to_matrix
-from serving.explain import risk_groups, top_reasons
+from serving.explain import top_reasons
 
 
 @dataclass(frozen=True)
@@ -55,19 +57,23 @@ def score_matrix(
     model: ModelInfo,
     as_of: str,
     top_k: int = 5,
-) -> dict[str, list[object]]:
+    *,
+    encoded: bool = False,
+) -> dict[str, list[Any]]:
     """Score a model-input matrix; columns of the result are lists aligned with ``customer_ids``.
 
     Exact TreeSHAP is computed once: the raw score is the sum of the contributions, so the probability
-    and its reasons always agree."""
+    and its reasons always agree. ``encoded`` gives reasons, action and model as the JSON text a file or
+    the store keeps (written once, never decoded), plus the flat action_name, expected_net_value and
+    top_reason (the strongest reason's sentence) and the reasons' compact stored form, stored_reasons;
+    otherwise they are dicts, as the API returns them."""
     contrib = bundle.contributions(matrix)
     probability = bundle.probability(contrib.sum(axis=1))
     clv = bundle.clv(matrix)
     reasons = top_reasons(bundle, matrix, contrib, top_k)
-    actions = choose_actions(playbook, probability, clv, risk_groups(reasons))
-    model_dict = model.as_dict()
+    decisions = decide_actions(playbook, probability, clv, reasons.risk_groups)
     n = len(customer_ids)
-    return {
+    columns: dict[str, list[Any]] = {
         "customer_id": list(customer_ids),
         "as_of": [as_of] * n,
         "churn_probability": np.round(probability, 6).tolist(),
@@ -75,18 +81,41 @@ def score_matrix(
         "clv": np.round(clv, 2).tolist(),
         "value_at_risk": np.round(probability * clv, 2).tolist(),
         "segment": segments(probability, clv, bundle.thresholds).tolist(),
-        "reasons": reasons,  # type: ignore[dict-item]
-        "action": actions,  # type: ignore[dict-item]
-        "model": [model_dict] * n,
+    }
+    if not encoded:
+        return columns | {
+            "reasons": reasons.as_dicts(),
+            "action": decisions.as_dicts(),
+            "model": [model.as_dict()] * n,
+        }
+    return columns | {
+        "reasons": reasons.json,
+        "action": decisions.json,
+        "model": [json.dumps(model.as_dict(), default=str)] * n,
+        "action_name": decisions.name,
+        "expected_net_value": decisions.expected_net_value,
+        "top_reason": reasons.first_sentence,
+        "stored_reasons": reasons.stored,
     }
 
 
 def score_features(
-    bundle: ModelBundle, frame: pd.DataFrame, playbook: Playbook, model: ModelInfo, as_of: str, top_k: int = 5
+    bundle: ModelBundle,
+    frame: pd.DataFrame,
+    playbook: Playbook,
+    model: ModelInfo,
+    as_of: str,
+    top_k: int = 5,
+    *,
+    encoded: bool = False,
 ) -> pd.DataFrame:
     """Score rows of feature values (with a ``customer_id`` column) into a DataFrame of scores."""
     ids = frame["customer_id"].astype(str).tolist()
-    return pd.DataFrame(score_matrix(bundle, ids, bundle.matrix(frame), playbook, model, as_of, top_k))
+    columns = score_matrix(bundle, ids, bundle.matrix(frame), playbook, model, as_of, top_k, encoded=encoded)
+    # Only the store reads the stored reasons: kept as Python text, not converted to a text column.
+    return pd.DataFrame(
+        {k: pd.Series(v, dtype=object) if k == "stored_reasons" else v for k, v in columns.items()}
+    )
 
 
 def score_records(

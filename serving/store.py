@@ -4,6 +4,12 @@
 churnguard home, nothing to start). A server-backed store for several API instances implements the same
 methods. A refresh replaces all scores in one transaction: readers see the old set or the new one, never a
 mix, and a crash mid-refresh leaves the old set in place.
+
+Stored compactly (a refresh writes every customer, so its bytes are its time): what every row shares is
+kept once in ``meta`` and put back on read, and repeated keys are left out: a row's ``model`` is NULL when
+it is ``meta["model"]``; its ``features`` may be a JSON array of values in the order of
+``meta["feature_names"]``; its reasons may be arrays (``stored_reasons``, see :mod:`serving.explain`)
+and its history column-wise (see :mod:`serving.history`). Reads return the full shapes.
 """
 
 from __future__ import annotations
@@ -18,6 +24,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import pandas as pd
+
+from serving.explain import expand_reasons
+from serving.history import expand_history
 
 _COLUMNS = (
     "customer_id",
@@ -36,7 +45,21 @@ _COLUMNS = (
     "history",
 )
 _JSON = ("reasons", "action", "model", "features", "history")
-_LIST_COLUMNS = ", ".join(c for c in _COLUMNS if c not in ("features", "history"))
+_SHARED = "(SELECT value FROM meta WHERE key = '{}')"
+_LIST_COLUMNS = ", ".join(
+    f"COALESCE(model, {_SHARED.format('model')}) AS model" if c == "model" else c
+    for c in _COLUMNS
+    if c not in ("features", "history")
+)
+_ALL_COLUMNS = f"{_LIST_COLUMNS}, features, history, {_SHARED.format('feature_names')} AS feature_names"
+_CREATE_SCORES = (
+    "CREATE TABLE scores (customer_id TEXT PRIMARY KEY, as_of TEXT, churn_probability REAL, risk_tier TEXT, "
+    "clv REAL, value_at_risk REAL, segment TEXT, action_name TEXT, expected_net_value REAL, reasons TEXT, "
+    "action TEXT, model TEXT, features TEXT, history TEXT)"
+)
+_INDEXED = ("value_at_risk", "churn_probability", "clv", "segment", "risk_tier", "action_name")
+_PAGE_SIZE = 16384  # for a new store: rows of a few KiB fill big pages well
+_BULK_CACHE_KIB = 65536  # page cache while a refresh writes (SQLite's default is 2 MiB)
 SORTABLE = ("value_at_risk", "churn_probability", "clv", "customer_id", "expected_net_value")
 
 
@@ -80,6 +103,7 @@ class SqliteScoreStore:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             con = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
             con.row_factory = sqlite3.Row
+            con.execute(f"PRAGMA page_size={_PAGE_SIZE}")  # no effect on an existing store
             con.execute("PRAGMA journal_mode=WAL")
             con.execute("PRAGMA synchronous=NORMAL")
             self._local.con = con
@@ -101,29 +125,38 @@ class SqliteScoreStore:
         return row is not None
 
     def replace_all(self, scores: pd.DataFrame, meta: dict[str, Any]) -> None:
-        rows = _rows(scores)
-        with self._transaction() as con:
-            con.execute("DROP TABLE IF EXISTS scores_new")
-            con.execute(
-                "CREATE TABLE scores_new (customer_id TEXT PRIMARY KEY, as_of TEXT, churn_probability REAL, "
-                "risk_tier TEXT, clv REAL, value_at_risk REAL, segment TEXT, action_name TEXT, "
-                "expected_net_value REAL, reasons TEXT, action TEXT, model TEXT, features TEXT, history TEXT)"
-            )
-            con.executemany(f"INSERT INTO scores_new VALUES ({','.join('?' * len(_COLUMNS))})", rows)
-            con.execute("DROP TABLE IF EXISTS scores")
-            con.execute("ALTER TABLE scores_new RENAME TO scores")
-            for column in (
-                "value_at_risk",
-                "churn_probability",
-                "clv",
-                "segment",
-                "risk_tier",
-                "action_name",
-            ):
-                con.execute(f"CREATE INDEX IF NOT EXISTS scores_{column} ON scores({column})")
-            con.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
-            con.execute("DELETE FROM meta")
-            con.executemany("INSERT INTO meta VALUES (?, ?)", [(k, json.dumps(v)) for k, v in meta.items()])
+        rows = _rows(scores, json.dumps(meta["model"]) if "model" in meta else None)
+        con = self._connect()
+        cache = con.execute("PRAGMA cache_size").fetchone()[0]
+        con.execute(f"PRAGMA cache_size=-{_BULK_CACHE_KIB}")
+        try:
+            with self._transaction():
+                # Dropped first, the old set's pages hold the new one; readers still see the old set
+                # until the commit, and a crash before it rolls everything back.
+                con.execute("DROP TABLE IF EXISTS scores_new")  # left by versions that built it aside
+                con.execute("DROP TABLE IF EXISTS scores")
+                con.execute(_CREATE_SCORES)
+                con.executemany(f"INSERT INTO scores VALUES ({','.join('?' * len(_COLUMNS))})", rows)
+                for column in _INDEXED:
+                    con.execute(f"CREATE INDEX scores_{column} ON scores({column})")
+                con.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
+                con.execute("DELETE FROM meta")
+                con.executemany(
+                    "INSERT INTO meta VALUES (?, ?)", [(k, json.dumps(v)) for k, v in meta.items()]
+                )
+        finally:
+            con.execute(f"PRAGMA cache_size={cache}")
+        self._shrink_log(con)
+
+    @staticmethod
+    def _shrink_log(con: sqlite3.Connection) -> None:
+        """Copy the refresh from the write-ahead log into the file and empty the log, unless readers keep
+        it busy for more than a moment (the scores are committed either way)."""
+        con.execute("PRAGMA busy_timeout=1000")
+        try:
+            con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            con.execute("PRAGMA busy_timeout=30000")
 
     def get(self, customer_id: str, with_inputs: bool = True) -> dict[str, Any] | None:
         return self.get_many([customer_id], with_inputs).get(customer_id)
@@ -131,7 +164,7 @@ class SqliteScoreStore:
     def get_many(self, customer_ids: Sequence[str], with_inputs: bool = True) -> dict[str, dict[str, Any]]:
         """Scores by id; ``with_inputs=False`` skips the model inputs and history (the API's fast read)."""
         con = self._connect()
-        columns = "*" if with_inputs else _LIST_COLUMNS
+        columns = _ALL_COLUMNS if with_inputs else _LIST_COLUMNS
         if not customer_ids or not self._has_scores(con):
             return {}
         found: dict[str, dict[str, Any]] = {}
@@ -169,7 +202,7 @@ class SqliteScoreStore:
             return [], 0
         where, params = self._where(q)
         total = con.execute(f"SELECT COUNT(*) FROM scores{where}", params).fetchone()[0]
-        sql = f"SELECT * FROM scores{where}{self._order(q)} LIMIT ? OFFSET ?"
+        sql = f"SELECT {_ALL_COLUMNS} FROM scores{where}{self._order(q)} LIMIT ? OFFSET ?"
         rows = [_record(r) for r in con.execute(sql, [*params, q.limit, q.offset])]
         return rows, int(total)
 
@@ -224,19 +257,41 @@ class SqliteScoreStore:
         return {r["key"]: json.loads(r["value"]) for r in con.execute("SELECT key, value FROM meta")}
 
 
-def _rows(scores: pd.DataFrame) -> list[tuple[Any, ...]]:
-    frame = scores.copy()
-    frame["action_name"] = [a["name"] for a in frame["action"]]
-    frame["expected_net_value"] = [a["expected_net_value"] for a in frame["action"]]
-    for column in ("features", "history"):
-        if column not in frame.columns:
-            frame[column] = ["{}"] * len(frame)
-    for column in _JSON:  # features and history arrive already encoded
-        frame[column] = [
-            v if isinstance(v, str) else json.dumps(v, default=_json_default) for v in frame[column]
-        ]
-    frame["as_of"] = frame["as_of"].astype(str)
-    return list(frame[list(_COLUMNS)].itertuples(index=False, name=None))
+def _rows(scores: pd.DataFrame, shared_model: str | None) -> Iterator[tuple[Any, ...]]:
+    """Table rows from scores; JSON columns may hold text (kept as is) or values (encoded here)."""
+    n = len(scores)
+
+    def column(name: str) -> list[Any]:
+        return scores[name].tolist() if name in scores.columns else ["{}"] * n
+
+    action = column("action")
+    if "action_name" in scores.columns and "expected_net_value" in scores.columns:
+        action_name, expected = column("action_name"), column("expected_net_value")
+    else:  # actions given as dicts
+        action_name = [a["name"] for a in action]
+        expected = [a["expected_net_value"] for a in action]
+    model = [None if m == shared_model else m for m in _texts(column("model"))]
+    return zip(
+        column("customer_id"),
+        scores["as_of"].astype(str).tolist(),
+        column("churn_probability"),
+        column("risk_tier"),
+        column("clv"),
+        column("value_at_risk"),
+        column("segment"),
+        action_name,
+        expected,
+        _texts(column("stored_reasons" if "stored_reasons" in scores.columns else "reasons")),
+        _texts(action),
+        model,
+        _texts(column("features")),
+        _texts(column("history")),
+        strict=True,
+    )
+
+
+def _texts(values: list[Any]) -> list[str]:
+    return [v if isinstance(v, str) else json.dumps(v, default=_json_default) for v in values]
 
 
 def _json_default(value: object) -> object:
@@ -251,6 +306,13 @@ def _json_default(value: object) -> object:
 
 def _record(row: sqlite3.Row) -> dict[str, Any]:
     record = dict(row)
+    names = record.pop("feature_names", None)
     for column in _JSON:
         record[column] = json.loads(record[column]) if record.get(column) else None
+    if isinstance(record.get("features"), list) and names:
+        record["features"] = dict(zip(json.loads(names), record["features"], strict=True))
+    if record.get("reasons") is not None:
+        record["reasons"] = expand_reasons(record["reasons"])
+    if record.get("history") is not None:
+        record["history"] = expand_history(record["history"])
     return record

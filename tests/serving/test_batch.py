@@ -1,0 +1,173 @@
+"""Batch scoring's encodings: reasons and actions written once as JSON, the compact serving store (read
+back in full, old rows included) and each customer's recent history."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from features.loading import load_dataset
+from features.settings import get_settings
+from features.snapshots import observed_until
+from serving.actions import load_playbook
+from serving.batch import FILE_COLUMNS, input_rows
+from serving.explain import expand_reasons, top_reasons
+from serving.history import HISTORY_ROWS, expand_history, recent_history
+from serving.model_source import load_model
+from serving.scoring import score_features
+from serving.store import CustomerQuery, SqliteScoreStore
+from training.registry import configure_mlflow
+
+
+@pytest.fixture(scope="module")
+def champion(trained):
+    configure_mlflow(get_settings())
+    return load_model("models:/churnguard@champion")
+
+
+@pytest.fixture(scope="module")
+def stored(trained) -> list[dict]:
+    return SqliteScoreStore(trained.home / "scores.db").query(CustomerQuery(limit=300))[0]
+
+
+def test_encoded_scores_are_the_api_scores_as_json(champion, stored) -> None:
+    frame = pd.DataFrame([{"customer_id": r["customer_id"], **r["features"]} for r in stored])
+    args = (champion.bundle, frame, load_playbook(), champion.info, "2026-01-01")
+    decoded, encoded = score_features(*args), score_features(*args, encoded=True)
+    for plain, text in zip(decoded.to_dict("records"), encoded.to_dict("records"), strict=True):
+        assert text["reasons"] == json.dumps(plain["reasons"])  # byte for byte what the file held before
+        assert text["action"] == json.dumps(plain["action"])
+        assert json.loads(text["model"]) == plain["model"]
+        assert expand_reasons(json.loads(text["stored_reasons"])) == plain["reasons"]
+        assert text["top_reason"] == (plain["reasons"][0]["sentence"] if plain["reasons"] else "")
+        assert text["action_name"] == plain["action"]["name"]
+        assert text["expected_net_value"] == plain["action"]["expected_net_value"]
+
+
+def test_zero_contributions_are_left_out_and_unknown_values_are_null(champion) -> None:
+    bundle = champion.bundle
+    numeric = [j for j, f in enumerate(bundle.features) if f.categories is None]
+    matrix = np.full((3, len(bundle.features)), np.nan)
+    matrix[1, numeric] = 2.123456789
+    contrib = np.zeros((3, len(bundle.features) + 1))
+    contrib[1, numeric[:2]] = [0.5, -0.25]
+    contrib[2, numeric[:5]] = 0.1
+    reasons = top_reasons(bundle, matrix, contrib, top_k=5)
+    decoded = reasons.as_dicts()
+    assert decoded[0] == [] and reasons.json[0] == "[]" and reasons.first_sentence[0] == ""
+    assert [(r["value"], r["contribution"], r["direction"]) for r in decoded[1]] == [
+        (2.1235, 0.5, "raises risk"),
+        (2.1235, -0.25, "lowers risk"),
+    ]
+    assert reasons.first_sentence[1] == decoded[1][0]["sentence"]
+    assert len(decoded[2]) == 5 and all(r["value"] is None for r in decoded[2])
+    assert all(r["sentence"].startswith("No record of") for r in decoded[2])
+    for text, compact in zip(reasons.json, reasons.stored, strict=True):
+        assert expand_reasons(json.loads(compact)) == json.loads(text)
+
+
+def test_file_columns_and_values_match_the_store(trained, stored) -> None:
+    file = pd.read_parquet(trained.scores_file)
+    assert tuple(file.columns) == FILE_COLUMNS
+    by_id = file.set_index("customer_id")
+    for record in stored[:50]:
+        row = by_id.loc[record["customer_id"]]
+        assert json.loads(row["reasons"]) == record["reasons"]
+        assert json.loads(row["action"]) == record["action"]
+        assert (
+            json.loads(row["model"]) == record["model"] and row["model_version"] == record["model"]["version"]
+        )
+        assert row["action_name"] == record["action_name"] == record["action"]["name"]
+
+
+def test_the_store_keeps_shared_parts_once_and_reads_them_back(trained, stored) -> None:
+    with sqlite3.connect(trained.home / "scores.db") as con:
+        model, features, history = con.execute(
+            "SELECT model, features, history FROM scores LIMIT 1"
+        ).fetchone()
+    assert model is None  # the batch's model, kept once in meta
+    assert features.startswith("[") and '"purchases": {' in history
+    meta = SqliteScoreStore(trained.home / "scores.db").meta()
+    for record in stored:
+        assert record["model"] == meta["model"]
+        assert list(record["features"]) == meta["feature_names"]
+        assert set(record["history"]) == {"purchases", "interactions"}
+
+
+def test_the_store_reads_rows_written_before_the_compact_form(tmp_path: Path) -> None:
+    """A store written by an earlier version serves the same records until the next refresh."""
+    record = {
+        "customer_id": "C1",
+        "as_of": "2026-01-01",
+        "churn_probability": 0.5,
+        "risk_tier": "high",
+        "clv": 100.0,
+        "value_at_risk": 50.0,
+        "segment": "valuable, at risk",
+        "action_name": "no_action",
+        "expected_net_value": 0.0,
+        "reasons": [{"feature": "orders_90d", "value": 0.0, "typical": 2.0, "contribution": 0.2}],
+        "action": {"name": "no_action", "label": "No action"},
+        "model": {"name": "churnguard", "version": "1"},
+        "features": {"orders_90d": 0, "country": "fr"},
+        "history": {"purchases": [{"timestamp": "2025-01-01 10:00", "amount": 1.5}], "interactions": []},
+    }
+    db = tmp_path / "scores.db"
+    with sqlite3.connect(db) as con:
+        con.execute(
+            "CREATE TABLE scores (customer_id TEXT PRIMARY KEY, as_of TEXT, churn_probability REAL, "
+            "risk_tier TEXT, clv REAL, value_at_risk REAL, segment TEXT, action_name TEXT, "
+            "expected_net_value REAL, reasons TEXT, action TEXT, model TEXT, features TEXT, history TEXT)"
+        )
+        con.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)")
+        con.execute("INSERT INTO meta VALUES ('model', ?)", [json.dumps({"version": "2"})])
+        values = [json.dumps(v) if isinstance(v, dict | list) else v for v in record.values()]
+        con.execute(f"INSERT INTO scores VALUES ({','.join('?' * len(record))})", values)
+    assert SqliteScoreStore(db).get("C1") == record
+
+
+def test_a_refresh_leaves_no_write_ahead_log_behind(tmp_path: Path, trained) -> None:
+    source = SqliteScoreStore(trained.home / "scores.db")
+    rows = source.query(CustomerQuery(limit=20))[0]
+    scores = pd.DataFrame(rows).drop(columns=["features", "history"])
+    store = SqliteScoreStore(tmp_path / "scores.db")
+    store.replace_all(scores, {"as_of": "2026-01-01", "model": rows[0]["model"]})
+    assert (tmp_path / "scores.db-wal").stat().st_size == 0
+    read = store.get(rows[0]["customer_id"], with_inputs=False)
+    assert read is not None
+    assert {k: v for k, v in read.items() if k not in ("features", "history")} == {
+        k: v for k, v in rows[0].items() if k not in ("features", "history")
+    }
+
+
+def test_input_rows_keep_every_value_and_type() -> None:
+    frame = pd.DataFrame({"a": [1, 2], "b": [0.1234567, np.nan], "c": ["x", "y],[z"], "d": [3.0, 4.5]})
+    expected = [{"a": 1, "b": 0.123457, "c": "x", "d": 3.0}, {"a": 2, "b": None, "c": "y],[z", "d": 4.5}]
+    rows = input_rows(frame, ["a", "b", "c", "d"])  # a value holding the row boundary: objects instead
+    assert [json.loads(r) for r in rows] == expected
+    rows = input_rows(frame.iloc[:1], ["a", "b", "c", "d"])
+    assert [dict(zip("abcd", json.loads(r), strict=True)) for r in rows] == expected[:1]
+
+
+def test_recent_history_is_the_newest_events_before_the_cutoff(trained) -> None:
+    dataset = load_dataset(trained.data)
+    as_of = observed_until(dataset) - pd.Timedelta(days=30)
+    tx = dataset.transactions
+    ids = [*tx["customer_id"].astype(str).unique()[:40], "nobody"]
+    histories = [expand_history(json.loads(text)) for text in recent_history(dataset, as_of, ids, threads=1)]
+    assert histories[-1] == {"purchases": [], "interactions": []}
+    for customer, history in zip(ids[:-1], histories[:-1], strict=True):
+        mine = tx[(tx["customer_id"] == customer) & (tx["timestamp"] < as_of)]
+        newest = mine.sort_values("timestamp", ascending=False, kind="stable").head(HISTORY_ROWS)
+        purchases = history["purchases"]
+        assert [p["timestamp"] for p in purchases] == newest["timestamp"].dt.strftime(
+            "%Y-%m-%d %H:%M"
+        ).tolist()
+        assert sorted(p["amount"] for p in purchases) == pytest.approx(sorted(newest["amount"]))
+        if purchases:
+            assert list(purchases[0]) == ["timestamp", "amount", "channel", "returned", "delivery_delay_days"]
