@@ -26,10 +26,10 @@ class ChurnModelConfig(BaseModel):
     )
     auc_tolerance: float = Field(default=0.003, ge=0, le=0.05)
     max_explanation_cost: float = Field(
-        default=6_000,
+        default=3_000,
         gt=0,
         description="Budget of exact TreeSHAP work per row: the summed depth of every leaf of every tree "
-        "(about 25 ns per unit and row on one core, so 6,000 is about 0.15 ms): keeps exact reasons "
+        "(about 25 ns per unit and row on one core, so 3,000 is about 0.08 ms): keeps exact reasons "
         "affordable for batch scoring at thousands of customers per second.",
     )
     learning_rate: float = Field(default=0.1, gt=0, le=1)
