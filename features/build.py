@@ -103,7 +103,7 @@ _MONTH_DAYS = 30.4375
 def _purchase_features(orders: ir.Table) -> ir.Table:
     """Every per-customer order aggregate in one pass over the orders."""
     o = orders
-    late = (o.delay > 0).cast("int64")
+    late = o.delay > 0
     aggs: dict[str, ir.Value] = {
         "recency_days": o.age.min(),
         "first_age": o.age.max(),
@@ -112,10 +112,10 @@ def _purchase_features(orders: ir.Table) -> ir.Table:
         "discount_total": o.discount.sum(),
         "discounted_order_share": (o.discount > 0).cast("float64").mean(),
         "return_share": o.returned.cast("float64").mean(),
-        "late_deliveries_90d": late.sum(where=o.age < 90),
-        "late_deliveries_365d": late.sum(where=o.age < 365),
+        "late_deliveries_90d": o.count(where=late & (o.age < 90)),
+        "late_deliveries_365d": o.count(where=late & (o.age < 365)),
         "mean_delay_days_365d": o.delay.mean(where=o.age < 365),
-        "returns_365d": o.returned.cast("int64").sum(where=o.age < 365),
+        "returns_365d": o.count(where=(o.returned == 1) & (o.age < 365)),
         "orders_prev_90d": o.count(where=(o.age >= 90) & (o.age < 180)),
         "spend_prev_180d": o.amount.sum(where=(o.age >= 180) & (o.age < 360)),
     }
@@ -150,16 +150,18 @@ def _service_features(tables: Tables, cutoff: datetime) -> ir.Table:
     it = it.mutate(age=_age_days(it.timestamp, cutoff))
     complaint = it.type == "complaint"
     contact = it.type != "survey"
+    support = it.type == "support"
     unresolved = complaint & ~it.resolved.fill_null(False)
+    recent, year = it.age < 90, it.age < 365
     aggs: dict[str, ir.Value] = {
-        "complaints_90d": complaint.cast("int64").sum(where=it.age < 90),
-        "complaints_365d": complaint.cast("int64").sum(where=it.age < 365),
-        "support_90d": (it.type == "support").cast("int64").sum(where=it.age < 90),
-        "support_365d": (it.type == "support").cast("int64").sum(where=it.age < 365),
-        "inquiries_365d": (it.type == "inquiry").cast("int64").sum(where=it.age < 365),
-        "contacts_90d": contact.cast("int64").sum(where=it.age < 90),
-        "unresolved_complaints_90d": unresolved.cast("int64").sum(where=it.age < 90),
-        "unresolved_complaints_365d": unresolved.cast("int64").sum(where=it.age < 365),
+        "complaints_90d": it.count(where=complaint & recent),
+        "complaints_365d": it.count(where=complaint & year),
+        "support_90d": it.count(where=support & recent),
+        "support_365d": it.count(where=support & year),
+        "inquiries_365d": it.count(where=(it.type == "inquiry") & year),
+        "contacts_90d": it.count(where=contact & recent),
+        "unresolved_complaints_90d": it.count(where=unresolved & recent),
+        "unresolved_complaints_365d": it.count(where=unresolved & year),
         "mean_resolution_hours_365d": it.resolution_hours.mean(where=contact & (it.age < 365)),
         "days_since_last_complaint": it.age.min(where=complaint),
         "last_satisfaction": it.satisfaction.argmax(it.timestamp, where=it.satisfaction.notnull()),
@@ -167,9 +169,7 @@ def _service_features(tables: Tables, cutoff: datetime) -> ir.Table:
         "last_nps": it.nps.argmax(it.timestamp, where=it.nps.notnull()),
     }
     for channel in ("phone", "email", "chat", "store", "web"):
-        aggs[f"contacts_{channel}_365d"] = (
-            (contact & (it.channel == channel)).cast("int64").sum(where=it.age < 365)
-        )
+        aggs[f"contacts_{channel}_365d"] = it.count(where=contact & (it.channel == channel) & year)
     return it.group_by("customer_id").aggregate(**aggs)
 
 

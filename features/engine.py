@@ -24,6 +24,9 @@ def duckdb_tables(dataset: Dataset, threads: int = 2) -> Iterator[Tables]:
     con = ibis.duckdb.connect(threads=threads)
     raw = con.con
     quiet(raw)
+    # results are sorted explicitly (see to_frame), so DuckDB need not keep rows in scan order: that frees
+    # it to stream aggregates and joins with less memory
+    raw.execute("SET preserve_insertion_order = false")
     try:
         names = ("transactions", "customers", "interactions", "cancellations")
         for name in names:
@@ -42,8 +45,20 @@ def _cutoff(as_of: datetime | pd.Timestamp) -> datetime:
 
 def to_frame(table: ir.Table) -> pd.DataFrame:
     """The result as pandas, one row per customer in customer_id order (sorted by the engine, in parallel,
-    instead of a second copy in pandas)."""
-    return table.order_by("customer_id").to_pandas().reset_index(drop=True)
+    instead of a second copy in pandas).
+
+    DuckDB hands the rows to pandas directly: going through Arrow, as ``Table.to_pandas`` does, holds a
+    second copy of the result and raised the 1M-customer build's peak memory by about 1 GiB. Integer
+    columns keep the expression's integer type where DuckDB widened them.
+    """
+    ordered = table.order_by("customer_id")
+    backend = ibis.get_backend(ordered)
+    frame = backend.con.execute(ibis.to_sql(ordered, dialect="duckdb")).df()
+    for name, dtype in ordered.schema().items():
+        column = frame[name]
+        if dtype.is_integer() and column.dtype.kind == "f" and not column.isna().any():
+            frame[name] = column.astype("int64")
+    return frame
 
 
 def compute_features(dataset: Dataset, as_of: datetime | pd.Timestamp, threads: int = 2) -> pd.DataFrame:

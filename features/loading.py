@@ -6,6 +6,8 @@ file, the column, how many rows fail, a few examples and how to fix it. Nothing 
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -190,6 +192,7 @@ def load_dataset(data_dir: Path, mapping_file: Path | None = None, *, now: datet
     _check_references(frames, files, problems)
     if problems:
         raise DataValidationError(problems)
+    _return_freed_memory()
     return Dataset(
         transactions=frames["transactions"],
         customers=frames["customers"],
@@ -199,6 +202,20 @@ def load_dataset(data_dir: Path, mapping_file: Path | None = None, *, now: datet
         files=files,
         rows_are_orders=unique_order_ids or "transactions.order_id" not in provided,
     )
+
+
+def _return_freed_memory() -> None:
+    """Hand the memory that parsing and checking used back to the system.
+
+    Arrow's pool and the C heap keep freed pages for reuse, but the feature engine allocates through its
+    own allocator and never reuses them: at 1M customers they held about 0.15 GiB through the whole build.
+    """
+    pyarrow.default_memory_pool().release_unused()
+    libc = ctypes.util.find_library("c")
+    if libc:
+        trim = getattr(ctypes.CDLL(libc), "malloc_trim", None)  # glibc only
+        if trim is not None:
+            trim(0)
 
 
 def _find_file(

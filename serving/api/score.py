@@ -49,7 +49,7 @@ def score(body: ScoreRequest, state: StateDep, _key: ApiKeyDep, model: ModelDep)
     """Reasons are computed on demand (exact TreeSHAP). Missing features are treated as unknown and listed."""
     if len(body.records) > state.settings.batch_limit:
         raise HTTPException(
-            status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+            413,
             f"{len(body.records)} records; the limit is {state.settings.batch_limit}",
         )
     problems = _check(body, model)
