@@ -10,15 +10,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from features.engine import compute_features
 from features.io import write_frame_atomic
 from features.loading import Dataset
 from serving.actions import Playbook
+from serving.bundle import ModelBundle
 from serving.history import recent_history
 from serving.model_source import LoadedModel
-from serving.scoring import score_features
+from serving.scoring import ModelOutputs, model_outputs, score_features
 from serving.store import ScoreStore
 
 FILE_COLUMNS = (
@@ -57,7 +59,7 @@ def score_dataset(
     playbook: Playbook,
     *,
     top_k: int = 5,
-    chunk_rows: int = 50_000,
+    chunk_rows: int = 20_000,
     threads: int = 2,
     report: Callable[[str, float], None] | None = None,
 ) -> pd.DataFrame:
@@ -65,21 +67,39 @@ def score_dataset(
 
     Reasons, action and model are JSON text, written once here and kept as is by the file and the store;
     ``features`` holds each customer's model inputs as a JSON array in the order of
-    ``model.bundle.feature_names``. The recent history is gathered on a second thread meanwhile (numpy,
-    Arrow and DuckDB: it leaves the interpreter free for the reasons)."""
+    ``model.bundle.feature_names``.
+
+    Both cores stay busy: the next chunk's SHAP values and CLV are computed in LightGBM (C code, off the
+    interpreter lock) while this chunk's reasons and actions are written in Python, and the recent history
+    is gathered on another thread meanwhile (numpy, Arrow and DuckDB)."""
     report = report or (lambda stage, fraction: None)
     report("computing features", 0.05)
     features = compute_features(dataset, as_of, threads)
     stamp = str(as_of.date())
     ids = features["customer_id"].astype(str).tolist()
-    with ThreadPoolExecutor(max_workers=1) as background:
+    bundle = model.bundle
+    with ThreadPoolExecutor(max_workers=1) as background, ThreadPoolExecutor(max_workers=1) as trees:
         histories = background.submit(recent_history, dataset, as_of, ids, threads)
+        chunks = [features.iloc[start : start + chunk_rows] for start in range(0, len(features), chunk_rows)]
+        upcoming = trees.submit(_model_inputs_and_outputs, bundle, chunks[0]) if chunks else None
         parts = []
-        for start in range(0, len(features), chunk_rows):
-            report(f"scoring {start:,}/{len(features):,}", 0.2 + 0.6 * start / max(len(features), 1))
-            chunk = features.iloc[start : start + chunk_rows]
+        for i, chunk in enumerate(chunks):
+            report(f"scoring {i * chunk_rows:,}/{len(features):,}", 0.2 + 0.6 * i / len(chunks))
+            matrix, outputs = upcoming.result()  # type: ignore[union-attr]
+            if i + 1 < len(chunks):
+                upcoming = trees.submit(_model_inputs_and_outputs, bundle, chunks[i + 1])
             parts.append(
-                score_features(model.bundle, chunk, playbook, model.info, stamp, top_k, encoded=True)
+                score_features(
+                    bundle,
+                    chunk,
+                    playbook,
+                    model.info,
+                    stamp,
+                    top_k,
+                    encoded=True,
+                    matrix=matrix,
+                    outputs=outputs,
+                )
             )
         scores = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
         report("collecting inputs and history", 0.85)
@@ -87,6 +107,11 @@ def score_dataset(
         scores["features"] = pd.Series(input_rows(features, model.bundle.feature_names), dtype=object)
         scores["history"] = pd.Series(histories.result(), dtype=object)
     return scores
+
+
+def _model_inputs_and_outputs(bundle: ModelBundle, chunk: pd.DataFrame) -> tuple[np.ndarray, ModelOutputs]:
+    matrix = bundle.matrix(chunk)
+    return matrix, model_outputs(bundle, matrix)
 
 
 def input_rows(features: pd.DataFrame, names: list[str]) -> list[str]:

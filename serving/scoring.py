@@ -49,6 +49,20 @@ def segments(probability: np.ndarray, clv: np.ndarray, thresholds: dict[str, flo
     )
 
 
+@dataclass(frozen=True)
+class ModelOutputs:
+    """What the two models say about a matrix: exact TreeSHAP of the churn model (its raw score is their
+    sum) and the CLV. Computed in LightGBM's C code, which leaves the interpreter free meanwhile, so batch
+    scoring computes the next chunk's outputs while it writes this chunk's reasons."""
+
+    contributions: np.ndarray
+    clv: np.ndarray
+
+
+def model_outputs(bundle: ModelBundle, matrix: np.ndarray) -> ModelOutputs:
+    return ModelOutputs(bundle.contributions(matrix), bundle.clv(matrix))
+
+
 def score_matrix(
     bundle: ModelBundle,
     customer_ids: list[str],
@@ -59,6 +73,7 @@ def score_matrix(
     top_k: int = 5,
     *,
     encoded: bool = False,
+    outputs: ModelOutputs | None = None,
 ) -> dict[str, list[Any]]:
     """Score a model-input matrix; columns of the result are lists aligned with ``customer_ids``.
 
@@ -66,10 +81,11 @@ def score_matrix(
     and its reasons always agree. ``encoded`` gives reasons, action and model as the JSON text a file or
     the store keeps (written once, never decoded), plus the flat action_name, expected_net_value and
     top_reason (the strongest reason's sentence) and the reasons' compact stored form, stored_reasons;
-    otherwise they are dicts, as the API returns them."""
-    contrib = bundle.contributions(matrix)
+    otherwise they are dicts, as the API returns them. ``outputs`` are the matrix's model outputs when
+    already computed."""
+    outputs = outputs or model_outputs(bundle, matrix)
+    contrib, clv = outputs.contributions, outputs.clv
     probability = bundle.probability(contrib.sum(axis=1))
-    clv = bundle.clv(matrix)
     reasons = top_reasons(bundle, matrix, contrib, top_k)
     decisions = decide_actions(playbook, probability, clv, reasons.risk_groups)
     n = len(customer_ids)
@@ -108,10 +124,17 @@ def score_features(
     top_k: int = 5,
     *,
     encoded: bool = False,
+    matrix: np.ndarray | None = None,
+    outputs: ModelOutputs | None = None,
 ) -> pd.DataFrame:
-    """Score rows of feature values (with a ``customer_id`` column) into a DataFrame of scores."""
+    """Score rows of feature values (with a ``customer_id`` column) into a DataFrame of scores.
+
+    ``matrix`` (the frame's model input) and ``outputs`` (its model outputs) may be passed when known."""
     ids = frame["customer_id"].astype(str).tolist()
-    columns = score_matrix(bundle, ids, bundle.matrix(frame), playbook, model, as_of, top_k, encoded=encoded)
+    matrix = bundle.matrix(frame) if matrix is None else matrix
+    columns = score_matrix(
+        bundle, ids, matrix, playbook, model, as_of, top_k, encoded=encoded, outputs=outputs
+    )
     # Only the store reads the stored reasons: kept as Python text, not converted to a text column.
     return pd.DataFrame(
         {k: pd.Series(v, dtype=object) if k == "stored_reasons" else v for k, v in columns.items()}

@@ -15,7 +15,7 @@ from features.loading import load_dataset
 from features.settings import get_settings
 from features.snapshots import observed_until
 from serving.actions import load_playbook
-from serving.batch import FILE_COLUMNS, input_rows
+from serving.batch import FILE_COLUMNS, input_rows, score_dataset
 from serving.explain import expand_reasons, top_reasons
 from serving.history import HISTORY_ROWS, expand_history, recent_history
 from serving.model_source import load_model
@@ -47,6 +47,16 @@ def test_encoded_scores_are_the_api_scores_as_json(champion, stored) -> None:
         assert text["top_reason"] == (plain["reasons"][0]["sentence"] if plain["reasons"] else "")
         assert text["action_name"] == plain["action"]["name"]
         assert text["expected_net_value"] == plain["action"]["expected_net_value"]
+
+
+def test_scoring_in_overlapping_chunks_gives_every_customer_the_score_of_one_pass(trained, champion) -> None:
+    dataset = load_dataset(trained.data)
+    as_of = observed_until(dataset)
+    playbook = load_playbook()
+    whole = score_dataset(dataset, as_of, champion, playbook, chunk_rows=10**9)
+    chunked = score_dataset(dataset, as_of, champion, playbook, chunk_rows=97)  # odd size: a ragged last chunk
+    assert len(whole) > 3 * 97
+    pd.testing.assert_frame_equal(chunked, whole)
 
 
 def test_zero_contributions_are_left_out_and_unknown_values_are_null(champion) -> None:
