@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -93,3 +94,26 @@ def test_plain_purchase_log_with_column_mapping(tmp_path: Path) -> None:
     result = churnguard("validate", "--data", str(data))
     assert result.returncode == 0, result.stderr
     assert "valid" in result.stdout
+
+
+@pytest.mark.slow
+def test_demo_on_its_defaults_promotes_a_champion_and_prints_what_to_try(tmp_path: Path) -> None:
+    """`make demo`'s own path (everything but serving): the first model trained on the default data must
+    pass the calibration guard and become champion, or there is nothing to serve."""
+    env = {**os.environ, "CHURNGUARD_HOME": str(tmp_path / "models")}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    result = subprocess.run(
+        [sys.executable, "-c", "from training.cli import main; main()", "demo", "--no-serve"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=env,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "not promoted" not in result.stdout
+    assert "churnguard demo is ready" in result.stdout and "model v1" in result.stdout
+    assert "/v1/customers/C" in result.stdout and "Authorization: Bearer cg_" in result.stdout.replace("\n", "")
+    scores = pd.read_csv(tmp_path / "models" / "demo_scores.csv")
+    assert len(scores) > 1000 and scores["reasons"].str.len().min() > 2
