@@ -65,15 +65,17 @@ class Load:
 # -- request pools --------------------------------------------------------------------------------------
 def request_pools(home: Path, api_key: str, seed: int = 0) -> dict[str, Any]:
     """Requests of each endpoint for the same random known customers, read from the serving store."""
+    from serving.store import SqliteScoreStore
+
     con = sqlite3.connect(home / "scores.db")
     try:
         ids = [row[0] for row in con.execute("SELECT customer_id FROM scores ORDER BY customer_id")]
-        chosen = random.Random(seed).sample(ids, min(POOL, len(ids)))
-        marks = ",".join("?" * len(chosen))
-        rows = con.execute(f"SELECT customer_id, features FROM scores WHERE customer_id IN ({marks})", chosen)
-        features = {cid: json.loads(text) for cid, text in rows}
     finally:
         con.close()
+    chosen = random.Random(seed).sample(ids, min(POOL, len(ids)))
+    # the store's own reader: it knows how rows keep their inputs (arrays in the model's feature order)
+    stored = SqliteScoreStore(home / "scores.db").get_many(chosen)
+    features = {cid: stored[cid]["features"] for cid in chosen}
     columns = list(next(iter(features.values())))
     score, invocations = [], []
     for cid in chosen:
