@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from features.loading import Dataset
+from features.validation import quiet
 
 HISTORY_ROWS = 10
 _KINDS = {  # kind -> (table, fields besides the timestamp)
@@ -90,6 +91,7 @@ def recent_history(
     """The stored history JSON of each customer in ``customer_ids`` (same order); events before as_of."""
     scored = pa.array(list(customer_ids), type=pa.string())
     con = duckdb.connect(config={"threads": threads})
+    quiet(con)  # its progress bar would write over `churnguard score`'s own
     try:
         parts: list[Any] = []
         for kind, (table, fields) in _KINDS.items():
