@@ -101,7 +101,12 @@ INTERACTIONS = TableSpec(
     (
         _c("customer_id", Kind.ID, True, "Who was in contact."),
         _c("timestamp", Kind.TIMESTAMP, True, "When the contact started."),
-        _c("type", Kind.TEXT, True, "complaint, support, inquiry or survey; any other type counts as a contact only."),
+        _c(
+            "type",
+            Kind.TEXT,
+            True,
+            "complaint, support, inquiry or survey; any other type counts as a contact only.",
+        ),
         _c("channel", Kind.TEXT, False, "phone, email, chat, store or web.", default="unknown"),
         _c("resolved", Kind.BOOL, False, "Whether the issue was resolved."),
         _c("resolution_hours", Kind.FLOAT, False, "Hours to resolution.", minimum=0.0),
