@@ -52,7 +52,7 @@ def orders_before(dataset: Dataset, cutoff: pd.Timestamp) -> pd.DataFrame:
     tx = dataset.transactions
     tx = tx[tx["timestamp"] < cutoff]
     if dataset.rows_are_orders:  # the same shortcut the Ibis build takes: each row is already an order
-        orders = tx[["customer_id", "order_id", "timestamp", "amount", "discount", "channel"]].assign(
+        orders = tx[["customer_id", "timestamp", "amount", "discount", "channel"]].assign(
             returned=tx["returned"].astype("int64"), delay=tx["delivery_delay_days"]
         )
         orders["age"] = _age_days(orders["timestamp"], cutoff)

@@ -138,7 +138,9 @@ def orders(dataset: Dataset) -> pd.DataFrame:
 
     Columns: customer_id, order_id, timestamp (first line), amount, discount, returned, late, channel."""
     tx = dataset.transactions
-    grouped = tx.groupby(["customer_id", "order_id"], sort=False)
+    if dataset.rows_are_orders:  # each row is its own order: number them so every order has an id
+        tx = tx.assign(order_id=pd.RangeIndex(len(tx)).astype(str))
+    grouped = tx.groupby(["customer_id", "order_id"], sort=False, observed=True)
     out = grouped.agg(
         timestamp=("timestamp", "min"),
         amount=("amount", "sum"),
@@ -186,7 +188,7 @@ def monthly_activity(dataset: Dataset) -> pd.DataFrame:
     per = per.join(_month(joined).value_counts().rename("new_customers"), how="outer")
     inter = dataset.interactions
     if len(inter):
-        kinds = inter["type"].where(inter["type"].isin(INTERACTION_TYPES), "other")
+        kinds = inter["type"].astype(str).where(inter["type"].isin(INTERACTION_TYPES), "other")
         counts = pd.crosstab(_month(inter["timestamp"]), kinds).add_prefix("contacts_")
         per = per.join(counts, how="outer")
     canc = dataset.cancellations
@@ -249,7 +251,7 @@ def interaction_summary(dataset: Dataset) -> pd.DataFrame:
     columns = ["type", "contacts", "customers", "resolved_share", "median_resolution_hours", "satisfaction"]
     if not len(inter):
         return pd.DataFrame(columns=columns)
-    kinds = inter["type"].where(inter["type"].isin(INTERACTION_TYPES), "other").rename("type")
+    kinds = inter["type"].astype(str).where(inter["type"].isin(INTERACTION_TYPES), "other").rename("type")
     out = inter.groupby(kinds).agg(
         contacts=("customer_id", "size"),
         customers=("customer_id", "nunique"),

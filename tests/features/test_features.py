@@ -394,9 +394,9 @@ def test_a_customers_features_ignore_other_customers(tiny: Dataset, tiny_feature
 
 
 def _with_purchase(dataset: Dataset, customer: str, when: pd.Timestamp) -> Dataset:
-    row = dataset.transactions.iloc[[0]].assign(
-        customer_id=customer, timestamp=when, order_id="NEW", amount=1.0
-    )
+    row = dataset.transactions.iloc[[0]].assign(customer_id=customer, timestamp=when, amount=1.0)
+    if not dataset.rows_are_orders:
+        row = row.assign(order_id="NEW")
     return Dataset(
         pd.concat([dataset.transactions, row], ignore_index=True),
         dataset.customers,
