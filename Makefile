@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint bench install install-dev browser clean
+.PHONY: demo test lint bench install install-dev browser loadgen clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,13 @@ browser:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	  else echo "chromium is missing: install Debian's chromium package (the browser tests need it)"; fi; }
 
+# wrk, the API benchmark's load generator (Debian's package); without it a slower Python generator is used.
+loadgen:
+	@command -v wrk >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; \
+	  else echo "wrk is missing: install Debian's wrk package for the API benchmark's figures"; fi; }
+
 lint: install-dev
 	$(BIN)/ruff check features training serving tests benchmarks
 	$(BIN)/ruff format --check features training serving
@@ -40,7 +47,7 @@ lint: install-dev
 test: install-dev browser lint
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest $(PYTEST_ARGS)
 
-bench: install-dev
+bench: install-dev loadgen
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python benchmarks/run_all.py
 
 clean:

@@ -33,10 +33,26 @@ def duckdb_tables(dataset: Dataset, threads: int = 2) -> Iterator[Tables]:
             raw.register(f"_{name}", getattr(dataset, name))
         transactions, customers, interactions, cancellations = (con.table(f"_{name}") for name in names)
         yield Tables(
-            transactions, customers, interactions, cancellations, rows_are_orders=dataset.rows_are_orders
+            transactions,
+            customers,
+            interactions,
+            cancellations,
+            rows_are_orders=dataset.rows_are_orders,
+            channels=_small_vocabulary(dataset.transactions["channel"]),
         )
     finally:
         con.disconnect()
+
+
+_MAX_CHANNELS = 16  # past this, one count per channel in the purchase pass costs more than a grouping
+
+
+def _small_vocabulary(column: pd.Series) -> tuple[str, ...] | None:
+    """Every value of a categorical column without nulls, if there are few (see ``Tables.channels``)."""
+    if not isinstance(column.dtype, pd.CategoricalDtype) or column.isna().any():
+        return None
+    values = tuple(str(v) for v in column.cat.categories)
+    return values if 0 < len(values) <= _MAX_CHANNELS else None
 
 
 def _cutoff(as_of: datetime | pd.Timestamp) -> datetime:

@@ -91,12 +91,14 @@ def check_values(
     if duplicated.any():
         key = frame.columns.tolist()
         examples = frame.loc[duplicated, key[:3]].head(3).to_dict("records")
+        has_order_ids = any(c.name == "order_id" for c in spec.columns)
         problems.append(
             DataProblem(
                 where,
                 None,
                 "has exact duplicate rows",
-                "remove the repeated rows (or add an order_id that tells them apart)",
+                "remove the repeated rows"
+                + (" (or add an order_id that tells them apart)" if has_order_ids else ""),
                 int(duplicated.sum()),
                 examples,
             )

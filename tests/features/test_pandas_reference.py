@@ -74,6 +74,21 @@ def test_reading_rows_as_orders_gives_the_rolled_up_features_and_labels_when_ord
         pd.testing.assert_frame_equal(compute_labels(rolled, cutoff, 90), compute_labels(direct, cutoff, 90))
 
 
+def test_counting_orders_per_channel_in_the_purchase_pass_gives_the_grouped_channel_features(
+    synthetic: Dataset,
+) -> None:
+    """Channels known in advance are counted in the one pass over the orders; text channels take the
+    second grouping by (customer, channel). Both must give the same features, to the bit."""
+    assert synthetic.transactions["channel"].dtype == "category"  # the loader's form: the counting path
+    as_text = synthetic.transactions.assign(channel=synthetic.transactions["channel"].astype(str))
+    grouped = dataclasses.replace(synthetic, transactions=as_text)
+    for days_before_end in (0, 300):
+        cutoff = observed_until(synthetic) - pd.Timedelta(days=days_before_end)
+        counted = compute_features(synthetic, cutoff)
+        assert counted["channels_used"].max() > 1 and counted["main_channel_share"].min() < 1
+        pd.testing.assert_frame_equal(compute_features(grouped, cutoff), counted)
+
+
 EDGE_TRANSACTIONS = """customer_id,timestamp,amount,order_id,discount,channel,returned,delivery_delay_days
 A,2024-01-02 10:00,60,O1,,web,false,
 A,2024-01-02 11:00,40,O1,5,app,true,1
