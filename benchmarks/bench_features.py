@@ -66,8 +66,8 @@ def dataset_dir(
 def _top_up(source: Path, target: Path, rows: dict[str, int], seed: int) -> None:
     """Copy a data folder, adding rows to reach ``rows`` per table: existing rows drawn at random, moved
     back in time by up to 60 days (reflected forward at the table's first event, so no two land on the
-    same moment there), with new order ids. The added
-    rows belong to existing customers and are valid input, so the features stay a like-for-like workload.
+    same moment there), with new order ids. The added rows belong to existing customers and are valid
+    input, so the features stay a like-for-like workload.
     """
     import numpy as np
     import pyarrow as pa
