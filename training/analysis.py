@@ -138,17 +138,24 @@ def orders(dataset: Dataset) -> pd.DataFrame:
 
     Columns: customer_id, order_id, timestamp (first line), amount, discount, returned, late, channel."""
     tx = dataset.transactions
-    if dataset.rows_are_orders:  # each row is its own order: number them so every order has an id
-        tx = tx.assign(order_id=pd.RangeIndex(len(tx)).astype(str))
-    grouped = tx.groupby(["customer_id", "order_id"], sort=False, observed=True)
-    out = grouped.agg(
-        timestamp=("timestamp", "min"),
-        amount=("amount", "sum"),
-        discount=("discount", "sum"),
-        returned=("returned", "max"),
-        delay=("delivery_delay_days", "max"),
-        channel=("channel", "min"),
-    ).reset_index()
+    if dataset.rows_are_orders:  # each row is already an order: number them instead of grouping
+        out = tx[["customer_id", "timestamp", "amount", "discount", "returned"]].assign(
+            delay=tx["delivery_delay_days"], channel=tx["channel"]
+        )
+        out.insert(1, "order_id", pd.RangeIndex(len(tx)).astype(str))
+    else:
+        out = (
+            tx.groupby(["customer_id", "order_id"], sort=False, observed=True)
+            .agg(
+                timestamp=("timestamp", "min"),
+                amount=("amount", "sum"),
+                discount=("discount", "sum"),
+                returned=("returned", "max"),
+                delay=("delivery_delay_days", "max"),
+                channel=("channel", "min"),
+            )
+            .reset_index()
+        )
     out["returned"] = out["returned"].fillna(False).astype(bool)
     out["late"] = out["delay"].fillna(0) > 0
     return out.drop(columns="delay").sort_values("timestamp", kind="stable").reset_index(drop=True)
