@@ -22,8 +22,16 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 
+# The main job on embedded defaults, as four real commands: data (once), a first champion (once),
+# scores for the serving store, then the API with a fresh demo key. Retrain: $(BIN)/churnguard train --data $(DEMO_DATA)
+DEMO_DATA ?= data/demo
+DEMO_CUSTOMERS ?= 10000
+DEMO_PORT ?= 8000
 demo: install
-	$(BIN)/churnguard demo
+	$(BIN)/churnguard generate --out $(DEMO_DATA) --customers $(DEMO_CUSTOMERS) --seed 42 --if-missing
+	$(BIN)/churnguard train --data $(DEMO_DATA) --if-no-champion
+	$(BIN)/churnguard score --data $(DEMO_DATA) --out models/demo_scores.csv
+	$(BIN)/churnguard serve --demo --port $(DEMO_PORT)
 
 # Headless Chromium for the dashboard tests (Debian's package; Playwright cannot download browsers here).
 browser:
@@ -43,6 +51,7 @@ lint: install-dev
 	$(BIN)/ruff check features training serving tests benchmarks
 	$(BIN)/ruff format --check features training serving
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 test: install-dev browser lint
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest $(PYTEST_ARGS)

@@ -13,7 +13,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class ChurnguardSettings(BaseSettings):
-    """Where things live and the defaults every command shares."""
+    """Where things live and the defaults every command shares. Serving extends this class
+    (``serving.settings.ServingSettings``): one prefix, one set of names, no second copy of ``home``.
+    Training choices such as the horizon live in the training config (``training.config.TrainConfig``)."""
 
     model_config = SettingsConfigDict(env_prefix="CHURNGUARD_", extra="ignore")
 
@@ -26,8 +28,6 @@ class ChurnguardSettings(BaseSettings):
         description="MLflow tracking URI. Default: $MLFLOW_TRACKING_URI, else a SQLite store in <home>/mlflow.db.",
     )
     model_name: str = Field(default="churnguard", description="Name of the registered MLflow model.")
-    horizon_days: int = Field(default=90, ge=7, le=730, description="Churn and CLV horizon in days.")
-    seed: int = Field(default=42, description="Random seed for every stochastic step.")
     threads: int = Field(default=2, ge=1, le=256, description="Threads for LightGBM, DuckDB and SHAP.")
 
     @field_validator("home")

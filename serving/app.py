@@ -16,15 +16,15 @@ from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from features.errors import ChurnguardError, ModelNotFoundError
-from features.settings import ChurnguardSettings, get_settings
+from features.model_store import connect
 from serving.actions import load_playbook
 from serving.api import customers, model, ops, score
-from serving.api.state import AppState
 from serving.dashboard import install_dashboard
 from serving.keys import KeyStore
 from serving.metrics import Metrics
 from serving.model_source import ModelHolder
 from serving.settings import ServingSettings, get_serving_settings
+from serving.state import AppState
 from serving.store import SqliteScoreStore
 
 log = logging.getLogger("churnguard.api")
@@ -147,33 +147,29 @@ def _install_error_handlers(app: FastAPI) -> None:
         return _error(500, "internal error: it has been logged; please report it")
 
 
-def create_app(core: ChurnguardSettings | None = None, settings: ServingSettings | None = None) -> FastAPI:
+def create_app(settings: ServingSettings | None = None) -> FastAPI:
     """Build the app. Settings default to the environment (``CHURNGUARD_*``)."""
-    core = core or get_settings()
     settings = settings or get_serving_settings()
     metrics = Metrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        from training.registry import configure_mlflow  # tracking URI only; no fitting code
-
         # A registry that is down must not hold the API back for minutes of default retries.
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
 
         try:
-            configure_mlflow(core)
+            connect(settings)
         except Exception as exc:  # tracking store down at start: serve a local model if one is configured
             log.warning("tracking store unavailable at start-up: %s", exc.__class__.__name__)
         holder = ModelHolder(settings.model_uri, settings.poll_seconds)
         holder.load()
         holder.start()
         app.state.churnguard = AppState(
-            core=core,
             settings=settings,
             models=holder,
-            store=SqliteScoreStore(settings.resolved_store_path(core)),
-            keys=KeyStore(settings.resolved_keys_path(core)),
+            store=SqliteScoreStore(settings.store_file),
+            keys=KeyStore(settings.keys_file),
             playbook=load_playbook(settings.playbook),
             metrics=metrics,
         )

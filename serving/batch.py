@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from features.bundle import ModelBundle
 from features.engine import compute_features
 from features.io import write_frame_atomic
 from features.loading import Dataset
 from serving.actions import Playbook
-from serving.bundle import ModelBundle
 from serving.history import recent_history
 from serving.model_source import LoadedModel
 from serving.scoring import ModelOutputs, model_outputs, score_features

@@ -20,7 +20,7 @@ from typing import Any, cast
 
 import numpy as np
 
-from serving.bundle import FeatureInfo, ModelBundle
+from features.bundle import FeatureInfo, ModelBundle
 
 NEW_CUSTOMER_DAYS = 180  # an 'onboarding' reason is one an action can answer only for customers this new
 

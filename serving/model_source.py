@@ -10,79 +10,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
-from pathlib import Path
-
-import mlflow
-from mlflow import MlflowClient
 
 from features.errors import ModelNotFoundError
-from serving.bundle import ModelBundle
-from serving.scoring import ModelInfo
+from features.model_store import LoadedModel, load_model, resolve_version
+
+__all__ = ["LoadedModel", "ModelHolder", "load_model"]
 
 log = logging.getLogger("churnguard.model")
-_NOT_FOUND = {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"}
-
-
-@dataclass(frozen=True)
-class LoadedModel:
-    bundle: ModelBundle
-    info: ModelInfo
-
-
-def _parse_alias_uri(uri: str) -> tuple[str, str] | None:
-    if uri.startswith("models:/") and "@" in uri:
-        name, alias = uri[len("models:/") :].split("@", 1)
-        return name, alias
-    return None
-
-
-def resolve_version(uri: str) -> str | None:
-    """The registry version an alias URI points to now (None for a folder or a fixed version)."""
-    parsed = _parse_alias_uri(uri)
-    if parsed is None:
-        return None
-    name, alias = parsed
-    return str(MlflowClient().get_model_version_by_alias(name, alias).version)
-
-
-def load_model(uri: str) -> LoadedModel:
-    """Load the bundle behind a registry URI or a local folder (a bundle or a logged pyfunc)."""
-    path = Path(uri)
-    if path.exists():
-        folder = path if (path / "bundle.json").exists() else path / "artifacts" / "bundle"
-        bundle = ModelBundle.load(folder)
-        return LoadedModel(bundle, _info(bundle, name=path.name, version="local", alias=None, uri=uri))
-    parsed = _parse_alias_uri(uri)
-    try:
-        if parsed:
-            name, alias = parsed
-            version = str(MlflowClient().get_model_version_by_alias(name, alias).version)
-        else:
-            name, version, alias = uri[len("models:/") :].split("/")[0], uri.rsplit("/", 1)[-1], None
-        local = Path(mlflow.artifacts.download_artifacts(f"models:/{name}/{version}"))
-    except mlflow.exceptions.MlflowException as exc:
-        if exc.error_code not in _NOT_FOUND:  # the registry did not answer: not the same as "no model"
-            raise
-        raise ModelNotFoundError(
-            f"no model at {uri}: train one with `churnguard train` or promote a version "
-            f"with `churnguard promote VERSION`"
-        ) from exc
-    bundle = ModelBundle.load(local / "artifacts" / "bundle")
-    return LoadedModel(
-        bundle, _info(bundle, name=name, version=version, alias=parsed[1] if parsed else None, uri=uri)
-    )
-
-
-def _info(bundle: ModelBundle, *, name: str, version: str, alias: str | None, uri: str) -> ModelInfo:
-    return ModelInfo(
-        name=name,
-        version=version,
-        alias=alias,
-        trained_at=str(bundle.metadata.get("trained_at", "unknown")),
-        horizon_days=bundle.horizon_days,
-        uri=uri,
-    )
 
 
 class ModelHolder:

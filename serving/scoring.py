@@ -4,30 +4,15 @@ action. Batch scoring and the API both end in :func:`score_matrix`; nothing here
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from features.bundle import ModelBundle, ModelInfo, records_to_matrix
 from serving.actions import Playbook, decide_actions
-from serving.bundle import ModelBundle, records_to_matrix
 from serving.explain import top_reasons
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """Which model produced a score: name, version, alias, when it was trained, its horizon."""
-
-    name: str
-    version: str
-    alias: str | None
-    trained_at: str
-    horizon_days: int
-    uri: str
-
-    def as_dict(self) -> dict[str, object]:
-        return asdict(self)
 
 
 def risk_tiers(probability: np.ndarray, thresholds: dict[str, float]) -> np.ndarray:

@@ -6,13 +6,12 @@ from functools import lru_cache
 from pathlib import Path
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from features.settings import ChurnguardSettings, get_settings
+from features.settings import ChurnguardSettings
 
 
-class ServingSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="CHURNGUARD_", extra="ignore")
+class ServingSettings(ChurnguardSettings):
+    """The shared settings plus what the API, dashboard and batch scoring need (same ``CHURNGUARD_`` prefix)."""
 
     model_uri: str = Field(
         default="models:/churnguard@champion",
@@ -47,16 +46,17 @@ class ServingSettings(BaseSettings):
             raise ValueError("model_uri must not be empty")
         return value
 
-    def resolved_store_path(self, core: ChurnguardSettings) -> Path:
-        return self.store_path or core.home / "scores.db"
+    @property
+    def store_file(self) -> Path:
+        """The serving store in force: ``store_path``, else ``<home>/scores.db``."""
+        return self.store_path or self.home / "scores.db"
 
-    def resolved_keys_path(self, core: ChurnguardSettings) -> Path:
-        return self.keys_path or core.home / "api_keys.json"
+    @property
+    def keys_file(self) -> Path:
+        """The API key hashes in force: ``keys_path``, else ``<home>/api_keys.json``."""
+        return self.keys_path or self.home / "api_keys.json"
 
 
 @lru_cache(maxsize=1)
 def get_serving_settings() -> ServingSettings:
     return ServingSettings()
-
-
-__all__ = ["ServingSettings", "get_serving_settings", "get_settings"]

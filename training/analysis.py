@@ -22,6 +22,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from pandas.api.typing import DataFrameGroupBy
 
+from features.bundle import ModelBundle, ModelInfo
 from features.contract import INTERACTION_TYPES, TABLES
 from features.engine import compute_labels
 from features.errors import DataValidationError
@@ -30,8 +31,7 @@ from features.settings import ChurnguardSettings
 from features.snapshots import build_snapshot, build_snapshots, observed_until, snapshot_cutoffs
 from features.spec import BASE_BY_NAME
 from serving.actions import Playbook, load_playbook
-from serving.bundle import ModelBundle
-from serving.scoring import ModelInfo, score_features
+from serving.scoring import score_features
 from training import evaluate as ev
 from training import fit
 from training.config import BusinessConfig, TrainConfig
@@ -517,7 +517,8 @@ def load_champion(settings: ChurnguardSettings, alias: str = "champion") -> Cham
     from mlflow.exceptions import MlflowException
 
     from features.errors import ModelNotFoundError
-    from training.registry import bundle_dir_of, configure_mlflow
+    from features.model_store import load_model
+    from training.registry import configure_mlflow
 
     uri = configure_mlflow(settings)
     client, name = MlflowClient(), settings.model_name
@@ -527,7 +528,7 @@ def load_champion(settings: ChurnguardSettings, alias: str = "champion") -> Cham
         raise ModelNotFoundError(
             f"no version of '{name}' holds the alias '{alias}' in {uri}: train one with `churnguard train`"
         ) from exc
-    bundle = ModelBundle.load(bundle_dir_of(f"models:/{name}/{version.version}"))
+    bundle = load_model(f"models:/{name}/{version.version}").bundle
     run_metrics = dict(client.get_run(version.run_id).data.metrics) if version.run_id else {}
     info = ModelInfo(
         name=name,

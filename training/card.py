@@ -6,7 +6,7 @@ from typing import Any
 
 import pandas as pd
 
-from serving.bundle import FeatureInfo
+from features.bundle import FeatureInfo
 
 
 def _table(frame: pd.DataFrame) -> str:

@@ -16,8 +16,8 @@ from sklearn.metrics import brier_score_loss, roc_auc_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from features.bundle import Calibration, FeatureInfo
 from features.spec import FeatureDef
-from serving.bundle import Calibration, FeatureInfo
 from training.config import ChurnModelConfig, ClvModelConfig
 
 RFM_COLUMNS = ["recency_days", "orders_365d", "spend_365d", "orders_total", "spend_total", "tenure_days"]

@@ -19,17 +19,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from features.bundle import ModelBundle, to_model_input
 from features.loading import Dataset, load_dataset
+from features.progress import Report
 from features.settings import ChurnguardSettings
 from features.snapshots import build_snapshots, model_features, snapshot_cutoffs
-from serving.bundle import ModelBundle, to_model_input
 from training import evaluate as ev
 from training import fit, plots
 from training.card import model_card
 from training.config import TrainConfig
-from training.progress import Report
-
-PYFUNC_FILE = Path(__file__).resolve().parent.parent / "serving" / "pyfunc_model.py"
 
 
 @dataclass

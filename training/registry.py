@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import logging
-import os
 from collections.abc import Iterator
-from pathlib import Path
+from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import mlflow
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from features.errors import ModelNotFoundError
+from features.model_store import connect
 from features.settings import ChurnguardSettings
 
 CHAMPION = "champion"
@@ -40,14 +40,7 @@ def store_lock(settings: ChurnguardSettings) -> Iterator[None]:
 
 def configure_mlflow(settings: ChurnguardSettings) -> str:
     """Point MLflow at the store in force and make sure the experiment exists; returns the URI."""
-    uri = settings.resolved_tracking_uri()
-    if uri.startswith("sqlite:"):
-        settings.home.mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    for name in ("alembic", "mlflow"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
+    uri = connect(settings)
     with store_lock(settings):
         client = MlflowClient()
         if client.get_experiment_by_name(EXPERIMENT) is None:
@@ -76,7 +69,29 @@ def promote(client: MlflowClient, name: str, version: str) -> None:
         client.delete_registered_model_alias(name, CHALLENGER)
 
 
-def bundle_dir_of(model_uri: str) -> Path:
-    """Download (or locate) the bundle folder of a logged pyfunc model."""
-    local = Path(mlflow.artifacts.download_artifacts(model_uri))
-    return local / "artifacts" / "bundle"
+@dataclass(frozen=True)
+class VersionRow:
+    """One registered version as `churnguard models` lists it."""
+
+    version: str
+    created: datetime
+    aliases: tuple[str, ...]
+    verdict: str
+
+
+def registered_versions(client: MlflowClient, name: str) -> list[VersionRow]:
+    """Every version of the model, newest first, with its aliases and the promotion verdict it got."""
+    try:
+        versions = client.search_model_versions(f"name = '{name}'")
+    except MlflowException:
+        return []
+    rows = [
+        VersionRow(
+            version=str(v.version),
+            created=datetime.fromtimestamp(v.creation_timestamp / 1000, tz=UTC),
+            aliases=tuple(sorted(v.aliases or ())),
+            verdict=(v.tags or {}).get("promotion", ""),
+        )
+        for v in versions
+    ]
+    return sorted(rows, key=lambda r: int(r.version), reverse=True)

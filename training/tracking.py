@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 from typing import Any
@@ -12,14 +13,14 @@ import pandas as pd
 from mlflow import MlflowClient
 from mlflow.models import infer_signature
 
+from features.bundle import ModelBundle
+from features.model_store import load_model
 from features.settings import ChurnguardSettings
-from serving.bundle import ModelBundle
 from training import evaluate as ev
 from training.config import TrainConfig
 from training.registry import (
     CHALLENGER,
     CHAMPION,
-    bundle_dir_of,
     configure_mlflow,
     promote,
     store_lock,
@@ -87,7 +88,7 @@ def log_and_register(
         mlflow.log_artifact(str(folder / "model_card.md"))
         info = mlflow.pyfunc.log_model(
             name="model",
-            python_model=str(Path(__file__).parent.parent / "serving" / "pyfunc_model.py"),
+            python_model=_pyfunc_file(),
             artifacts={"bundle": str(folder / "bundle")},
             signature=signature,
             input_example=example,
@@ -106,6 +107,14 @@ def log_and_register(
                 promote(client, name, version)
         client.set_model_version_tag(name, version, "promotion", reason)
     return TrainResult(run.info.run_id, version, promoted, reason, churn_table, clv_table, business)
+
+
+def _pyfunc_file() -> str:
+    """The model-from-code file MLflow runs at load time (found, not imported: importing it registers
+    a model instance)."""
+    spec = importlib.util.find_spec("features.pyfunc_model")
+    assert spec is not None and spec.origin is not None
+    return spec.origin
 
 
 def _requirements() -> list[str]:
@@ -137,7 +146,7 @@ def _should_promote(
     if current is None:
         return True, f"promoted: first champion ({metric} {new[metric]:.4f})"
     try:
-        champion = ModelBundle.load(bundle_dir_of(f"models:/{name}/{current}"))
+        champion = load_model(f"models:/{name}/{current}").bundle
         old = ev.churn_metrics(y_val, champion.predict(valid)["churn_probability"].to_numpy())
     except Exception as exc:  # an unreadable champion must not block a sound replacement
         return True, f"promoted: champion v{current} could not be evaluated ({exc.__class__.__name__})"

@@ -7,9 +7,9 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from serving.api.state import AppState
 from serving.keys import KeyRecord
 from serving.model_source import LoadedModel
+from serving.state import AppState
 
 _bearer = HTTPBearer(auto_error=False, description="An API key from `churnguard keys create`.")
 

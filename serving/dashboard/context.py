@@ -8,8 +8,8 @@ from urllib.parse import quote
 from fastapi import Depends, Request
 from starlette.datastructures import State
 
-from serving.api.state import AppState
 from serving.dashboard.session import Session, SessionSigner
+from serving.state import AppState
 
 SESSION_SCOPE_KEY = "dashboard_session"
 ENDED_SCOPE_KEY = "dashboard_session_ended"
@@ -22,8 +22,8 @@ def app_state(request: Request) -> AppState:
 def signer_for(app_state_holder: State, state: AppState) -> SessionSigner:
     """The app's one signer (created on first use, so the secret lives in the home the app really uses)."""
     signer: SessionSigner | None = getattr(app_state_holder, "dashboard_signer", None)
-    if signer is None or signer.path.parent != state.core.home:
-        signer = SessionSigner(state.core.home)
+    if signer is None or signer.path.parent != state.settings.home:
+        signer = SessionSigner(state.settings.home)
         app_state_holder.dashboard_signer = signer
     return signer
 

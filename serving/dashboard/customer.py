@@ -9,7 +9,7 @@ import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
-from serving.bundle import FeatureInfo
+from features.bundle import FeatureInfo
 from serving.dashboard.charts import Bar, signed_bars
 from serving.dashboard.context import SessionDep, StateDep
 from serving.dashboard.render import render

@@ -7,12 +7,12 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, HTMLResponse, Response
 
-from serving.api.state import AppState
 from serving.dashboard.charts import Bar, bar_chart, histogram
 from serving.dashboard.context import SessionDep, StateDep
 from serving.dashboard.overview_data import action_labels, cached_summary
 from serving.dashboard.plots import PLOTS, PRIMARY, PlotCache
 from serving.dashboard.render import money, render
+from serving.state import AppState
 
 router = APIRouter(include_in_schema=False)
 
@@ -28,7 +28,7 @@ def plot_cache(request: Request, state: AppState) -> PlotCache:
     """The app's plot cache under ``<home>/dashboard_cache`` (tests may put their own on app.state)."""
     cache: PlotCache | None = getattr(request.app.state, "dashboard_plots", None)
     if cache is None:
-        cache = PlotCache(state.core.home / "dashboard_cache")
+        cache = PlotCache(state.settings.home / "dashboard_cache")
         request.app.state.dashboard_plots = cache
     return cache
 

@@ -10,8 +10,8 @@ import threading
 from typing import Any
 
 from serving.actions import NO_ACTION
-from serving.api.state import AppState
 from serving.dashboard.queries import Choices
+from serving.state import AppState
 
 _lock = threading.Lock()
 

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from serving.scoring import ModelInfo
+from features.bundle import ModelInfo
 
 log = logging.getLogger("churnguard.dashboard")
 

@@ -18,7 +18,6 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from features.settings import ChurnguardSettings
 from serving.app import create_app
 from serving.settings import ServingSettings
 from serving.store import CustomerQuery, SqliteScoreStore
@@ -106,10 +105,10 @@ def test_every_route_is_locked_in_process(trained: Trained, tmp_path: Path, mlfl
         assert client.get("/static/dashboard.css").status_code == 200
     # Also with no model loaded: the missing key is what an anonymous caller hears about, not the model.
     # (an explicit store: mlflow itself exports MLFLOW_TRACKING_URI, which would lead back to the trained one)
-    empty = ChurnguardSettings(
-        home=tmp_path / "empty", tracking_uri=f"sqlite:///{tmp_path / 'empty' / 'mlflow.db'}"
+    empty = ServingSettings(
+        home=tmp_path / "empty", tracking_uri=f"sqlite:///{tmp_path / 'empty' / 'mlflow.db'}", poll_seconds=0
     )
-    bare = create_app(empty, ServingSettings(poll_seconds=0))
+    bare = create_app(empty)
     with TestClient(bare) as client:
         assert client.get("/ready").status_code == 503
         assert_locked(client, bare, "1")

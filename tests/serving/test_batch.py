@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from features.loading import load_dataset
+from features.model_store import connect
 from features.settings import get_settings
 from features.snapshots import observed_until
 from serving.actions import load_playbook
@@ -21,12 +22,11 @@ from serving.history import HISTORY_ROWS, expand_history, recent_history
 from serving.model_source import load_model
 from serving.scoring import score_features
 from serving.store import CustomerQuery, SqliteScoreStore
-from training.registry import configure_mlflow
 
 
 @pytest.fixture(scope="module")
 def champion(trained):
-    configure_mlflow(get_settings())
+    connect(get_settings())
     return load_model("models:/churnguard@champion")
 
 

@@ -6,19 +6,19 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from features.bundle import ModelBundle
+from features.model_store import connect
 from features.settings import get_settings
 from serving.actions import NO_ACTION, Action, Playbook, choose_actions, load_playbook
-from serving.bundle import ModelBundle
 from serving.explain import sentence
 from serving.model_source import load_model
 from serving.scoring import score_features, score_records
 from serving.store import CustomerQuery, SqliteScoreStore
-from training.registry import configure_mlflow
 
 
 @pytest.fixture(scope="module")
 def champion(trained):
-    configure_mlflow(get_settings())
+    connect(get_settings())
     return load_model("models:/churnguard@champion")
 
 

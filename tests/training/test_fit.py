@@ -7,9 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from features.bundle import to_model_input
 from features.loading import load_dataset
 from features.snapshots import build_snapshot, model_features, snapshot_cutoffs
-from serving.bundle import to_model_input
 from training import evaluate as ev
 from training import fit
 from training.config import ChurnModelConfig

@@ -12,13 +12,13 @@ from sklearn.metrics import roc_auc_score
 
 from features.errors import ConfigError, DataValidationError
 from features.loading import load_dataset
+from features.model_store import load_model
 from features.settings import get_settings
 from features.snapshots import build_snapshot, snapshot_cutoffs
 from features.synthetic import load_truth, true_churn_probability
-from serving.bundle import ModelBundle
 from training import pipeline
 from training.config import TrainConfig, load_train_config
-from training.registry import CHALLENGER, CHAMPION, bundle_dir_of, configure_mlflow, version_by_alias
+from training.registry import CHALLENGER, CHAMPION, configure_mlflow, version_by_alias
 
 pytestmark = pytest.mark.slow
 
@@ -78,7 +78,7 @@ def test_model_beats_both_baselines_and_is_calibrated(trained) -> None:
 def test_model_recovers_most_of_the_oracle_signal(trained, small_data) -> None:
     """Against the generator's true churn probabilities (which know who has silently left)."""
     configure_mlflow(get_settings())
-    bundle = ModelBundle.load(bundle_dir_of("models:/churnguard@champion"))
+    bundle = load_model("models:/churnguard@champion").bundle
     dataset = load_dataset(small_data)
     _, cutoff = snapshot_cutoffs(dataset, 90, 3)
     frame = build_snapshot(dataset, cutoff, 90, threads=1).frame
@@ -91,7 +91,7 @@ def test_model_recovers_most_of_the_oracle_signal(trained, small_data) -> None:
 
 def test_more_unresolved_complaints_never_lower_risk(trained) -> None:
     configure_mlflow(get_settings())
-    bundle = ModelBundle.load(bundle_dir_of("models:/churnguard@champion"))
+    bundle = load_model("models:/churnguard@champion").bundle
     base = {f.name: f.typical for f in bundle.features}
     rows = pd.DataFrame(
         [{**base, "unresolved_complaints_90d": n, "unresolved_complaints_365d": n} for n in range(6)]

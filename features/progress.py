@@ -31,3 +31,7 @@ def stage_progress(title: str) -> Iterator[Report]:
 
         yield report
         progress.update(task, completed=1.0, description="done")
+
+
+def silent(stage: str, fraction: float) -> None:
+    """A :data:`Report` that shows nothing (library calls without a progress display)."""

@@ -11,7 +11,7 @@ import pandas as pd
 from mlflow.models import set_model
 from mlflow.pyfunc import PythonModel
 
-from serving.bundle import ModelBundle
+from features.bundle import ModelBundle
 
 
 class ChurnguardModel(PythonModel):

@@ -101,6 +101,21 @@ def records_to_matrix(records: list[dict[str, object]], features: list[FeatureIn
     return matrix
 
 
+@dataclass(frozen=True)
+class ModelInfo:
+    """Which model produced a score: name, version, alias, when it was trained, its horizon."""
+
+    name: str
+    version: str
+    alias: str | None
+    trained_at: str
+    horizon_days: int
+    uri: str
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
 @dataclass
 class ModelBundle:
     features: list[FeatureInfo]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from features.settings import ChurnguardSettings
 from serving.actions import Playbook
 from serving.keys import KeyStore
 from serving.metrics import Metrics
@@ -15,7 +14,6 @@ from serving.store import ScoreStore
 
 @dataclass
 class AppState:
-    core: ChurnguardSettings
     settings: ServingSettings
     models: ModelHolder
     store: ScoreStore

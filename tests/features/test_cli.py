@@ -1,4 +1,5 @@
-"""The churnguard command line as a new user tries it from the README."""
+"""The churnguard command line as a new user tries it from the README: the root command, its data
+commands, and the usage mistakes a first hour brings (typer's usage message and exit 2, never "a bug")."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ COMMANDS = [
     "promote",
     "score",
     "serve",
-    "demo",
+    "models",
     "keys",
     "keys create",
     "keys list",
@@ -31,7 +32,7 @@ def churnguard(
     *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-c", "from training.cli import main; main()", *args],
+        [sys.executable, "-c", "from features.cli import main; main()", *args],
         capture_output=True,
         text=True,
         timeout=300,
@@ -96,24 +97,29 @@ def test_plain_purchase_log_with_column_mapping(tmp_path: Path) -> None:
     assert "valid" in result.stdout
 
 
-@pytest.mark.slow
-def test_demo_on_its_defaults_promotes_a_champion_and_prints_what_to_try(tmp_path: Path) -> None:
-    """`make demo`'s own path (everything but serving): the first model trained on the default data must
-    pass the calibration guard and become champion, or there is nothing to serve."""
+USAGE_MISTAKES = [
+    ("features", "--data", "x", "--out", "y.csv", "--as-of", "notadate"),
+    ("generate", "--customers", "0"),
+    ("validate", "--data", "x", "--no-such-option"),
+    ("no-such-command",),
+    ("score", "--data", "x", "--as-of", "2026-13-45"),
+    ("keys", "create", "--name", " "),
+    ("train",),
+]
+
+
+@pytest.mark.parametrize("args", USAGE_MISTAKES, ids=lambda a: " ".join(a))
+def test_usage_mistakes_get_usage_help_and_exit_2_not_a_bug_report(args: tuple[str, ...]) -> None:
+    result = churnguard(*args)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "bug" not in result.stderr.lower() and "Traceback" not in result.stderr
+    assert "Usage" in result.stderr or "--help" in result.stderr
+
+
+def test_a_missing_version_points_to_a_command_that_exists(tmp_path: Path) -> None:
     env = {**os.environ, "CHURNGUARD_HOME": str(tmp_path / "models")}
     env.pop("MLFLOW_TRACKING_URI", None)
-    result = subprocess.run(
-        [sys.executable, "-c", "from training.cli import main; main()", "demo", "--no-serve"],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        env=env,
-        cwd=tmp_path,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    assert "not promoted" not in result.stdout
-    assert "churnguard demo is ready" in result.stdout and "model v1" in result.stdout
-    assert "/v1/customers/C" in result.stdout and "Authorization: Bearer cg_" in result.stdout.replace("\n", "")
-    scores = pd.read_csv(tmp_path / "models" / "demo_scores.csv")
-    assert len(scores) > 1000 and scores["reasons"].str.len().min() > 2
+    result = churnguard("promote", "99", env=env)
+    assert result.returncode == 2 and "churnguard models" in result.stderr
+    listed = churnguard("models", env=env)
+    assert listed.returncode == 0 and "no versions" in listed.stdout

@@ -1,0 +1,224 @@
+"""The root ``churnguard`` command and the data commands (generate, contract, validate, features).
+
+Each package owns its commands: training's and serving's Typer apps are found through the
+``churnguard.commands`` entry points in ``pyproject.toml`` and merged in here, so this package imports
+neither. Heavy imports happen inside the commands, so ``--help`` stays fast.
+
+Exit codes: 0 done; 2 a usage mistake or a problem in the user's data, options or configuration (one clear
+message, never a traceback); 1 an unexpected error (a bug: asks for a report); 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import date
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape  # data values in messages print as text, never as markup
+from typer.core import TyperGroup
+
+from features.errors import ChurnguardError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+ENTRY_POINT_GROUP = "churnguard.commands"
+
+console = Console(stderr=True)
+out = Console()
+
+
+class ChurnguardGroup(TyperGroup):
+    """Typer's own handling of usage mistakes (usage text, exit 2), plus the project's error policy for
+    everything a command raises: user errors are one line and exit 2, anything else is a reported bug."""
+
+    def invoke(self, ctx: Any) -> Any:  # typer's bundled click.Context
+        try:
+            return super().invoke(ctx)
+        except (typer.TyperException, typer.Exit, typer.Abort):
+            raise  # usage errors, --help, explicit exits: typer/click report them as usual
+        except ChurnguardError as exc:
+            console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            console.print("interrupted: nothing was written")
+            raise typer.Exit(130) from None
+        except Exception as exc:
+            if os.environ.get("CHURNGUARD_DEBUG"):
+                raise
+            console.print(
+                f"[bold red]unexpected error:[/] {exc.__class__.__name__}: {escape(str(exc))}. This is a bug "
+                "in churnguard, not in your input: please report it (CHURNGUARD_DEBUG=1 shows the traceback).",
+                highlight=False,
+            )
+            raise typer.Exit(1) from None
+
+
+def _typer(help_text: str) -> typer.Typer:
+    return typer.Typer(
+        help=help_text,
+        cls=ChurnguardGroup,
+        no_args_is_help=True,
+        pretty_exceptions_enable=False,
+        add_completion=False,
+    )
+
+
+app = _typer("Predict churn, customer value, reasons and retention actions from purchase and service data.")
+
+# -- options shared by the packages' commands ---------------------------------------------------------
+DataDir = Annotated[
+    Path,
+    typer.Option(
+        "--data",
+        help="Folder with transactions (+ optional customers, interactions, cancellations) as CSV or Parquet.",
+    ),
+]
+MappingOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--mapping", help="Column-mapping YAML (default: columns.yaml inside the data folder, if present)."
+    ),
+]
+AsOfOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--as-of",
+        help="Cutoff date YYYY-MM-DD: only events strictly before it are used "
+        "(default: the day after the newest event).",
+    ),
+]
+
+
+def command_app(help_text: str) -> typer.Typer:
+    """A package's own Typer app, with the same error policy as the root (merged into it at start)."""
+    return _typer(help_text)
+
+
+def parse_date(value: str, option: str) -> pd.Timestamp:
+    """A ``YYYY-MM-DD`` option value as a timestamp; a usage error (exit 2) otherwise."""
+    import pandas as pd
+
+    try:
+        return pd.Timestamp(date.fromisoformat(value))
+    except ValueError:
+        raise typer.BadParameter(f"{option} must be a date like 2026-01-31, not {value!r}") from None
+
+
+# -- data commands ------------------------------------------------------------------------------------
+@app.command()
+def generate(
+    out_dir: Annotated[
+        Path, typer.Option("--out", help="Folder to write the tables into (must not exist or be empty).")
+    ] = Path("data"),
+    customers: Annotated[int, typer.Option("--customers", min=10, help="How many customers.")] = 5000,
+    seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same data.")] = 0,
+    file_format: Annotated[str, typer.Option("--format", help="parquet or csv.")] = "parquet",
+    truth_dir: Annotated[
+        Path | None, typer.Option("--truth", help="Where the ground truth goes (default: <out>-truth).")
+    ] = None,
+    if_missing: Annotated[
+        bool,
+        typer.Option("--if-missing", help="Do nothing when --out already holds a dataset (for scripts)."),
+    ] = False,
+) -> None:
+    """Write a realistic synthetic CRM dataset (and its ground truth, in a separate folder)."""
+    from typing import Literal, cast
+
+    from features.errors import ConfigError
+    from features.progress import stage_progress
+    from features.synthetic import generate_dataset
+
+    if file_format not in ("parquet", "csv"):
+        raise typer.BadParameter("--format must be parquet or csv")
+    if out_dir.exists() and any(out_dir.iterdir()):
+        if if_missing:
+            out.print(f"{out_dir} already holds a dataset; kept as it is")
+            return
+        raise ConfigError(f"{out_dir} already holds files; choose an empty --out folder or delete it first")
+    with stage_progress("generating") as report:
+        summary = generate_dataset(
+            out_dir,
+            customers,
+            seed,
+            truth_dir=truth_dir,
+            file_format=cast(Literal["parquet", "csv"], file_format),
+            progress=report,
+        )
+    out.print(
+        f"wrote {summary.n_customers:,} customers, {summary.n_transactions:,} transactions, "
+        f"{summary.n_interactions:,} interactions, {summary.n_cancellations:,} cancellations "
+        f"to {summary.out_dir} in {summary.seconds:.1f}s (ground truth: {summary.truth_dir})"
+    )
+
+
+@app.command()
+def contract() -> None:
+    """Print the input data contract: tables, columns, types and meaning."""
+    from features.loading import describe_contract
+
+    for line in describe_contract():
+        out.print(line, highlight=False)
+
+
+@app.command()
+def validate(data: DataDir, mapping: MappingOpt = None) -> None:
+    """Check a data folder against the contract and summarise it; exits non-zero on any problem."""
+    from features.loading import load_dataset
+
+    dataset = load_dataset(data, mapping)
+    fp = dataset.fingerprint()
+    out.print(f"valid: {fp['rows']} from {fp['first_date']} to {fp['last_date']}")
+
+
+@app.command()
+def features(
+    data: DataDir,
+    out_file: Annotated[Path, typer.Option("--out", help="Output file (.parquet or .csv).")],
+    as_of: AsOfOpt = None,
+    mapping: MappingOpt = None,
+) -> None:
+    """Compute one row of point-in-time features per customer known at the as-of date."""
+    from features.engine import compute_features
+    from features.io import write_frame_atomic
+    from features.loading import load_dataset
+    from features.progress import stage_progress
+    from features.snapshots import model_features, observed_until
+
+    requested = parse_date(as_of, "--as-of") if as_of else None
+    with stage_progress("features") as report:
+        report("validating input", 0.1)
+        dataset = load_dataset(data, mapping)
+        cutoff = requested if requested is not None else observed_until(dataset)
+        report("computing features", 0.4)
+        frame = compute_features(dataset, cutoff)
+        names = [f.name for f in model_features(dataset)]
+        frame = frame[["customer_id", *names]]
+        frame.insert(1, "as_of", cutoff)
+        report("writing", 0.9)
+        write_frame_atomic(frame, out_file)
+    out.print(f"wrote {len(frame):,} customers x {len(names)} features as of {cutoff.date()} to {out_file}")
+
+
+def _merge_package_commands() -> None:
+    """Add every installed package's commands (``churnguard.commands`` entry points) to the root app."""
+    if getattr(app, "_churnguard_merged", False):
+        return
+    for entry in entry_points(group=ENTRY_POINT_GROUP):  # in pyproject.toml's order
+        app.add_typer(entry.load())
+    app._churnguard_merged = True  # type: ignore[attr-defined]
+
+
+def build_app() -> typer.Typer:
+    """The whole ``churnguard`` command: data commands plus the packages' own."""
+    _merge_package_commands()
+    return app
+
+
+def main() -> None:
+    """Console-script entry point."""
+    build_app()(prog_name="churnguard")
