@@ -26,6 +26,8 @@ from features.errors import ChurnguardError
 if TYPE_CHECKING:
     import pandas as pd
 
+    from features.loading import Dataset
+
 ENTRY_POINT_GROUP = "churnguard.commands"
 
 console = Console(stderr=True)
@@ -97,6 +99,26 @@ AsOfOpt = Annotated[
 def command_app(help_text: str) -> typer.Typer:
     """A package's own Typer app, with the same error policy as the root (merged into it at start)."""
     return _typer(help_text)
+
+
+def checked_cutoff(dataset: Dataset, requested: pd.Timestamp | None) -> pd.Timestamp:
+    """The as-of date in force: the one asked for, if the data can describe it, else the default (the day
+    after the newest event). A date before the first event or after the data's end is a usage mistake."""
+    from datetime import timedelta
+
+    from features.snapshots import observed_until
+
+    end = observed_until(dataset)
+    if requested is None:
+        return end
+    first = dataset.transactions["timestamp"].min()
+    if requested > end or requested <= first:
+        raise typer.BadParameter(
+            f"--as-of {requested.date()} is outside the data, which covers {first.date()} to "
+            f"{(end - timedelta(days=1)).date()}: choose a date from {(first + timedelta(days=1)).date()} "
+            f"to {end.date()} (the default, the day after the newest event)"
+        )
+    return requested
 
 
 def parse_date(value: str, option: str) -> pd.Timestamp:
@@ -187,13 +209,13 @@ def features(
     from features.io import write_frame_atomic
     from features.loading import load_dataset
     from features.progress import stage_progress
-    from features.snapshots import model_features, observed_until
+    from features.snapshots import model_features
 
     requested = parse_date(as_of, "--as-of") if as_of else None
     with stage_progress("features") as report:
         report("validating input", 0.1)
         dataset = load_dataset(data, mapping)
-        cutoff = requested if requested is not None else observed_until(dataset)
+        cutoff = checked_cutoff(dataset, requested)
         report("computing features", 0.4)
         frame = compute_features(dataset, cutoff)
         names = [f.name for f in model_features(dataset)]

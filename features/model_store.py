@@ -87,14 +87,34 @@ def load_model(uri: str) -> LoadedModel:
     except mlflow.exceptions.MlflowException as exc:
         if exc.error_code not in _NOT_FOUND:
             raise
-        raise ModelNotFoundError(
-            f"no model at {uri}: train one with `churnguard train` or promote a version "
-            f"with `churnguard promote VERSION`"
-        ) from exc
+        raise ModelNotFoundError(_not_found_message(uri, parsed)) from exc
     bundle = ModelBundle.load(local / "artifacts" / "bundle")
     return LoadedModel(
         bundle, _info(bundle, name=name, version=version, alias=parsed[1] if parsed else None, uri=uri)
     )
+
+
+def _not_found_message(uri: str, parsed: tuple[str, str] | None) -> str:
+    """Say exactly what fixes it: promote the version that is there, or train the first one."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    if parsed is not None:
+        name, alias = parsed
+        try:
+            versions = MlflowClient().search_model_versions(f"name = '{name}'")
+        except MlflowException:
+            versions = []
+        if versions:
+            newest = max(versions, key=lambda v: int(v.version))
+            verdict = (newest.tags or {}).get("promotion", "")
+            return (
+                f"no version of '{name}' is {alias} yet; the newest is version {newest.version}"
+                + (f" ({verdict})" if verdict else "")
+                + f". Make it {alias} with `churnguard promote {newest.version}`, or train again with "
+                "`churnguard train --data DIR`"
+            )
+    return f"no model at {uri}: train one with `churnguard train --data DIR`"
 
 
 def _info(bundle: ModelBundle, *, name: str, version: str, alias: str | None, uri: str) -> ModelInfo:

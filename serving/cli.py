@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from features.cli import AsOfOpt, DataDir, MappingOpt, command_app, console, out, parse_date
+from features.cli import AsOfOpt, DataDir, MappingOpt, checked_cutoff, command_app, console, out, parse_date
 from features.errors import ConfigError
 
 app = command_app("Score customers, serve the API and dashboard, manage API keys.")
@@ -36,7 +36,6 @@ def score(
     from features.loading import load_dataset
     from features.model_store import connect, load_model
     from features.progress import stage_progress
-    from features.snapshots import observed_until
     from serving.actions import load_playbook
     from serving.batch import run_batch
     from serving.settings import get_serving_settings
@@ -52,7 +51,7 @@ def score(
         loaded = load_model(model or settings.model_uri)
         report("validating input", 0.03)
         dataset = load_dataset(data, mapping)
-        cutoff = requested if requested is not None else observed_until(dataset)
+        cutoff = checked_cutoff(dataset, requested)
         result = run_batch(
             dataset,
             cutoff,

@@ -62,6 +62,19 @@ def test_generate_then_features_as_in_the_readme(tmp_path: Path) -> None:
     assert frame["customer_id"].is_unique and len(frame) > 50
     again = churnguard("generate", "--customers", "300", "--out", str(data))
     assert again.returncode == 2 and "already holds files" in again.stderr
+    kept = churnguard("generate", "--customers", "300", "--out", str(data), "--if-missing")
+    assert kept.returncode == 0 and "kept as it is" in kept.stdout
+
+
+@pytest.mark.parametrize("as_of", ["2030-01-01", "1990-06-30"])
+def test_an_as_of_date_outside_the_data_is_refused_naming_the_data_range(tmp_path: Path, as_of: str) -> None:
+    data = tmp_path / "shop"
+    assert churnguard("generate", "--customers", "200", "--seed", "1", "--out", str(data)).returncode == 0
+    out = tmp_path / "features.csv"
+    result = churnguard("features", "--data", str(data), "--as-of", as_of, "--out", str(out))
+    assert result.returncode == 2, result.stderr
+    assert "outside the data, which covers" in result.stderr and "Traceback" not in result.stderr
+    assert not out.exists()
 
 
 def test_bad_data_is_one_clear_message_and_nothing_written(tmp_path: Path) -> None:
