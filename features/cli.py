@@ -67,6 +67,9 @@ def _typer(help_text: str) -> typer.Typer:
         no_args_is_help=True,
         pretty_exceptions_enable=False,
         add_completion=False,
+        # Plain click help: typer's rich panels print "--help <bool>" for every flag and read "[default: 90]"
+        # in help texts as markup (it vanished, leaving "horizon in days .").
+        rich_markup_mode=None,
     )
 
 

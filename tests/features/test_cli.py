@@ -47,6 +47,8 @@ def test_every_command_has_help(command: str) -> None:
     result = churnguard(*command.split(), "--help")
     assert result.returncode == 0, result.stderr
     assert "Usage" in result.stdout
+    assert "<bool>" not in result.stdout, "flags take no value: the help must not show one"
+    assert " ,\n" not in result.stdout and "days ." not in result.stdout, "text lost from the help (markup?)"
 
 
 def test_generate_then_features_as_in_the_readme(tmp_path: Path) -> None:
