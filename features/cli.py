@@ -150,14 +150,34 @@ def generate(
         bool,
         typer.Option("--if-missing", help="Do nothing when --out already holds a dataset (for scripts)."),
     ] = False,
+    scenario: Annotated[
+        str,
+        typer.Option(
+            "--scenario",
+            help="The world to simulate: base, seasonal, growth, decline, single_cohort, contract_only, "
+            "purchase_log, shop_export or drift (`churnguard generate --list-scenarios` says what each is).",
+        ),
+    ] = "base",
+    list_scenarios: Annotated[
+        bool, typer.Option("--list-scenarios", help="Print the scenarios with what each changes, and stop.")
+    ] = False,
 ) -> None:
-    """Write a realistic synthetic CRM dataset (and its ground truth, in a separate folder)."""
+    """Write a realistic synthetic CRM dataset (and its ground truth, in a separate folder).
+
+    Each scenario is a different world with its own oracle in the truth folder, so models can be judged
+    on more than one kind of business."""
     from typing import Literal, cast
 
     from features.errors import ConfigError
     from features.progress import stage_progress
-    from features.synthetic import generate_dataset
+    from features.synthetic import SCENARIOS, generate_dataset
 
+    if list_scenarios:
+        for name, description in SCENARIOS.items():
+            out.print(f"{name:<14} {description}", highlight=False)
+        return
+    if scenario not in SCENARIOS:
+        raise typer.BadParameter(f"--scenario must be one of {', '.join(SCENARIOS)}, not {scenario!r}")
     if file_format not in ("parquet", "csv"):
         raise typer.BadParameter("--format must be parquet or csv")
     if out_dir.exists() and any(out_dir.iterdir()):
@@ -173,6 +193,7 @@ def generate(
             truth_dir=truth_dir,
             file_format=cast(Literal["parquet", "csv"], file_format),
             progress=report,
+            scenario=scenario,
         )
     out.print(
         f"wrote {summary.n_customers:,} customers, {summary.n_transactions:,} transactions, "

@@ -68,6 +68,18 @@ def test_generate_then_features_as_in_the_readme(tmp_path: Path) -> None:
     assert kept.returncode == 0 and "kept as it is" in kept.stdout
 
 
+def test_a_shop_export_scenario_validates_through_its_own_columns_yaml(tmp_path: Path) -> None:
+    listed = churnguard("generate", "--list-scenarios")
+    assert listed.returncode == 0 and "shop_export" in listed.stdout and "seasonal" in listed.stdout
+    data = tmp_path / "shop"
+    made = churnguard("generate", "--scenario", "shop_export", "--customers", "300", "--out", str(data))
+    assert made.returncode == 0, made.stderr
+    assert (data / "invoices.csv").exists() and (data / "columns.yaml").exists()
+    result = churnguard("validate", "--data", str(data))
+    assert result.returncode == 0, result.stderr
+    assert "valid" in result.stdout
+
+
 @pytest.mark.parametrize("as_of", ["2030-01-01", "1990-06-30"])
 def test_an_as_of_date_outside_the_data_is_refused_naming_the_data_range(tmp_path: Path, as_of: str) -> None:
     data = tmp_path / "shop"
@@ -120,6 +132,7 @@ USAGE_MISTAKES = [
     ("score", "--data", "x", "--as-of", "2026-13-45"),
     ("keys", "create", "--name", " "),
     ("train",),
+    ("generate", "--scenario", "mars"),
 ]
 
 

@@ -19,6 +19,8 @@ from features.errors import ConfigError
 from features.synthetic import (
     TABLE_NAMES,
     GenerationSummary,
+    Period,
+    Scenario,
     generate_dataset,
     load_truth,
     true_churn_probability,
@@ -378,7 +380,7 @@ def test_invalid_arguments_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError):
         generate_dataset(tmp_path / "a", n_customers=0)
     with pytest.raises(ConfigError):
-        generate_dataset(tmp_path / "b", start=date(2024, 1, 1), end=date(2023, 1, 1))
+        generate_dataset(tmp_path / "b", scenario=Scenario(period=Period(date(2024, 1, 1), date(2023, 1, 1))))
     with pytest.raises(ConfigError):
         generate_dataset(tmp_path / "c", file_format="xlsx")  # type: ignore[arg-type]
     assert list(tmp_path.iterdir()) == []
@@ -398,8 +400,7 @@ def test_custom_period_and_progress_reports(tmp_path: Path) -> None:
     summary = generate_dataset(
         tmp_path / "d",
         n_customers=200,
-        start=date(2024, 3, 15),
-        end=date(2024, 9, 1),
+        scenario=Scenario(period=Period(date(2024, 3, 15), date(2024, 9, 1))),
         progress=lambda stage, fraction: seen.append((stage, fraction)),
     )
     tables = _read(summary.out_dir)
