@@ -102,7 +102,7 @@ def _not_found_message(uri: str, parsed: tuple[str, str] | None) -> str:
     if parsed is not None:
         name, alias = parsed
         try:
-            versions = MlflowClient().search_model_versions(f"name = '{name}'")
+            versions = list(MlflowClient().search_model_versions(f"name = '{name}'"))
         except MlflowException:
             versions = []
         if versions:

@@ -2,7 +2,8 @@
 
 Both notebooks are executed end to end with nbclient in a fresh kernel (the venv's python), pointed at
 the session's data folder and its really trained champion; the committed notebooks must carry no
-outputs. The analysis functions are checked for the properties the notebooks' text relies on.
+outputs. The functions behind them (``features.profile`` for 01, ``training.analysis`` and
+``serving.insights`` for 02) are checked for the properties the notebooks' text relies on.
 """
 
 from __future__ import annotations
@@ -18,9 +19,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.engine import compute_labels
+from features import profile
+from features.engine import compute_features, compute_labels
+from features.errors import DataValidationError
 from features.loading import Dataset, load_dataset
 from features.snapshots import observed_until
+from serving import insights
 from training import analysis as an
 
 pytestmark = pytest.mark.slow
@@ -84,7 +88,7 @@ def _text(nb: nbformat.NotebookNode) -> str:
 
 def _check_clean(nb: nbformat.NotebookNode) -> None:
     outputs = _outputs(nb)
-    assert not [o for o in outputs if o.output_type == "error"]
+    assert not [o for o in outputs if o.get("output_type") == "error"]
     stderr = "".join(o.get("text", "") for o in outputs if o.get("name") == "stderr")
     assert "Traceback" not in stderr and "Error" not in stderr, stderr
 
@@ -96,7 +100,7 @@ def _cell_with(nb: nbformat.NotebookNode, needle: str) -> nbformat.NotebookNode:
 @pytest.fixture
 def notebook_env(trained, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
     """The session's data folder; CHURNGUARD_HOME stays as the ``trained`` fixture set it."""
-    monkeypatch.setenv(an.DATA_ENV, str(trained.data))
+    monkeypatch.setenv(profile.DATA_ENV, str(trained.data))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     assert os.environ["CHURNGUARD_HOME"] == str(trained.home)
 
@@ -138,27 +142,27 @@ def dataset(small_data: Path) -> Dataset:
 @pytest.fixture(scope="module")
 def quarterly(dataset: Dataset) -> list[pd.Timestamp]:
     """Cutoffs one horizon apart (label windows never overlap)."""
-    return an.label_cutoffs(dataset, HORIZON, step_days=HORIZON)
+    return profile.label_cutoffs(dataset, HORIZON, step_days=HORIZON)
 
 
 def test_table_profile_counts_rows_and_dates(dataset: Dataset) -> None:
-    profile = an.table_profile(dataset).set_index("table")
-    assert list(profile.index) == list(an.TABLE_NAMES)
-    assert profile.loc["transactions", "rows"] == len(dataset.transactions)
-    assert profile.loc["transactions", "last"] == dataset.transactions["timestamp"].max()
-    assert profile["null_share"].between(0, 1).all()
+    tables = profile.table_profile(dataset).set_index("table")
+    assert list(tables.index) == list(profile.TABLE_NAMES)
+    assert tables.loc["transactions", "rows"] == len(dataset.transactions)
+    assert tables.loc["transactions", "last"] == dataset.transactions["timestamp"].max()
+    assert tables["null_share"].between(0, 1).all()
 
 
 def test_monthly_activity_counts_every_order_once(dataset: Dataset) -> None:
-    monthly = an.monthly_activity(dataset)
-    assert monthly["orders"].sum() == len(an.orders(dataset))
+    monthly = profile.monthly_activity(dataset)
+    assert monthly["orders"].sum() == len(profile.orders(dataset))
     assert monthly["month"].is_monotonic_increasing
     assert monthly["partial"].iloc[-1]  # the data ends mid-month
     assert not monthly["partial"].iloc[1:-1].any()
 
 
 def test_label_cutoffs_end_at_the_validation_cutoff(dataset: Dataset) -> None:
-    cutoffs = an.label_cutoffs(dataset, HORIZON, step_days=30)
+    cutoffs = profile.label_cutoffs(dataset, HORIZON, step_days=30)
     assert cutoffs[-1] == observed_until(dataset) - pd.Timedelta(days=HORIZON)
     assert all(b - a == pd.Timedelta(days=30) for a, b in itertools.pairwise(cutoffs))
     assert cutoffs[0] >= dataset.transactions["timestamp"].min()
@@ -167,8 +171,8 @@ def test_label_cutoffs_end_at_the_validation_cutoff(dataset: Dataset) -> None:
 def test_churn_rate_over_time_is_a_rate_and_matches_the_labels(
     dataset: Dataset, quarterly: list[pd.Timestamp]
 ) -> None:
-    labels = an.labels_at(dataset, quarterly, HORIZON)
-    rates = an.churn_rate_over_time(dataset, HORIZON, labels=labels)
+    labels = profile.labels_at(dataset, quarterly, HORIZON)
+    rates = profile.churn_rate_over_time(dataset, HORIZON, labels=labels)
     assert len(rates) == len(quarterly)
     assert rates["churn_rate"].between(0, 1).all()
     assert (rates["churn_rate_low"] <= rates["churn_rate"]).all()
@@ -177,7 +181,7 @@ def test_churn_rate_over_time_is_a_rate_and_matches_the_labels(
     assert rates["churn_rate"].iloc[-1] == pytest.approx(newest["churned"].mean())
     assert rates["customers"].iloc[-1] == len(newest)
 
-    cohorts = an.churn_by_cohort(dataset, HORIZON, labels=labels)
+    cohorts = profile.churn_by_cohort(dataset, HORIZON, labels=labels)
     per_cutoff = cohorts.groupby("cutoff")["customers"].sum()
     assert (per_cutoff.to_numpy() == rates["customers"].to_numpy()).all()  # every customer has a cohort
     assert cohorts["churn_rate"].between(0, 1).all()
@@ -189,7 +193,7 @@ def test_service_problems_go_with_more_churn_among_comparable_customers(
 ) -> None:
     """The generator raises the hazard of leaving with unresolved complaints. Among customers who buy
     equally often that shows; raw rates hide it (only buyers complain, and buyers churn less)."""
-    service = an.service_vs_churn(dataset, quarterly[-8:], HORIZON)  # two years: enough complainers
+    service = profile.service_vs_churn(dataset, quarterly[-8:], HORIZON)  # two years: enough complainers
     assert service[["churn_rate", "adjusted_churn_rate", "share"]].stack().between(0, 1).all()
     assert np.allclose(service.groupby("feature")["share"].sum(), 1.0)
     unresolved = service.loc[service["feature"] == "unresolved_complaints_365d"].set_index("level")
@@ -203,7 +207,7 @@ def test_service_vs_churn_leaves_out_factors_without_source_data(dataset: Datase
         dataset, provided=frozenset(p for p in dataset.provided if not p.startswith("interactions"))
     )
     cutoff = observed_until(dataset) - pd.Timedelta(days=HORIZON)
-    service = an.service_vs_churn(without, cutoff, HORIZON)
+    service = profile.service_vs_churn(without, cutoff, HORIZON)
     assert set(service["feature"]) == {"late_deliveries_365d"}
 
 
@@ -217,36 +221,51 @@ def bare(small_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Dataset:
 
 
 def test_exploration_works_on_transactions_alone(bare: Dataset) -> None:
-    profile = an.table_profile(bare).set_index("table")
-    assert not profile.loc[["customers", "interactions", "cancellations"], "provided"].any()
-    columns = an.column_profile(bare).set_index(["table", "column"])
+    tables = profile.table_profile(bare).set_index("table")
+    assert not tables.loc[["customers", "interactions", "cancellations"], "provided"].any()
+    columns = profile.column_profile(bare).set_index(["table", "column"])
     assert not columns.loc[("transactions", "delivery_delay_days"), "provided"]
     assert columns.loc[("transactions", "amount"), "provided"]
-    monthly = an.monthly_activity(bare)
+    monthly = profile.monthly_activity(bare)
     assert monthly["new_customers"].sum() == bare.transactions["customer_id"].nunique()  # first orders
-    assert an.interaction_summary(bare).empty
-    cutoffs = an.label_cutoffs(bare, HORIZON, step_days=HORIZON)[-3:]
-    labels = an.labels_at(bare, cutoffs, HORIZON)
-    cohorts = an.churn_by_cohort(bare, HORIZON, labels=labels)
+    assert profile.interaction_summary(bare).empty
+    cutoffs = profile.label_cutoffs(bare, HORIZON, step_days=HORIZON)[-3:]
+    labels = profile.labels_at(bare, cutoffs, HORIZON)
+    cohorts = profile.churn_by_cohort(bare, HORIZON, labels=labels)
     assert cohorts["customers"].sum() == len(labels)
-    service = an.service_vs_churn(bare, cutoffs[-1], HORIZON)
-    assert service.empty and list(service.columns) == an.SERVICE_COLUMNS
+    service = profile.service_vs_churn(bare, cutoffs[-1], HORIZON)
+    assert service.empty and list(service.columns) == profile.SERVICE_COLUMNS
     figures = [
-        an.activity_figure(monthly),
-        an.distribution_figure(an.customer_purchases(bare), an.purchase_gaps(bare)),
-        an.churn_over_time_figure(an.churn_rate_over_time(bare, HORIZON, labels=labels)),
-        an.cohort_figure(cohorts),
-        an.service_figure(service),
+        profile.activity_figure(monthly),
+        profile.distribution_figure(profile.customer_purchases(bare), profile.purchase_gaps(bare)),
+        profile.churn_over_time_figure(profile.churn_rate_over_time(bare, HORIZON, labels=labels)),
+        profile.cohort_figure(cohorts),
+        profile.service_figure(service),
     ]
     for figure in figures:
         figure.savefig(io.BytesIO(), format="png", dpi=40)  # draws without error
 
 
+def test_orders_are_the_orders_the_features_count(dataset: Dataset) -> None:
+    """The profiles and the model read the same purchases: an order in the notebook is one for the model
+    (the features cover the customers active in the last year)."""
+    per_customer = profile.orders(dataset).groupby("customer_id").size()
+    features = compute_features(dataset, observed_until(dataset)).set_index("customer_id")
+    assert len(features) > 100
+    expected = per_customer.reindex(features.index, fill_value=0)
+    assert (features["orders_total"] == expected).all()
+
+
+def test_service_vs_churn_without_cutoffs_says_the_data_is_too_short(dataset: Dataset) -> None:
+    with pytest.raises(DataValidationError, match="too short"):
+        profile.service_vs_churn(dataset, [], HORIZON)
+
+
 def test_purchase_rhythm_and_gaps(dataset: Dataset) -> None:
-    gaps = an.purchase_gaps(dataset)
+    gaps = profile.purchase_gaps(dataset)
     assert (gaps >= 0).all()
-    assert len(gaps) == len(an.orders(dataset)) - an.orders(dataset)["customer_id"].nunique()
-    rhythm = an.purchase_rhythm(gaps, HORIZON).iloc[0]
+    assert len(gaps) == len(profile.orders(dataset)) - profile.orders(dataset)["customer_id"].nunique()
+    rhythm = profile.purchase_rhythm(gaps, HORIZON).iloc[0]
     assert 0 <= rhythm["share_of_gaps_beyond_horizon"] <= 1
 
 
@@ -255,9 +274,11 @@ def test_reliability_and_gains_tables() -> None:
     p = rng.random(1000)
     y = (rng.random(1000) < p).astype(int)
     table = an.reliability_table(y, p, bins=10)
-    assert table["customers"].sum() == 1000
-    assert np.allclose(table["observed"], table["predicted"], atol=0.12)  # calibrated by construction
-    gains = an.gains_table(y, {"perfect": y.astype(float), "model": p})
+    assert table["count"].sum() == 1000 and table["churned"].sum() == y.sum()
+    assert np.allclose(table["observed"], table["mean_predicted"], atol=0.12)  # calibrated by construction
+    assert (table["observed_low"] <= table["observed"]).all()
+    assert (table["observed"] <= table["observed_high"]).all()
+    gains = an.gains_by_model(y, {"perfect": y.astype(float), "model": p})
     end = gains.groupby("model")["churners_reached"].last()
     assert np.allclose(end, 1.0)
     assert gains.groupby("model")["churners_reached"].apply(lambda s: s.is_monotonic_increasing).all()
@@ -294,23 +315,23 @@ def test_evaluation_reproduces_the_metrics_recorded_at_training(
 
 
 def test_scores_summaries_and_examples(champion: an.Champion, valid: pd.DataFrame) -> None:
-    scores = an.score_frame(champion, valid)
-    summary = an.segment_action_summary(scores, valid)
+    scores = insights.score_frame(champion, valid)
+    summary = insights.segment_action_summary(scores, valid)
     assert summary["customers"].sum() == len(valid)
     assert summary["share"].sum() == pytest.approx(1.0)
     assert summary["observed_churn_rate"].between(0, 1).all()
-    tiers = an.risk_tier_summary(scores, valid).set_index("risk_tier")
+    tiers = insights.risk_tier_summary(scores, valid).set_index("risk_tier")
     if {"low", "high"} <= set(tiers.index):  # the model separates who leaves from who stays
         assert tiers.loc["high", "observed_churn_rate"] > tiers.loc["low", "observed_churn_rate"]
-    examples = an.example_customers(scores, n=2)
+    examples = insights.example_customers(scores, n=2)
     assert len(set(examples)) == 2
     for customer_id in examples:
-        reasons = an.reasons_table(scores, customer_id)
+        reasons = insights.reasons_table(scores, customer_id)
         assert len(reasons) and reasons["sentence"].str.len().gt(0).all()
 
 
 def test_shap_explanation_adds_up_to_the_raw_score(champion: an.Champion, valid: pd.DataFrame) -> None:
-    rows = an.rows_of(valid, list(valid["customer_id"].iloc[:5]))
+    rows = insights.rows_of(valid, list(valid["customer_id"].iloc[:5]))
     explanation = an.shap_explanation(champion.bundle, rows, max_rows=None)
     raw = champion.bundle.churn_raw(champion.bundle.matrix(rows))
     assert np.allclose(explanation.base_values + explanation.values.sum(axis=1), raw)
