@@ -5,7 +5,9 @@ signup or purchase within ``ACTIVE_DAYS`` before it, no cancellation before it),
 every base feature in spec order, then the customer attributes; sorted by ``customer_id``. Same semantics:
 only events strictly before the cutoff, purchases rolled up to one row per ``(customer_id, order_id)``,
 windows ``age < w`` days, SQL null rules (counts and sums of nothing are 0, means and minima of nothing are
-NaN). Ages are computed exactly as DuckDB's ``epoch()`` does, so window edges agree to the bit.
+NaN). Ages are computed exactly as DuckDB's ``epoch()`` does, so window edges agree to the bit. Return
+lines (negative amounts) are no purchases: they are netted into spend (never below 0) and counted as
+returned orders, one per (customer_id, order_id).
 ``tests/features/test_pandas_reference.py`` keeps the two implementations equal.
 """
 
@@ -39,7 +41,7 @@ def _age_days(stamps: pd.Series, cutoff: pd.Timestamp) -> np.ndarray:
 def customers_at(dataset: Dataset, cutoff: pd.Timestamp) -> pd.Index:
     """Customers with a signup or a purchase in ``[cutoff - ACTIVE_DAYS, cutoff)`` who have not cancelled."""
     since = cutoff - pd.Timedelta(days=ACTIVE_DAYS)
-    cust, tx, canc = dataset.customers, dataset.transactions, dataset.cancellations
+    cust, tx, canc = dataset.customers, _purchases(dataset), dataset.cancellations
     signed = cust.loc[(cust["signup_date"] < cutoff) & (cust["signup_date"] >= since), "customer_id"]
     bought = tx.loc[(tx["timestamp"] < cutoff) & (tx["timestamp"] >= since), "customer_id"]
     gone = canc.loc[canc["timestamp"] < cutoff, "customer_id"]
@@ -47,9 +49,14 @@ def customers_at(dataset: Dataset, cutoff: pd.Timestamp) -> pd.Index:
     return known.difference(pd.Index(gone.unique()), sort=False)
 
 
+def _purchases(dataset: Dataset) -> pd.DataFrame:
+    tx = dataset.transactions
+    return tx[tx["amount"] >= 0] if dataset.has_returns else tx
+
+
 def orders_before(dataset: Dataset, cutoff: pd.Timestamp) -> pd.DataFrame:
     """Purchases before the cutoff, one row per (customer_id, order_id), with the order's age in days."""
-    tx = dataset.transactions
+    tx = _purchases(dataset)
     tx = tx[tx["timestamp"] < cutoff]
     if dataset.rows_are_orders:  # the same shortcut the Ibis build takes: each row is already an order
         orders = tx[["customer_id", "timestamp", "amount", "discount", "channel"]].assign(
@@ -73,6 +80,48 @@ def orders_before(dataset: Dataset, cutoff: pd.Timestamp) -> pd.DataFrame:
     orders["returned"] = orders["returned"].astype("int64")
     orders["age"] = _age_days(orders["timestamp"], cutoff)
     return orders
+
+
+def return_features(dataset: Dataset, cutoff: pd.Timestamp) -> pd.DataFrame:
+    """Per customer: returns before the cutoff (one per order id, or per line) and the credits by window."""
+    tx = dataset.transactions
+    lines = tx[(tx["amount"] < 0) & (tx["timestamp"] < cutoff)]
+    if dataset.rows_are_orders:
+        returns = lines[["customer_id", "timestamp", "amount"]]
+    else:
+        returns = (
+            lines.groupby(["customer_id", "order_id"], sort=False, observed=True)
+            .agg(timestamp=("timestamp", "min"), amount=("amount", "sum"))
+            .reset_index()
+        )
+    age = pd.Series(_age_days(returns["timestamp"], cutoff), index=returns.index)
+    key, amount = returns["customer_id"], returns["amount"]
+    out = pd.DataFrame(
+        {
+            "_returns_total": key.groupby(key, sort=False).size(),
+            "_returns_365d": _count(age < 365, key),
+            "_credit_total": amount.groupby(key, sort=False).sum(),
+            "_credit_prev_180d": amount.where((age >= 180) & (age < 360), 0.0).groupby(key, sort=False).sum(),
+        }
+    )
+    for w in WINDOWS:
+        out[f"_credit_{w}d"] = amount.where(age < w, 0.0).groupby(key, sort=False).sum()
+    return out
+
+
+def _net_of_returns(j: pd.DataFrame) -> pd.DataFrame:
+    credit = [c for c in j.columns if c.startswith(("_credit_", "_returns_"))]
+    j[credit] = j[credit].fillna(0)
+    n = j["orders_total"].astype("float64")
+    for name, credit_name in (
+        ("spend_total", "_credit_total"),
+        ("spend_prev_180d", "_credit_prev_180d"),
+        *((f"spend_{w}d", f"_credit_{w}d") for w in WINDOWS),
+    ):
+        j[name] = (j[name] + j[credit_name]).clip(lower=0.0)
+    j["returns_365d"] = j["returns_365d"] + j["_returns_365d"].astype("int64")
+    j["return_share"] = (j["return_share"] + j["_returns_total"] / n).clip(upper=1.0).where(n > 0)
+    return j.drop(columns=credit)
 
 
 def _masked_sum(values: pd.Series, mask: pd.Series, keys: pd.Series) -> pd.Series:
@@ -215,11 +264,13 @@ def compute_features_pandas(dataset: Dataset, as_of: datetime | pd.Timestamp) ->
     joined = base.join(purchase_features(orders_before(dataset, cutoff))).join(
         service_features(dataset, cutoff)
     )
-    joined = joined.join(dataset.customers.set_index("customer_id"))
     for column in _COUNTS:
         joined[column] = joined[column].fillna(0).astype("int64")
     for column in _SUMS:
         joined[column] = joined[column].fillna(0.0).astype("float64")
+    if dataset.has_returns:
+        joined = _net_of_returns(joined.join(return_features(dataset, cutoff)))
+    joined = joined.join(dataset.customers.set_index("customer_id"))
     out = _derived(joined, cutoff).reset_index()
     columns = ["customer_id", *(f.name for f in BASE_FEATURES), *dataset.attribute_columns]
     out = out[columns].sort_values("customer_id", kind="stable").reset_index(drop=True)

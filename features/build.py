@@ -29,6 +29,11 @@ class Tables:
     ``channels``, when given, lists every value the transactions' ``channel`` takes: orders per channel
     are then counted in the one pass over the orders instead of a second grouping by (customer, channel).
     ``None`` is always correct.
+
+    ``has_returns`` says some transactions are return lines (a negative amount, see ``Dataset``). A return
+    line is never a purchase: it makes nobody active, is no order and leaves recency alone; it is netted
+    into spend at its own timestamp and counted as a returned order. ``True`` is always correct; ``False``
+    skips the filters and the second aggregate that returns cost.
     """
 
     transactions: ir.Table
@@ -37,6 +42,13 @@ class Tables:
     cancellations: ir.Table
     rows_are_orders: bool = False
     channels: tuple[str, ...] | None = None
+    has_returns: bool = False
+
+
+def _purchases(tables: Tables) -> ir.Table:
+    """The transactions that are purchases (all of them when there are no return lines)."""
+    tx = tables.transactions
+    return tx.filter(tx.amount >= 0) if tables.has_returns else tx
 
 
 def _ts(moment: datetime) -> ir.TimestampScalar:
@@ -61,7 +73,7 @@ def customers_at(tables: Tables, cutoff: datetime, active_days: int = ACTIVE_DAY
     since = _ts(cutoff - timedelta(days=active_days))
     cust = tables.customers
     signed = cust.filter((cust.signup_date < _ts(cutoff)) & (cust.signup_date >= since)).select("customer_id")
-    tx = tables.transactions
+    tx = _purchases(tables)
     bought = tx.filter((tx.timestamp < _ts(cutoff)) & (tx.timestamp >= since)).select("customer_id")
     known = signed.union(bought, distinct=True)
     canc = tables.cancellations
@@ -69,14 +81,15 @@ def customers_at(tables: Tables, cutoff: datetime, active_days: int = ACTIVE_DAY
     return known.anti_join(gone, "customer_id")
 
 
-def _orders(tables: Tables, cutoff: datetime, columns: tuple[str, ...]) -> ir.Table:
+def order_rows(tables: Tables, cutoff: datetime, columns: tuple[str, ...]) -> ir.Table:
     """Purchases before the cutoff, one row per order, with the order's age in days.
 
     Only ``columns`` (of customer_id, timestamp, amount, discount, returned, delay, channel) are kept.
     When rows are orders, each caller gets its own narrow projection of the transactions: a shared
     wide one would be materialised once and read three times, which costs more than three scans.
+    Return lines are no orders (see :class:`Tables`).
     """
-    tx = tables.transactions
+    tx = _purchases(tables)
     if tables.rows_are_orders:
         source = {
             "customer_id": tx.customer_id,
@@ -100,6 +113,47 @@ def _orders(tables: Tables, cutoff: datetime, columns: tuple[str, ...]) -> ir.Ta
             channel=tx.channel.min(),
         )
     return orders.select(*columns, age=_age_days(orders.timestamp, cutoff))
+
+
+def _return_features(tables: Tables, cutoff: datetime) -> ir.Table:
+    """Per customer: returns (credit notes: one per order id, or one per line without order ids) and the
+    amounts credited, by window, all before the cutoff. Amounts are negative."""
+    tx = tables.transactions
+    lines = tx.filter((tx.amount < 0) & (tx.timestamp < _ts(cutoff)))
+    if tables.rows_are_orders:
+        returns = lines.select("customer_id", "timestamp", "amount")
+    else:
+        returns = lines.group_by(["customer_id", "order_id"]).aggregate(
+            timestamp=lines.timestamp.min(), amount=lines.amount.sum()
+        )
+    r = returns.mutate(age=_age_days(returns.timestamp, cutoff))
+    aggs: dict[str, ir.Value] = {
+        "_returns_total": r.count(),
+        "_returns_365d": r.count(where=r.age < 365),
+        "_credit_total": r.amount.sum(),
+        "_credit_prev_180d": r.amount.sum(where=(r.age >= 180) & (r.age < 360)),
+    }
+    for w in WINDOWS:
+        aggs[f"_credit_{w}d"] = r.amount.sum(where=r.age < w)
+    return r.group_by("customer_id").aggregate(**aggs)
+
+
+def _net_of_returns(j: ir.Table) -> ir.Table:
+    """Spend net of the credits (never below 0: a refund for a purchase before the window is not negative
+    spend), and every return counted as a returned order."""
+    credit = [c for c in j.columns if c.startswith("_credit_") or c.startswith("_returns_")]
+    j = j.mutate(**{c: j[c].fill_null(0) for c in credit})
+    n = j.orders_total.cast("float64")
+    net = {
+        "spend_total": ibis.greatest(j.spend_total + j._credit_total, 0.0),
+        "spend_prev_180d": ibis.greatest(j.spend_prev_180d + j._credit_prev_180d, 0.0),
+        **{f"spend_{w}d": ibis.greatest(j[f"spend_{w}d"] + j[f"_credit_{w}d"], 0.0) for w in WINDOWS},
+        "returns_365d": j.returns_365d + j._returns_365d,
+        "return_share": ibis.cases(
+            (n > 0, ibis.least(j.return_share + j._returns_total / n, 1.0)), else_=ibis.null("float64")
+        ),
+    }
+    return j.mutate(**net).drop(*credit)
 
 
 _MONTH_DAYS = 30.4375
@@ -225,16 +279,16 @@ def feature_table(
     columns = ("customer_id", "amount", "discount", "returned", "delay")
     channels = tables.channels
     purchases = _purchase_features(
-        _orders(tables, cutoff, columns if channels is None else (*columns, "channel")), channels
+        order_rows(tables, cutoff, columns if channels is None else (*columns, "channel")), channels
     )
     joined = (
         base.left_join(purchases, "customer_id")
         .drop("customer_id_right")
-        .left_join(_gap_features(_orders(tables, cutoff, ("customer_id", "timestamp"))), "customer_id")
+        .left_join(_gap_features(order_rows(tables, cutoff, ("customer_id", "timestamp"))), "customer_id")
         .drop("customer_id_right")
     )
     if channels is None:
-        by_channel = _channel_features(_orders(tables, cutoff, ("customer_id", "channel")))
+        by_channel = _channel_features(order_rows(tables, cutoff, ("customer_id", "channel")))
         joined = joined.left_join(by_channel, "customer_id").drop("customer_id_right")
     joined = (
         joined.left_join(_service_features(tables, cutoff), "customer_id")
@@ -243,6 +297,10 @@ def feature_table(
         .drop("customer_id_right")
     )
     j = joined.mutate(**{c: joined[c].fill_null(0) for c in _ZERO_IF_MISSING})
+    if tables.has_returns:
+        j = _net_of_returns(
+            j.left_join(_return_features(tables, cutoff), "customer_id").drop("customer_id_right")
+        )
     n = j.orders_total.cast("float64")
     mean_gap = ((j.first_age - j.recency_days) / (n - 1)).nullif(0.0)
     mean_gap = ibis.cases((n > 1, mean_gap), else_=ibis.null("float64"))
@@ -280,14 +338,21 @@ def label_table(
 ) -> ir.Table:
     """Outcomes in ``[cutoff, cutoff + horizon)`` for the customers known at the cutoff.
 
-    churned: no purchase in the window, or a cancellation in it. future_spend: the CLV target.
+    churned: no purchase in the window, or a cancellation in it (a return is no purchase). future_spend:
+    the CLV target, spend in the window net of the returns in it, never below 0 (a refund for a purchase
+    made before the cutoff does not make a customer worth less than nothing, and no spend model fits that).
     """
     end = cutoff + timedelta(days=horizon_days)
     tx = tables.transactions
     window_tx = tx.filter((tx.timestamp >= _ts(cutoff)) & (tx.timestamp < _ts(end)))
-    orders = window_tx.count() if tables.rows_are_orders else window_tx.order_id.nunique()
+    bought_now = (window_tx.amount >= 0) if tables.has_returns else None
+    if tables.rows_are_orders:
+        orders = window_tx.count(where=bought_now)
+    else:
+        orders = window_tx.order_id.nunique(where=bought_now)
+    spend = window_tx.amount.sum()
     bought = window_tx.group_by("customer_id").aggregate(
-        future_orders=orders, future_spend=window_tx.amount.sum()
+        future_orders=orders, future_spend=ibis.greatest(spend, 0.0) if tables.has_returns else spend
     )
     canc = tables.cancellations
     cancelled = (

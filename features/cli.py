@@ -89,6 +89,14 @@ MappingOpt = Annotated[
         "--mapping", help="Column-mapping YAML (default: columns.yaml inside the data folder, if present)."
     ),
 ]
+DuplicatesOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--duplicates",
+        help="Exact duplicate rows: drop (default, counted and reported), keep, or fail. "
+        "Overrides `duplicates:` in columns.yaml.",
+    ),
+]
 AsOfOpt = Annotated[
     str | None,
     typer.Option(
@@ -211,12 +219,22 @@ def contract() -> None:
         out.print(line, highlight=False)
 
 
-@app.command()
-def validate(data: DataDir, mapping: MappingOpt = None) -> None:
-    """Check a data folder against the contract and summarise it; exits non-zero on any problem."""
-    from features.loading import load_dataset
+def duplicates_policy(value: str | None) -> str | None:
+    """The ``--duplicates`` value, checked (a usage error names the choices)."""
+    if value is not None and value not in ("drop", "keep", "fail"):
+        raise typer.BadParameter(f"--duplicates must be drop, keep or fail, not {value!r}")
+    return value
 
-    dataset = load_dataset(data, mapping)
+
+@app.command()
+def validate(data: DataDir, mapping: MappingOpt = None, duplicates: DuplicatesOpt = None) -> None:
+    """Check a data folder against the contract and account for every row: read, kept, netted (returns),
+    grouped into orders, and dropped by reason. Exits non-zero on any problem."""
+    from features.loading import format_load_report, load_dataset
+
+    dataset = load_dataset(data, mapping, duplicates=duplicates_policy(duplicates))
+    for line in format_load_report(dataset):
+        out.print(line, highlight=False, soft_wrap=True)
     fp = dataset.fingerprint()
     out.print(f"valid: {fp['rows']} from {fp['first_date']} to {fp['last_date']}")
 
@@ -227,6 +245,7 @@ def features(
     out_file: Annotated[Path, typer.Option("--out", help="Output file (.parquet or .csv).")],
     as_of: AsOfOpt = None,
     mapping: MappingOpt = None,
+    duplicates: DuplicatesOpt = None,
 ) -> None:
     """Compute one row of point-in-time features per customer known at the as-of date."""
     from features.engine import compute_features
@@ -236,9 +255,10 @@ def features(
     from features.snapshots import model_features
 
     requested = parse_date(as_of, "--as-of") if as_of else None
+    policy = duplicates_policy(duplicates)
     with stage_progress("features") as report:
         report("validating input", 0.1)
-        dataset = load_dataset(data, mapping)
+        dataset = load_dataset(data, mapping, duplicates=policy)
         cutoff = checked_cutoff(dataset, requested)
         report("computing features", 0.4)
         frame = compute_features(dataset, cutoff)

@@ -39,6 +39,7 @@ def duckdb_tables(dataset: Dataset, threads: int = 2) -> Iterator[Tables]:
             cancellations,
             rows_are_orders=dataset.rows_are_orders,
             channels=_small_vocabulary(dataset.transactions["channel"]),
+            has_returns=dataset.has_returns,
         )
     finally:
         con.disconnect()

@@ -1,7 +1,9 @@
 """Read a data folder into a validated :class:`Dataset`; the only place that touches input files.
 
 Every problem found is collected and raised together as one :class:`DataValidationError` naming the
-file, the column, how many rows fail, a few examples and how to fix it. Nothing is written here.
+file, the column, how many rows fail, a few examples and how to fix it. Nothing is written here. What a real
+export needs on the way in (guest rows skipped, repeated lines dropped, returns netted, order ids at several
+timestamps split) is done by :mod:`features.exports` and accounted for in ``Dataset.report``.
 """
 
 from __future__ import annotations
@@ -9,25 +11,40 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import hashlib
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow
 import pyarrow.compute as pc
-import yaml
 
-from features.contract import TABLES, TRANSACTIONS, ColumnSpec, Kind, TableMapping, TableSpec
+from features import exports
+from features.contract import (
+    MAPPING_FILE,
+    TABLES,
+    TRANSACTIONS,
+    DuplicatePolicy,
+    Kind,
+    TableMapping,
+    TableSpec,
+    describe_contract,
+    read_mapping,
+)
 from features.errors import DataProblem, DataValidationError
+from features.exports import LoadReport, TableReport
+from features.parsing import InputColumn, parse_attribute, parse_column
 from features.validation import check_values, duplicated_rows
 
-MAPPING_FILE = "columns.yaml"
-_TRUE = {"true", "t", "yes", "y", "1", "1.0"}
-_FALSE = {"false", "f", "no", "n", "0", "0.0"}
+__all__ = [
+    "MAPPING_FILE",
+    "Dataset",
+    "describe_contract",
+    "format_load_report",
+    "load_dataset",
+    "read_mapping",
+]
 
 
 @dataclass
@@ -41,6 +58,10 @@ class Dataset:
     row is its own order and the column would tell the features nothing (at 1M customers it held 0.35 GiB).
     Text columns with a small vocabulary (``channel``, ``type``) are pandas categoricals, for the same
     reason: repeating short strings cost more than the rest of their table.
+
+    A transaction with a negative amount is a return (credit) line, whichever way the export marked it
+    (see :mod:`features.exports`); the features net it into spend and count it as a returned order, and
+    ``transactions.returned`` then counts as provided. ``report`` accounts for every row read.
     """
 
     transactions: pd.DataFrame
@@ -49,6 +70,12 @@ class Dataset:
     cancellations: pd.DataFrame
     provided: frozenset[str] = field(default_factory=frozenset)  # "table" and "table.column" entries
     files: dict[str, Path] = field(default_factory=dict)
+    report: LoadReport = field(default_factory=LoadReport)
+
+    @property
+    def has_returns(self) -> bool:
+        """Whether any transaction is a return line (a negative amount): the features then net them."""
+        return bool((self.transactions["amount"].to_numpy() < 0).any())
 
     @property
     def rows_are_orders(self) -> bool:
@@ -95,61 +122,20 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def read_mapping(path: Path) -> dict[str, TableMapping]:
-    """Parse a column-mapping YAML file; unknown tables or keys are errors, not silently ignored."""
-    where = str(path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise DataValidationError(
-            [
-                DataProblem(
-                    where,
-                    None,
-                    f"cannot be read as YAML ({exc.__class__.__name__})",
-                    "write it as UTF-8 YAML; see 'Column mapping' in the README",
-                )
-            ]
-        ) from exc
-    known = {t.name for t in TABLES}
-    problems: list[DataProblem] = []
-    mapping: dict[str, TableMapping] = {}
-    if not isinstance(raw, dict):
-        raw = {}
-        problems.append(DataProblem(where, None, "is not a mapping of table names", "see the README"))
-    for table, body in raw.items():
-        if table not in known:
-            problems.append(
-                DataProblem(
-                    where, None, f"names unknown table '{table}'", f"use one of: {', '.join(sorted(known))}"
-                )
-            )
-            continue
-        body = body or {}
-        extra = set(body) - {"file", "columns", "date_format", "encoding"}
-        if extra or not isinstance(body.get("columns", {}), dict):
-            problems.append(
-                DataProblem(
-                    where,
-                    None,
-                    f"table '{table}' has unknown keys {sorted(extra)}",
-                    "allowed keys: file, columns, date_format, encoding",
-                )
-            )
-            continue
-        mapping[table] = TableMapping(
-            file=body.get("file"),
-            columns={str(k): str(v) for k, v in (body.get("columns") or {}).items()},
-            date_format=body.get("date_format"),
-            encoding=body.get("encoding", "utf-8"),
-        )
-    if problems:
-        raise DataValidationError(problems)
-    return mapping
+def load_dataset(
+    data_dir: Path,
+    mapping_file: Path | None = None,
+    *,
+    now: datetime | None = None,
+    duplicates: DuplicatePolicy | str | None = None,
+) -> Dataset:
+    """Load and validate a data folder: a valid :class:`Dataset`, or a DataValidationError listing every
+    problem (a mapping file that cannot be understood: a ConfigError).
 
-
-def load_dataset(data_dir: Path, mapping_file: Path | None = None, *, now: datetime | None = None) -> Dataset:
-    """Load and validate a data folder. Raises DataValidationError listing every problem."""
+    ``duplicates`` (drop, keep or fail) overrides each table's ``duplicates`` in the mapping file; the
+    default is drop, with the count in ``Dataset.report`` (see :mod:`features.exports` for what counts as
+    a repeated line).
+    """
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise DataValidationError(
@@ -165,6 +151,7 @@ def load_dataset(data_dir: Path, mapping_file: Path | None = None, *, now: datet
     if mapping_file is None and (data_dir / MAPPING_FILE).exists():
         mapping_file = data_dir / MAPPING_FILE
     mappings = read_mapping(mapping_file) if mapping_file else {}
+    override = None if duplicates is None else DuplicatePolicy.parse(duplicates, "duplicates")
     now_ts = (
         pd.Timestamp(now or datetime.now(UTC)).tz_localize(None)
         if (now is None or now.tzinfo)
@@ -175,6 +162,7 @@ def load_dataset(data_dir: Path, mapping_file: Path | None = None, *, now: datet
     frames: dict[str, pd.DataFrame] = {}
     files: dict[str, Path] = {}
     provided: set[str] = set()
+    report = LoadReport()
     unique_order_ids = False
     for spec in TABLES:
         table_mapping = mappings.get(spec.name, TableMapping())
@@ -185,12 +173,17 @@ def load_dataset(data_dir: Path, mapping_file: Path | None = None, *, now: datet
         frame = _read_table(path, spec, table_mapping, problems)
         if frame is None:
             continue
-        table = _to_contract(frame, path, spec, table_mapping, now_ts, problems)
+        policy = override or table_mapping.duplicates or DuplicatePolicy.DROP
+        table_report = TableReport(spec.name, path.name, rows_read=len(frame), duplicates=policy)
+        table = _to_contract(frame, _Source(path, spec, table_mapping, table_report), now_ts, problems)
         del frame  # the raw file's frame is not needed past here: don't hold it while the next table loads
         if table is None:
             continue
+        report.tables[spec.name] = table_report
         provided.add(spec.name)
         provided.update(f"{spec.name}.{c}" for c in table.columns)
+        if table_report.return_lines:
+            provided.add("transactions.returned")  # return lines are what the return features count
         frames[spec.name] = table.frame
         unique_order_ids = unique_order_ids or table.unique_order_ids
     if problems:
@@ -211,7 +204,13 @@ def load_dataset(data_dir: Path, mapping_file: Path | None = None, *, now: datet
         cancellations=frames["cancellations"],
         provided=frozenset(provided),
         files=files,
+        report=report,
     )
+
+
+def format_load_report(dataset: Dataset) -> list[str]:
+    """The load's accounting as plain text lines, warnings last (what ``churnguard validate`` prints)."""
+    return dataset.report.lines()
 
 
 def _return_freed_memory() -> None:
@@ -341,24 +340,76 @@ class _ContractTable:
     unique_order_ids: bool  # transactions whose supplied order_id never repeats: each row is an order
 
 
+@dataclass(frozen=True)
+class _Source:
+    """Where a table comes from and how it maps onto the contract; ``report`` is filled in as it loads."""
+
+    path: Path
+    spec: TableSpec
+    mapping: TableMapping
+    report: TableReport
+
+
 def _to_contract(
-    frame: pd.DataFrame,
-    path: Path,
-    spec: TableSpec,
-    mapping: TableMapping,
-    now: pd.Timestamp,
-    problems: list[DataProblem],
+    frame: pd.DataFrame, source: _Source, now: pd.Timestamp, problems: list[DataProblem]
 ) -> _ContractTable | None:
-    """Rename mapped columns, parse every contract column to its kind, and check values."""
-    where = str(path)
+    """Rename mapped columns, skip guest rows, parse every contract column to its kind, check values,
+    then apply what real exports need (see :mod:`features.exports`)."""
+    where, spec, mapping, report = str(source.path), source.spec, source.mapping, source.report
+    frame = _mapped(frame, source, problems)
+    if frame is None:
+        return None
+    before = len(problems)
+    frame, ids = _without_guests(frame, spec, report)
+    out: dict[str, pd.Series] = {}
+    present = [c for c in spec.columns if c.name in frame.columns]
+    for column in present:
+        raw = ids if column.name == "customer_id" else InputColumn(frame[column.name])
+        out[column.name] = parse_column(raw, column, where, mapping, problems)
+        if column.kind is Kind.ID and column.name in out:
+            out[column.name], changed = exports.integral_ids(out[column.name])
+            report.ids_normalised += changed
+    if spec.extra_columns_are_attributes:
+        for name in frame.columns:
+            if name not in out:
+                out[name] = parse_attribute(frame[name])
+    if len(problems) > before:
+        return None
+    parsed = pd.DataFrame(out, copy=False)  # the parsed columns are new already: no second copy
+    if mapping.derive_amount:
+        parsed = _derive_amount(parsed, where, report, problems)
+    parsed = parsed.drop(columns=[c.name for c in present if not c.stored])
+    check_values(parsed, spec, where, now, problems)
+    if len(problems) > before:
+        return None
+    unique_order_ids = spec.name == TRANSACTIONS.name and _never_repeats(parsed, "order_id")
+    if not unique_order_ids:  # unique order ids make every row distinct: no search needed
+        parsed = exports.drop_repeated_lines(parsed, frame, where, report, problems)
+    del frame
+    if spec.name == TRANSACTIONS.name:
+        parsed = exports.mark_returns(parsed, mapping.returns, where, report, problems)
+        if "order_id" in parsed.columns and not unique_order_ids:
+            parsed = exports.split_orders_by_timestamp(parsed, report)
+    if len(problems) > before:
+        return None
+    parsed = parsed.reset_index(drop=True)
+    if spec.name == TRANSACTIONS.name:
+        exports.count_lines(parsed, report, rows_are_orders=unique_order_ids)
+    report.rows_kept = len(parsed)
+    return _ContractTable(parsed, [c.name for c in present], unique_order_ids)
+
+
+def _mapped(frame: pd.DataFrame, source: _Source, problems: list[DataProblem]) -> pd.DataFrame | None:
+    """The frame with mapped columns renamed, or None when its header cannot be used."""
+    where, spec, mapping = str(source.path), source.spec, source.mapping
     frame.columns = [str(c).strip() for c in frame.columns]
-    renames = {source: target for target, source in mapping.columns.items()}
+    renames = {name: target for target, name in mapping.columns.items()}
     missing_sources = [s for s in renames if s not in frame.columns]
-    for source in missing_sources:
+    for name in missing_sources:
         problems.append(
             DataProblem(
                 where,
-                source,
+                name,
                 "is named in the column mapping but not in the file",
                 f"columns in the file: {', '.join(frame.columns[:20])}",
             )
@@ -375,7 +426,21 @@ def _to_contract(
                 "keep one column of that name",
             )
         )
-    missing = [c for c in spec.required_columns if c not in frame.columns]
+    required = spec.required_columns
+    if mapping.derive_amount:
+        required = [c for c in required if c != "amount"] + ["quantity", "unit_price"]
+        source.report.amount_derived = True
+        if "amount" in frame.columns:
+            problems.append(
+                DataProblem(
+                    where,
+                    "amount",
+                    f"is in the file, but {MAPPING_FILE} derives amount as quantity * unit_price",
+                    f"remove 'amount: quantity * unit_price' from {MAPPING_FILE}, or the amount column",
+                )
+            )
+            return None
+    missing = [c for c in required if c not in frame.columns]
     if missing or missing_sources or repeated:
         for column in missing:
             problems.append(
@@ -388,23 +453,42 @@ def _to_contract(
                 )
             )
         return None
-    before = len(problems)
-    out: dict[str, pd.Series] = {}
-    present = [c for c in spec.columns if c.name in frame.columns]
-    for column in present:
-        out[column.name] = _parse(frame[column.name], column, where, mapping, problems)
-    if spec.extra_columns_are_attributes:
-        for name in frame.columns:
-            if name not in out:
-                out[name] = _parse_attribute(frame[name])
-    if len(problems) > before:
-        return None
-    parsed = pd.DataFrame(out, copy=False)  # the parsed columns are new already: no second copy
-    unique_order_ids = spec.name == TRANSACTIONS.name and _never_repeats(parsed, "order_id")
-    check_values(parsed, spec, where, now, problems, rows_distinct=unique_order_ids)
-    if len(problems) > before:
-        return None
-    return _ContractTable(parsed, [c.name for c in present], unique_order_ids)
+    return frame
+
+
+def _without_guests(
+    frame: pd.DataFrame, spec: TableSpec, report: TableReport
+) -> tuple[pd.DataFrame, InputColumn]:
+    """Events without a customer id (guest checkouts, anonymous contacts) belong to nobody: skip and count
+    them. A customers row needs its id, so there a blank id stays an error. Also returns the customer id
+    column, whose trimmed text the parsing reuses."""
+    ids = InputColumn(frame["customer_id"])
+    if spec.name == "customers" or not ids.blank.any():
+        return frame, ids
+    guests = ids.blank.to_numpy()
+    report.guest_rows = int(guests.sum())
+    report.warnings.append(f"{report.file}: skipped {report.guest_rows:,} rows without a customer id")
+    frame = frame[~guests]
+    return frame, InputColumn(frame["customer_id"])
+
+
+def _derive_amount(
+    parsed: pd.DataFrame, where: str, report: TableReport, problems: list[DataProblem]
+) -> pd.DataFrame:
+    """amount = quantity * unit_price, for exports that carry no line total."""
+    amount = parsed["quantity"] * parsed["unit_price"]
+    blank = amount.isna()
+    if blank.any():
+        problems.append(
+            DataProblem(
+                where,
+                "amount",
+                "cannot be derived as quantity * unit_price: quantity or unit_price is empty",
+                "fill in quantity and unit_price on every row",
+                int(blank.sum()),
+            )
+        )
+    return parsed.assign(amount=amount)
 
 
 def _never_repeats(frame: pd.DataFrame, column: str) -> bool:
@@ -416,162 +500,8 @@ def _never_repeats(frame: pd.DataFrame, column: str) -> bool:
     return column in frame.columns and not duplicated_rows(frame[[column]]).any()
 
 
-def _examples(values: pd.Series, mask: pd.Series | np.ndarray) -> list[object]:
-    return [v for v in values[mask].head(5).tolist()]
-
-
-class _InputColumn:
-    """One input column, with its trimmed text and blank mask each built at most once.
-
-    The text form of 20M values costs about a second, and both the blank check and the parsing need it.
-    """
-
-    def __init__(self, raw: pd.Series) -> None:
-        self.raw = raw
-
-    @cached_property
-    def trimmed(self) -> pd.Series:
-        return self.raw.astype("string").str.strip()
-
-    @cached_property
-    def blank(self) -> pd.Series:
-        """Which values are missing or only spaces.
-
-        Numbers, booleans and dates never print as spaces, so for them only missing values count: their
-        text form costs seconds per column at scale and is never built here.
-        """
-        raw, dtype = self.raw, self.raw.dtype
-        if (
-            pd.api.types.is_bool_dtype(dtype)
-            or pd.api.types.is_numeric_dtype(dtype)
-            or pd.api.types.is_datetime64_any_dtype(dtype)
-            or pd.api.types.is_timedelta64_dtype(dtype)
-        ):
-            return raw.isna()
-        if isinstance(dtype, pd.StringDtype):  # both text forms are Arrow strings, trimmed alike
-            return raw.isna() | self.trimmed.eq("").fillna(False).astype(bool)
-        return raw.isna() | (raw.astype(str).str.strip() == "")
-
-
-def _parse(
-    raw: pd.Series, column: ColumnSpec, where: str, mapping: TableMapping, problems: list[DataProblem]
-) -> pd.Series:
-    source = _InputColumn(raw)
-    blank = source.blank
-    if column.kind is Kind.ID:
-        values = source.trimmed
-        if blank.any():
-            problems.append(
-                DataProblem(
-                    where, column.name, "has empty ids", "every row needs an id", int(blank.sum()), []
-                )
-            )
-        return values.astype(str)
-    if column.kind is Kind.TIMESTAMP:
-        return _parse_timestamp(source, column, where, mapping, problems)
-    if column.kind in (Kind.FLOAT, Kind.INT):
-        values = (
-            raw
-            if pd.api.types.is_numeric_dtype(raw) and raw.dtype != bool
-            else pd.to_numeric(source.trimmed, errors="coerce")
-        )
-        values = values.astype("float64")
-        bad = values.isna() & ~blank
-        if bad.any():
-            problems.append(
-                DataProblem(
-                    where,
-                    column.name,
-                    "has values that are not numbers",
-                    "use plain numbers with '.' as decimal point and no currency signs",
-                    int(bad.sum()),
-                    _examples(raw, bad),
-                )
-            )
-        if column.required and blank.any():
-            problems.append(
-                DataProblem(where, column.name, "has empty values", "fill in every row", int(blank.sum()), [])
-            )
-        return values
-    if column.kind is Kind.BOOL:
-        if raw.dtype == bool:
-            return raw.astype("boolean")
-        text = source.trimmed.str.lower()
-        values = pd.Series(pd.NA, index=raw.index, dtype="boolean")
-        values[text.isin(_TRUE).fillna(False)] = True
-        values[text.isin(_FALSE).fillna(False)] = False
-        bad = values.isna() & ~blank
-        if bad.any():
-            problems.append(
-                DataProblem(
-                    where,
-                    column.name,
-                    "has values that are not true/false",
-                    "use true/false, yes/no or 1/0",
-                    int(bad.sum()),
-                    _examples(raw, bad),
-                )
-            )
-        return values
-    return source.trimmed.str.lower().fillna("unknown").astype(str)
-
-
-def _parse_timestamp(
-    source: _InputColumn, column: ColumnSpec, where: str, mapping: TableMapping, problems: list[DataProblem]
-) -> pd.Series:
-    raw, blank = source.raw, source.blank
-    if pd.api.types.is_datetime64_any_dtype(raw):
-        if column.required and blank.any():
-            problems.append(
-                DataProblem(where, column.name, "has empty dates", "fill in every row", int(blank.sum()), [])
-            )
-        values = raw.dt.tz_convert(None) if getattr(raw.dt, "tz", None) is not None else raw
-        return values.astype("datetime64[us]")
-    fmt = mapping.date_format or "ISO8601"
-    values = pd.to_datetime(source.trimmed, format=fmt, errors="coerce", utc=True).dt.tz_convert(None)
-    bad = values.isna() & ~blank
-    if bad.any():
-        problems.append(
-            DataProblem(
-                where,
-                column.name,
-                f"has values that are not dates in format {fmt}",
-                f"write dates as YYYY-MM-DD (optionally with a time) or set 'date_format' "
-                f"for this table in {MAPPING_FILE} (e.g. '%d/%m/%Y')",
-                int(bad.sum()),
-                _examples(raw, bad),
-            )
-        )
-    if column.required and blank.any():
-        problems.append(
-            DataProblem(where, column.name, "has empty dates", "fill in every row", int(blank.sum()), [])
-        )
-    return values.astype("datetime64[us]")
-
-
-def _parse_attribute(raw: pd.Series) -> pd.Series:
-    """Customer attributes: numeric when every value parses as a number, else lower-case text."""
-    if pd.api.types.is_numeric_dtype(raw):
-        return raw.astype("float64")
-    if not _starts_with_text(raw):
-        numeric = pd.to_numeric(raw, errors="coerce")
-        if numeric.notna().sum() == raw.notna().sum():
-            return numeric.astype("float64")
-    return raw.astype("string").str.strip().str.lower().fillna("unknown").astype(str)
-
-
-def _starts_with_text(raw: pd.Series, rows: int = 1000) -> bool:
-    """Whether a value among the first ``rows`` is present but not a number.
-
-    One such value makes the attribute text, so parsing a million country names as numbers (seconds)
-    is skipped; each value parses on its own, so the answer never differs from parsing them all.
-    """
-    head = raw.iloc[:rows]
-    return bool((pd.to_numeric(head, errors="coerce").isna() & head.notna()).any())
-
-
 def _fill_defaults(frame: pd.DataFrame | None, spec: TableSpec) -> pd.DataFrame:
-    """Give every table every contract column (but a missing ``order_id``: see :class:`Dataset`) so the
+    """Give every table every stored contract column (but a missing ``order_id``: see :class:`Dataset`) so the
     feature code never branches on the input's shape; text columns become categoricals."""
     if frame is None:
         frame = pd.DataFrame(index=pd.RangeIndex(0))
@@ -579,7 +509,7 @@ def _fill_defaults(frame: pd.DataFrame | None, spec: TableSpec) -> pd.DataFrame:
     for column in spec.columns:
         if column.kind is Kind.TEXT and column.name in frame.columns:
             frame[column.name] = frame[column.name].astype("category").cat.as_ordered()  # min() as for text
-        if column.name in frame.columns or column.name == "order_id":
+        if column.name in frame.columns or column.name == "order_id" or not column.stored:
             continue
         if column.kind is Kind.TIMESTAMP:
             frame[column.name] = pd.Series(pd.NaT, index=frame.index, dtype="datetime64[us]")
@@ -640,15 +570,3 @@ def _not_in(values: pd.Series, known: pyarrow.Array) -> np.ndarray:
     lists, seconds at scale. Missing values count as known only when ``known`` holds a missing value too."""
     found = pc.is_in(pyarrow.array(values), value_set=known, skip_nulls=False)
     return ~np.asarray(found.to_numpy(zero_copy_only=False), dtype=bool)
-
-
-def describe_contract() -> Iterable[str]:
-    """Lines describing the contract (used by `churnguard contract` and kept in step with the README)."""
-    for spec in TABLES:
-        state = "required" if spec.required else "optional"
-        yield f"{spec.name} ({state}): {spec.description}"
-        for column in spec.columns:
-            yield (
-                f"  {column.name:<20} {column.kind.value:<9} {'required' if column.required else 'optional':<8} "
-                f"{column.description}"
-            )

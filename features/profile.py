@@ -25,7 +25,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from pandas.api.typing import DataFrameGroupBy
 
-from features.build import _orders as order_table  # the features' own order roll-up, not a copy
+from features.build import order_rows as order_table  # the features' own order roll-up, not a copy
 from features.contract import INTERACTION_TYPES, TABLES
 from features.engine import compute_labels, duckdb_tables, to_frame
 from features.errors import DataProblem, DataValidationError

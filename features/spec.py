@@ -41,12 +41,16 @@ def _rfm() -> list[FeatureDef]:
         FeatureDef("recency_days", "days since the last purchase", Unit.DAYS),
         FeatureDef("tenure_days", "days since the customer joined", Unit.DAYS, group="onboarding"),
         FeatureDef("orders_total", "orders ever placed", Unit.COUNT),
-        FeatureDef("spend_total", "total spend so far", Unit.MONEY, group="value"),
+        FeatureDef("spend_total", "total spend so far, net of returns", Unit.MONEY, group="value"),
         FeatureDef("avg_order_value", "average order value", Unit.MONEY, group="value"),
     ]
     for w in WINDOWS:
         defs.append(FeatureDef(f"orders_{w}d", f"orders in the last {w} days", Unit.COUNT))
-        defs.append(FeatureDef(f"spend_{w}d", f"spend in the last {w} days", Unit.MONEY, group="value"))
+        defs.append(
+            FeatureDef(
+                f"spend_{w}d", f"spend in the last {w} days, net of returns", Unit.MONEY, group="value"
+            )
+        )
     defs += [
         FeatureDef(
             "order_trend_90d", "orders in the last 90 days relative to the 90 days before", Unit.RATIO
@@ -80,7 +84,7 @@ def _rfm() -> list[FeatureDef]:
         ),
         FeatureDef(
             "return_share",
-            "share of orders returned",
+            "share of orders returned (a credit note counts as a returned order)",
             Unit.SHARE,
             ("transactions.returned",),
             group="service",

@@ -53,19 +53,10 @@ _HINTS = {
 
 
 def check_values(
-    frame: pd.DataFrame,
-    spec: TableSpec,
-    where: str,
-    now: pd.Timestamp,
-    problems: list[DataProblem],
-    *,
-    rows_distinct: bool = False,
+    frame: pd.DataFrame, spec: TableSpec, where: str, now: pd.Timestamp, problems: list[DataProblem]
 ) -> None:
-    """Append a DataProblem for every failing check and for exact duplicate rows.
-
-    ``rows_distinct`` says the caller already knows no two rows are equal (a column of unique values, such
-    as unique order ids): the duplicate search, the costliest check at scale, is then skipped.
-    """
+    """Append a DataProblem for every failing value check (repeated rows are the loader's business: a
+    duplicate policy decides about them, see :mod:`features.exports`)."""
     schema = pa.DataFrameSchema(_column_checks(spec, now), strict=False, coerce=False)
     try:
         schema.validate(frame, lazy=True)
@@ -85,24 +76,6 @@ def check_values(
                     group["failure_case"].head(5).tolist(),
                 )
             )
-    if rows_distinct:
-        return
-    duplicated = duplicated_rows(frame)
-    if duplicated.any():
-        key = frame.columns.tolist()
-        examples = frame.loc[duplicated, key[:3]].head(3).to_dict("records")
-        has_order_ids = any(c.name == "order_id" for c in spec.columns)
-        problems.append(
-            DataProblem(
-                where,
-                None,
-                "has exact duplicate rows",
-                "remove the repeated rows"
-                + (" (or add an order_id that tells them apart)" if has_order_ids else ""),
-                int(duplicated.sum()),
-                examples,
-            )
-        )
 
 
 def quiet(con: duckdb.DuckDBPyConnection) -> None:

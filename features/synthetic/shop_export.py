@@ -153,8 +153,8 @@ class ShopExportSink:
         country: np.ndarray,
     ) -> _Lines:
         """1–6 lines per order (one entry per order in each argument) whose quantity × price add up to the
-        order's amount (to the cent where the last line can absorb the rounding); some invoices repeat
-        their first line exactly."""
+        order's amount (to the cent where the last line can absorb the rounding); some invoices have a
+        second line with the first one's quantity and price for another product."""
         rng = self._rng
         counts = rng.choice(LINES_PER_ORDER, size=len(keys), p=LINES_PER_ORDER_PROBS)
         order = np.repeat(np.arange(len(keys)), counts)
@@ -165,7 +165,10 @@ class ShopExportSink:
         weight = rng.gamma(2.0, 1.0, len(order))
         repeated = (counts >= 2) & (rng.random(len(keys)) < IDENTICAL_LINE_SHARE)
         copy = np.flatnonzero(repeated[order] & (index_in_order == 1))
-        product[copy], quantity[copy], weight[copy] = product[copy - 1], quantity[copy - 1], weight[copy - 1]
+        # the same quantity and amount as the line before, for another product: equal amounts within one
+        # invoice are ordinary, and only the product code tells such lines from a repeated line
+        product[copy] = (product[copy - 1] + 1) % N_PRODUCTS
+        quantity[copy], weight[copy] = quantity[copy - 1], weight[copy - 1]
         share = weight / np.bincount(order, weights=weight, minlength=len(keys))[order]
         price = np.maximum(np.round(amount[order] * share / quantity, 2), 0.01)
 

@@ -31,11 +31,13 @@ def _write(folder: Path, files: dict[str, str | bytes]) -> Path:
     return folder
 
 
-def _errors(folder: Path, files: dict[str, str | bytes], now: datetime = NOW) -> DataValidationError:
+def _errors(
+    folder: Path, files: dict[str, str | bytes], now: datetime = NOW, duplicates: str | None = None
+) -> DataValidationError:
     """Load a folder that must fail and return the error."""
     _write(folder, files)
     with pytest.raises(DataValidationError) as caught:
-        load_dataset(folder, now=now)
+        load_dataset(folder, now=now, duplicates=duplicates)
     return caught.value
 
 
@@ -230,7 +232,7 @@ def test_duplicated_rows_sharing_an_order_id_are_counted_and_shown(tmp_path: Pat
         "customer_id,timestamp,amount,order_id\n"
         "C1,2024-01-01,5,O1\nC1,2024-01-01,5,O1\nC2,2024-01-01,5,O2\nC1,2024-01-01,5,O1\n"
     )
-    problem = _only(error := _errors(tmp_path, {"transactions.csv": rows}))
+    problem = _only(error := _errors(tmp_path, {"transactions.csv": rows}, duplicates="fail"))
     assert problem.column is None and "duplicate rows" in problem.problem
     assert problem.n_rows == 2 and "(2 rows)" in str(error)
     assert (
@@ -257,10 +259,18 @@ def test_unparseable_dates_are_counted_and_shown(tmp_path: Path) -> None:
     _assert_row_problem(error, "transactions.csv", "timestamp", 2, "'yesterday', '31/01/2024'", "date_format")
 
 
-def test_negative_amounts_are_counted_and_shown(tmp_path: Path) -> None:
-    rows = "customer_id,timestamp,amount\nC1,2024-01-01,5\nC2,2024-01-02,-3.5\n"
-    error = _errors(tmp_path, {"transactions.csv": rows})
-    _assert_row_problem(error, "transactions.csv", "amount", 1, "-3.5", "at least 0")
+def test_negative_amounts_on_rows_not_marked_as_returns_are_counted_and_shown(tmp_path: Path) -> None:
+    rows = "customer_id,timestamp,amount,order_id\nC1,2024-01-01,5,1\nC2,2024-01-02,-3.5,2\nC2,2024-01-03,-1,C3\n"
+    mapping = "transactions:\n  returns: {order_id_prefix: C}\n"
+    error = _errors(tmp_path, {"transactions.csv": rows, "columns.yaml": mapping})
+    _assert_row_problem(error, "transactions.csv", "amount", 1, "-3.5", "mark those rows as returns")
+
+
+def test_only_return_lines_and_no_purchase_is_an_error(tmp_path: Path) -> None:
+    error = _errors(tmp_path, {"transactions.csv": "customer_id,timestamp,amount\nC1,2024-01-01,-5\n"})
+    problem = _only(error)
+    assert problem.file.endswith("transactions.csv") and problem.column == "amount"
+    assert "no purchases" in problem.problem and "learns from purchases" in problem.hint
 
 
 def test_non_numeric_amounts_are_counted_and_shown(tmp_path: Path) -> None:
@@ -295,9 +305,19 @@ def test_repeated_customer_rows_are_reported(tmp_path: Path) -> None:
     _assert_row_problem(error, "customers.csv", "customer_id", 2, "'C1'", "one row per customer")
 
 
-def test_duplicated_rows_are_counted_and_shown(tmp_path: Path) -> None:
+def test_duplicated_rows_are_dropped_by_default_and_counted(tmp_path: Path) -> None:
     rows = "customer_id,timestamp,amount\nC1,2024-01-01,5\nC1,2024-01-01,5\nC2,2024-01-01,5\n"
-    problem = _only(error := _errors(tmp_path, {"transactions.csv": rows}))
+    dataset = load_dataset(_write(tmp_path, {"transactions.csv": rows}), now=NOW)
+
+    assert dataset.transactions["customer_id"].tolist() == ["C1", "C2"]
+    report = dataset.report.tables["transactions"]
+    assert (report.rows_read, report.duplicate_rows, report.rows_kept) == (3, 1, 2)
+    assert any("dropped 1 exact duplicate rows" in w for w in dataset.report.warnings)
+
+
+def test_duplicated_rows_are_counted_and_shown_when_duplicates_fail(tmp_path: Path) -> None:
+    rows = "customer_id,timestamp,amount\nC1,2024-01-01,5\nC1,2024-01-01,5\nC2,2024-01-01,5\n"
+    problem = _only(error := _errors(tmp_path, {"transactions.csv": rows}, duplicates="fail"))
     assert problem.file.endswith("transactions.csv") and problem.n_rows == 1 and "(1 row)" in str(error)
     assert "duplicate rows" in problem.problem and "'customer_id': 'C1'" in str(error)
     assert "remove the repeated rows" in problem.hint

@@ -134,3 +134,39 @@ def test_compare_reports_a_wrong_value_and_a_missing_customer(synthetic: Dataset
     assert reference.compare(good, good.iloc[1:])[0].startswith("customers differ")
     shuffled = good.sample(frac=1.0, random_state=1)
     assert reference.compare(good, shuffled) == []
+
+
+@pytest.fixture(scope="module")
+def shop(tmp_path_factory: pytest.TempPathFactory) -> Dataset:
+    from tests.features.test_real_exports import NOW, write_shop_export
+
+    folder = tmp_path_factory.mktemp("shop")
+    write_shop_export(folder, n_customers=80, seed=11)
+    return load_dataset(folder, now=NOW)
+
+
+@pytest.mark.parametrize("cutoff", ["2023-06-01", "2024-01-20", "2024-04-01", "2024-11-01"])
+def test_pandas_reference_equals_compute_features_on_a_shop_export_with_returns(
+    shop: Dataset, cutoff: str
+) -> None:
+    assert shop.has_returns and not shop.rows_are_orders
+    expected = compute_features(shop, pd.Timestamp(cutoff))
+    assert len(expected) > 20 and ((expected["return_share"] > 0).any() or cutoff < "2024")
+    assert reference.compare(reference.compute_features_pandas(shop, pd.Timestamp(cutoff)), expected) == []
+
+
+def test_pandas_reference_equals_compute_features_when_return_lines_are_rows(tmp_path: Path) -> None:
+    """Without order ids every return line is its own return, and refunds can outweigh a window's spend."""
+    (tmp_path / "transactions.csv").write_text(
+        "customer_id,timestamp,amount\n"
+        "A,2024-01-02,60\nA,2024-03-01,-80\nA,2024-06-20,10\nA,2024-06-25,-5\n"
+        "B,2024-02-01,20\nB,2024-02-01,-20\nB,2024-06-30,-1\nC,2023-09-01,5\nC,2024-05-01,-5\n"
+    )
+    dataset = load_dataset(tmp_path, now=datetime(2025, 1, 1))
+    assert dataset.rows_are_orders and dataset.has_returns
+    expected = compute_features(dataset, pd.Timestamp("2024-07-01"))
+    assert expected.set_index("customer_id").loc["A", "spend_180d"] == 0.0  # 10 - 5 - 80, floored
+    assert (
+        reference.compare(reference.compute_features_pandas(dataset, pd.Timestamp("2024-07-01")), expected)
+        == []
+    )

@@ -1,0 +1,398 @@
+"""Model quality on many worlds: every generator scenario, the shipped model against baselines and the oracle.
+
+    python benchmarks/bench_quality.py                          # every scenario, 8,000 customers
+    python benchmarks/bench_quality.py --customers 3000 --scenarios base,seasonal --json out.json
+
+For each scenario the world is generated once (cached), then cut at a **scoring date** T, one horizon before
+the data's end: everything the product sees is strictly before T, and what happened in [T, T + horizon) is
+the future it is judged on. On the cut folder, ``churnguard train`` runs exactly as a user would run it (a fresh
+MLflow store, default config), and the champion it leaves scores the customers at T. Reported per world:
+
+* ``champion``: the first ``train`` left a champion (a user can score with no manual step);
+* ROC AUC on the realised future, as a share of the oracle's (the generator's true churn probabilities at T,
+  ``features.synthetic.true_churn_probability``), and against a plain unconstrained LightGBM (default
+  parameters, trained on the same snapshots), a recency rule and an RFM logistic regression;
+* ECE at the scoring date, two ways: against the oracle's probabilities (the future's expectation, free of
+  sampling noise: the verdict) and against the realised outcomes;
+* spend over the horizon: total predicted / total realised, and Spearman against the realised spend, for
+  the model, a run-rate and (when ``features.btyd`` is there) BG/NBD + Gamma-Gamma.
+
+The cut keeps each table's own file shape (a shop export stays an invoice-line CSV with its columns.yaml), so
+every world also goes through the loader as it would in production.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+from scipy.stats import spearmanr
+from sklearn.metrics import roc_auc_score
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import DATA_ROOT, churnguard_home, table
+
+HORIZON_DAYS = 90
+TARGETS = {
+    "auc_share_of_oracle": 0.93,
+    "auc_vs_plain_lgbm": -0.003,
+    "ece_vs_oracle": 0.02,
+    "clv_ratio": (0.9, 1.1),
+}
+
+
+@dataclass
+class WorldQuality:
+    scenario: str
+    customers_scored: int
+    churn_rate: float
+    champion: bool
+    promotion: str
+    auc: float
+    auc_oracle: float
+    auc_plain_lgbm: float
+    auc_recency: float
+    auc_rfm_logistic: float
+    ece_vs_oracle: float
+    ece_realised: float
+    ece_oracle_realised: float
+    clv_ratio: float
+    clv_spearman: float
+    clv_ratio_run_rate: float
+    clv_spearman_run_rate: float
+    clv_ratio_btyd: float | None
+    clv_spearman_btyd: float | None
+    seconds_train: float
+
+    @property
+    def auc_share(self) -> float:
+        return self.auc / self.auc_oracle
+
+    def misses(self) -> list[str]:
+        out = []
+        if not self.champion:
+            out.append("no champion after the first train")
+        if self.auc_share < TARGETS["auc_share_of_oracle"]:
+            out.append(f"AUC {self.auc_share:.3f} of the oracle's")
+        if self.auc - self.auc_plain_lgbm < TARGETS["auc_vs_plain_lgbm"]:
+            out.append(f"AUC {self.auc - self.auc_plain_lgbm:+.3f} vs plain LightGBM")
+        if self.ece_vs_oracle > TARGETS["ece_vs_oracle"]:
+            out.append(f"ECE {self.ece_vs_oracle:.3f}")
+        low, high = TARGETS["clv_ratio"]
+        if not low <= self.clv_ratio <= high:
+            out.append(f"spend ratio {self.clv_ratio:.2f}")
+        return out
+
+
+# -- the cut ------------------------------------------------------------------------------------------
+def _mapping(folder: Path) -> dict[str, Any]:
+    path = folder / "columns.yaml"
+    return yaml.safe_load(path.read_text()) or {} if path.exists() else {}
+
+
+def _table_files(folder: Path) -> dict[str, tuple[Path, str, str | None]]:
+    """table -> (file, its timestamp column as named in the file, date format) for every table present."""
+    mapping = _mapping(folder)
+    found = {}
+    for name, stamp in (
+        ("transactions", "timestamp"),
+        ("interactions", "timestamp"),
+        ("cancellations", "timestamp"),
+        ("customers", "signup_date"),
+    ):
+        spec = mapping.get(name, {}) or {}
+        candidates = (
+            [folder / spec["file"]]
+            if "file" in spec
+            else [folder / f"{name}.parquet", folder / f"{name}.csv"]
+        )
+        for path in candidates:
+            if path.exists():
+                column = (spec.get("columns") or {}).get(stamp, stamp)
+                found[name] = (path, column, spec.get("date_format"))
+    return found
+
+
+def cut_folder(source: Path, target: Path, before: pd.Timestamp) -> None:
+    """Copy a data folder keeping only rows dated strictly before ``before``, in each file's own shape."""
+    target.mkdir(parents=True, exist_ok=True)
+    for extra in ("columns.yaml",):
+        if (source / extra).exists():
+            (target / extra).write_text((source / extra).read_text())
+    for _name, (path, column, date_format) in _table_files(source).items():
+        frame = (
+            pd.read_parquet(path)
+            if path.suffix == ".parquet"
+            else pd.read_csv(path, dtype=str, keep_default_na=False)
+        )
+        if column in frame.columns:
+            raw = frame[column]
+            stamps = (
+                pd.to_datetime(raw, format=date_format, errors="coerce") if path.suffix == ".csv" else raw
+            )
+            keep = stamps.isna() | (stamps < before) if column == "signup_date" else stamps < before
+            frame = frame[keep.to_numpy()]
+        if path.suffix == ".parquet":
+            frame.to_parquet(target / path.name, index=False)
+        else:
+            frame.to_csv(target / path.name, index=False)
+
+
+# -- metrics ------------------------------------------------------------------------------------------
+def ece(p: np.ndarray, target: np.ndarray, bins: int = 10) -> float:
+    """Expected calibration error over equal-count bins of ``p``; ``target`` may be outcomes or true
+    probabilities (then it is calibration against the truth, free of sampling noise)."""
+    order = np.argsort(p, kind="stable")
+    total = 0.0
+    for chunk in np.array_split(order, bins):
+        if len(chunk):
+            total += len(chunk) * abs(float(p[chunk].mean()) - float(target[chunk].mean()))
+    return total / len(p)
+
+
+def _ratio_and_rank(predicted: np.ndarray, actual: np.ndarray) -> tuple[float, float]:
+    return float(predicted.sum() / max(actual.sum(), 1e-9)), float(spearmanr(predicted, actual).statistic)
+
+
+def _btyd_value(dataset: Any, cutoff: pd.Timestamp, ids: pd.Series) -> np.ndarray | None:
+    """BG/NBD + Gamma-Gamma expected spend over the horizon (undiscounted), or None without features.btyd."""
+    try:
+        from features import btyd
+    except ImportError:
+        return None
+    summary = btyd.rfm_summary(dataset.transactions, cutoff)
+    repeat = summary[summary["frequency"] > 0]
+    try:  # a light L2 penalty, as practitioners fit these models; heavy-tailed order values can still fail
+        bg = btyd.BetaGeoModel(penalizer=0.001).fit(summary["frequency"], summary["recency"], summary["T"])
+        gg = btyd.GammaGammaModel(penalizer=0.001).fit(repeat["frequency"], repeat["monetary_value"])
+    except btyd.ModelFitError as exc:
+        print(f"BG/NBD + Gamma-Gamma baseline not available: {exc}")
+        return None
+    orders = bg.expected_purchases(HORIZON_DAYS, summary["frequency"], summary["recency"], summary["T"])
+    value = np.asarray(orders) * np.asarray(
+        gg.expected_order_value(summary["frequency"], summary["monetary_value"])
+    )
+    return pd.Series(value, index=summary.index).reindex(ids).fillna(0.0).to_numpy(float)
+
+
+def _plain_lightgbm(
+    dataset: Any, cutoff: pd.Timestamp, names: list[str], scoring: pd.DataFrame
+) -> np.ndarray:
+    """Default LightGBM (31 leaves, 100 trees) on every fully observed snapshot before the cutoff."""
+    import lightgbm as lgb
+
+    from features.snapshots import build_snapshots
+
+    step = pd.Timedelta(days=30)
+    newest = cutoff - pd.Timedelta(days=HORIZON_DAYS)
+    cutoffs = [newest - step * k for k in range(7)]
+    first = dataset.transactions["timestamp"].min()
+    cutoffs = sorted(c for c in cutoffs if c - first >= step)
+    frame = pd.concat([s.frame for s in build_snapshots(dataset, cutoffs, HORIZON_DAYS)], ignore_index=True)
+    x = _model_frame(frame, names)
+    model = lgb.LGBMClassifier(verbose=-1, n_jobs=2).fit(x, frame["churned"].astype(int))
+    return model.predict_proba(_model_frame(scoring, names, like=x))[:, 1]
+
+
+def _model_frame(frame: pd.DataFrame, names: list[str], like: pd.DataFrame | None = None) -> pd.DataFrame:
+    out = frame[names].copy()
+    for name in names:
+        if like is not None and isinstance(like[name].dtype, pd.CategoricalDtype):
+            out[name] = pd.Categorical(out[name].astype("string"), categories=like[name].cat.categories)
+        elif not pd.api.types.is_numeric_dtype(out[name]):
+            out[name] = out[name].astype("string").astype("category")
+    return out
+
+
+# -- one world ----------------------------------------------------------------------------------------
+def world_folder(scenario: str, customers: int, seed: int) -> tuple[Path, Path]:
+    from features.synthetic import generate_dataset
+
+    data = DATA_ROOT / f"quality-{scenario}-{customers}-s{seed}"
+    truth = data.with_name(data.name + "-truth")
+    if not (truth / "meta.json").exists():
+        generate_dataset(data, customers, seed, truth_dir=truth, scenario=scenario)
+    return data, truth
+
+
+def evaluate_world(scenario: str, customers: int, seed: int, work: Path) -> WorldQuality:
+    from features.engine import compute_features, compute_labels
+    from features.loading import load_dataset
+    from features.model_store import load_model
+    from features.settings import get_settings
+    from features.snapshots import observed_until
+    from features.synthetic import load_truth, true_churn_probability
+    from training.config import TrainConfig
+    from training.pipeline import train
+
+    data, truth_dir = world_folder(scenario, customers, seed)
+    full = load_dataset(data)
+    cutoff = observed_until(full) - pd.Timedelta(days=HORIZON_DAYS)
+    cut = work / scenario / "data"
+    cut_folder(data, cut, cutoff)
+    seen = load_dataset(cut)
+    with churnguard_home(work / scenario / "home"):
+        started = time.perf_counter()
+        result = train(cut, TrainConfig(), get_settings())
+        seconds = time.perf_counter() - started
+        try:
+            bundle = load_model(f"models:/{get_settings().model_name}@champion").bundle
+            champion = True
+        except Exception:
+            bundle = load_model(f"models:/{get_settings().model_name}/{result.version}").bundle
+            champion = False
+    scoring = compute_features(seen, cutoff)
+    labels = compute_labels(full, cutoff, HORIZON_DAYS).set_index("customer_id")
+    scoring = scoring[scoring["customer_id"].isin(labels.index)].reset_index(drop=True)
+    y = labels.loc[scoring["customer_id"], "churned"].to_numpy(bool)
+    spend = labels.loc[scoring["customer_id"], "future_spend"].to_numpy(float)
+    predicted = bundle.predict(scoring)
+    p, clv = predicted["churn_probability"].to_numpy(), predicted["clv"].to_numpy()
+
+    truth = load_truth(truth_dir)
+    oracle = true_churn_probability(truth, cutoff, HORIZON_DAYS)
+    oracle.index = oracle.index.astype(str)
+    p_true = oracle.reindex(scoring["customer_id"].astype(str)).to_numpy(float)
+    known = ~np.isnan(p_true)
+    names = bundle.feature_names
+
+    from training.fit import (
+        predict_recency,
+        predict_rfm_logistic,
+        recency_baseline,
+        rfm_logistic_baseline,
+        run_rate_clv,
+    )
+
+    history = pd.concat([s.frame for s in _history_snapshots(seen, cutoff)], ignore_index=True)
+    y_hist = history["churned"].to_numpy(bool)
+    recency = predict_recency(recency_baseline(history, y_hist), scoring)
+    rfm = predict_rfm_logistic(rfm_logistic_baseline(history, y_hist, seed), scoring)
+    plain = _plain_lightgbm(seen, cutoff, names, scoring)
+    run_rate = run_rate_clv(scoring, HORIZON_DAYS)
+    btyd_value = _btyd_value(seen, cutoff, scoring["customer_id"])
+    clv_ratio, clv_rank = _ratio_and_rank(clv, spend)
+    rr_ratio, rr_rank = _ratio_and_rank(run_rate, spend)
+    bt = _ratio_and_rank(btyd_value, spend) if btyd_value is not None else (None, None)
+    return WorldQuality(
+        scenario=scenario,
+        customers_scored=len(scoring),
+        churn_rate=float(y.mean()),
+        champion=champion,
+        promotion=str(result.promotion_reason),
+        auc=float(roc_auc_score(y, p)),
+        auc_oracle=float(roc_auc_score(y[known], p_true[known])),
+        auc_plain_lgbm=float(roc_auc_score(y, plain)),
+        auc_recency=float(roc_auc_score(y, recency)),
+        auc_rfm_logistic=float(roc_auc_score(y, rfm)),
+        ece_vs_oracle=ece(p[known], p_true[known]),
+        ece_realised=ece(p, y.astype(float)),
+        ece_oracle_realised=ece(p_true[known], y[known].astype(float)),
+        clv_ratio=clv_ratio,
+        clv_spearman=clv_rank,
+        clv_ratio_run_rate=rr_ratio,
+        clv_spearman_run_rate=rr_rank,
+        clv_ratio_btyd=bt[0],
+        clv_spearman_btyd=bt[1],
+        seconds_train=seconds,
+    )
+
+
+def _history_snapshots(dataset: Any, cutoff: pd.Timestamp) -> list[Any]:
+    from features.snapshots import build_snapshots
+
+    newest = cutoff - pd.Timedelta(days=HORIZON_DAYS)
+    first = dataset.transactions["timestamp"].min()
+    cutoffs = sorted(
+        c
+        for c in (newest - pd.Timedelta(days=30 * k) for k in range(7))
+        if c - first >= pd.Timedelta(days=30)
+    )
+    return build_snapshots(dataset, cutoffs, HORIZON_DAYS)
+
+
+# -- report -------------------------------------------------------------------------------------------
+def markdown(results: list[WorldQuality]) -> str:
+    def f(value: float | None, digits: int = 3) -> str:
+        return "n/a" if value is None or not np.isfinite(value) else f"{value:.{digits}f}"
+
+    rows = [
+        [
+            r.scenario,
+            f"{r.customers_scored:,}",
+            f(r.churn_rate, 2),
+            "yes" if r.champion else "**no**",
+            f(r.auc),
+            f(r.auc_share),
+            f(r.auc_plain_lgbm),
+            f(r.auc_recency),
+            f(r.auc_rfm_logistic),
+            f(r.ece_vs_oracle),
+            f(r.ece_realised),
+            f(r.clv_ratio, 2),
+            f(r.clv_spearman),
+            f(r.clv_ratio_run_rate, 2),
+            f(r.clv_ratio_btyd, 2),
+            f(r.clv_spearman_btyd),
+            "; ".join(r.misses()) or "all met",
+        ]
+        for r in results
+    ]
+    headers = [
+        "world",
+        "scored",
+        "churn",
+        "champion",
+        "AUC",
+        "÷ oracle",
+        "plain LGBM",
+        "recency",
+        "RFM logit",
+        "ECE vs oracle",
+        "ECE realised",
+        "spend ratio",
+        "spend ρ",
+        "run-rate ratio",
+        "BG/NBD ratio",
+        "BG/NBD ρ",
+        "targets",
+    ]
+    return table(headers, rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from features.synthetic import SCENARIOS
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--customers", type=int, default=8000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma-separated; default: all")
+    parser.add_argument("--json", type=Path, help="also write the figures as JSON here")
+    args = parser.parse_args(argv)
+    results = []
+    with tempfile.TemporaryDirectory(prefix="cg-quality-") as tmp:
+        for scenario in args.scenarios.split(","):
+            started = time.perf_counter()
+            quality = evaluate_world(scenario, args.customers, args.seed, Path(tmp))
+            results.append(quality)
+            print(
+                f"{scenario}: {time.perf_counter() - started:.0f}s  "
+                + json.dumps(asdict(quality), default=str)
+            )
+    print(markdown(results))
+    if args.json:
+        args.json.write_text(json.dumps([asdict(r) | {"misses": r.misses()} for r in results], indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
