@@ -25,8 +25,13 @@ class KeyRecord:
     created_at: str
 
 
+def same_secret(a: str, b: str) -> bool:
+    """Constant-time equality of two strings of any content (client input may be non-ASCII)."""
+    return hmac.compare_digest(a.encode("utf-8", "backslashreplace"), b.encode("utf-8", "backslashreplace"))
+
+
 def _hash(token: str) -> str:
-    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+    return hashlib.sha256(token.encode("utf-8", "backslashreplace")).hexdigest()  # any text: no 500
 
 
 class KeyStore:

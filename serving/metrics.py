@@ -6,6 +6,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 
 
 class Metrics:
+    """Every label takes values from a fixed set (see serving.middleware), so the output stays bounded."""
+
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
@@ -34,6 +36,18 @@ class Metrics:
             "churnguard_churn_probability",
             "Churn probabilities returned",
             buckets=tuple(i / 10 for i in range(1, 11)),
+            registry=self.registry,
+        )
+
+        self.auth_failures = Counter(
+            "churnguard_auth_failures_total",
+            "Failed authentications (401/403) by where they happened: api, metrics, sign_in",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.auth_throttled = Counter(
+            "churnguard_auth_throttled_total",
+            "Requests refused with 429 after repeated failed authentication from the same client",
             registry=self.registry,
         )
 

@@ -2,9 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+
+from features.bundle import ModelInfo
+
+
+def _encodable(value: str) -> str:
+    """Refuse text that is not valid Unicode (a lone surrogate such as ``"\\ud800"`` from JSON escapes)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("not valid Unicode text (a lone surrogate escape such as \\ud800)") from None
+    return value
+
+
+Text = Annotated[str, AfterValidator(_encodable)]
+CustomerId = Annotated[Text, Field(max_length=200)]
 
 
 class Reason(BaseModel):
@@ -27,13 +42,8 @@ class ActionOut(BaseModel):
     why: str = Field(description="The figures behind the choice, in words.")
 
 
-class ModelRef(BaseModel):
-    name: str
-    version: str
-    alias: str | None
-    trained_at: str
-    horizon_days: int
-    uri: str
+# Which model produced a score: the bundle's own record (one definition, shared with batch scoring).
+ModelRef = ModelInfo
 
 
 class CustomerScore(BaseModel):
@@ -45,7 +55,10 @@ class CustomerScore(BaseModel):
     risk_tier: str = Field(description="low, medium or high.")
     clv: float = Field(description="Expected spend over the horizon.")
     value_at_risk: float = Field(description="churn_probability x clv.")
-    segment: str
+    segment: str = Field(
+        description="Value segment: the customer's class in value x risk (e.g. 'valuable, at risk'); "
+        "not a segment attribute of the customer data."
+    )
     reasons: list[Reason]
     action: ActionOut
     model: ModelRef
@@ -55,7 +68,9 @@ class BatchRequest(BaseModel):
     model_config = ConfigDict(
         extra="forbid", json_schema_extra={"examples": [{"customer_ids": ["C0000001"]}]}
     )
-    customer_ids: list[str] = Field(min_length=1, description="Customer ids (at most the batch limit).")
+    customer_ids: list[CustomerId] = Field(
+        min_length=1, description="Customer ids (at most the batch limit)."
+    )
 
 
 class BatchResponse(BaseModel):
@@ -65,10 +80,25 @@ class BatchResponse(BaseModel):
 
 class ScoreRecord(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-    customer_id: str = Field(default="what-if", max_length=200)
-    features: dict[str, float | str | None] = Field(
-        description="Feature values by name (see GET /v1/model); missing ones are treated as unknown."
+    customer_id: CustomerId = "what-if"
+    features: dict[Text, float | Text | None] = Field(
+        description="Feature values by name (see GET /v1/model); missing ones are treated as unknown. "
+        "Numbers for numeric features (not true/false), category text for the others. An `as_of` "
+        "column, as `churnguard features` writes it, is accepted and ignored."
     )
+
+    @field_validator("features", mode="before")
+    @classmethod
+    def _no_booleans(cls, value: Any) -> Any:
+        """JSON true/false would be read as 1/0: say so instead of scoring a guess."""
+        if isinstance(value, dict):
+            flags = [str(k) for k, v in value.items() if isinstance(v, bool)]
+            if flags:
+                raise ValueError(
+                    f"true/false is not a feature value ({', '.join(flags[:5])}): send a number, "
+                    "or the category's text"
+                )
+        return value
 
 
 class ScoreRequest(BaseModel):
@@ -97,6 +127,13 @@ class ScoreRequest(BaseModel):
 
 class ScoredRecord(CustomerScore):
     missing_features: list[str] = Field(description="Model features the request did not supply.")
+    unknown_categories: dict[str, str] = Field(
+        default_factory=dict,
+        description="Category values the model never saw in training, by feature: scored as unknown.",
+    )
+    ignored_fields: list[str] = Field(
+        default_factory=list, description="Supplied fields that are not model inputs (such as as_of)."
+    )
 
 
 class ScoreResponse(BaseModel):
@@ -130,6 +167,10 @@ class Ready(BaseModel):
     registry_reachable: bool
     scores_as_of: str | None
     detail: str | None
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="Warnings recorded with the model being served (e.g. a calibration guard it failed).",
+    )
 
 
 class ErrorBody(BaseModel):

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 
 from features.settings import ChurnguardSettings
 
@@ -37,13 +38,46 @@ class ServingSettings(ChurnguardSettings):
     )
     top_k: int = Field(default=5, ge=1, le=20, description="Reasons returned per customer.")
     session_hours: float = Field(default=8.0, gt=0, le=168, description="Dashboard session lifetime.")
-    cookie_secure: bool = Field(default=False, description="Send the session cookie over HTTPS only.")
+    cookie_secure: bool = Field(
+        default=False,
+        description="Always mark the session cookie Secure (it already is on https, including "
+        "X-Forwarded-Proto: https from a proxy uvicorn trusts: FORWARDED_ALLOW_IPS).",
+    )
+    metrics_access: Literal["key", "public", "off"] = Field(
+        default="key",
+        description="GET /metrics: 'key' needs a bearer token (metrics_key or any API key), "
+        "'public' is open (private networks only), 'off' answers 404.",
+    )
+    metrics_key: SecretStr | None = Field(
+        default=None,
+        description="A scrape-only bearer token for /metrics (it reads no customer data).",
+    )
+    api_docs: bool = Field(
+        default=False,
+        description="Serve /docs and /redoc (their assets come from a public CDN); /openapi.json is always served.",
+    )
+    auth_failure_burst: int = Field(
+        default=30,
+        ge=0,
+        le=10_000,
+        description="Failed authentications a client may make at once before 429 (0 = no throttling).",
+    )
+    auth_failures_per_minute: float = Field(
+        default=30.0, gt=0, le=100_000, description="How fast a client's failure allowance refills."
+    )
 
     @field_validator("model_uri")
     @classmethod
     def _not_empty(cls, value: str) -> str:
         if not value.strip():
             raise ValueError("model_uri must not be empty")
+        return value
+
+    @field_validator("metrics_key")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("metrics_key must be at least 16 characters (e.g. `openssl rand -hex 24`)")
         return value
 
     @property

@@ -20,3 +20,4 @@ class AppState:
     keys: KeyStore
     playbook: Playbook
     metrics: Metrics
+    logged_not_ready: str | None = None  # the last not-ready reason logged by /ready (logged once each)

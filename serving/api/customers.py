@@ -20,7 +20,10 @@ _ERRORS: dict[int | str, dict[str, object]] = {
 
 
 @router.get(
-    "/{customer_id}", response_model=CustomerScore, responses=_ERRORS, summary="Latest score of one customer"
+    "/{customer_id:path}",
+    response_model=CustomerScore,
+    responses=_ERRORS,
+    summary="Latest score of one customer (ids may contain '/': CRM ids are used as they are)",
 )
 def get_customer(
     customer_id: Annotated[str, Path(max_length=200, examples=["C0000001"])], state: StateDep, _key: ApiKeyDep

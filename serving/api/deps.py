@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from features.errors import ChurnguardError
+from serving.api.errors import NO_MODEL, UNAVAILABLE
 from serving.keys import KeyRecord
 from serving.model_source import LoadedModel
 from serving.state import AppState
 
+log = logging.getLogger("churnguard.api")
 _bearer = HTTPBearer(auto_error=False, description="An API key from `churnguard keys create`.")
 
 
@@ -21,13 +25,19 @@ async def get_state(request: Request) -> AppState:
 
 
 StateDep = Annotated[AppState, Depends(get_state)]
+BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
-async def require_key(
-    state: StateDep,
-    request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> KeyRecord:
+def verify_key(state: AppState, token: str) -> KeyRecord | None:
+    """The key's record, or None; an unreadable key file is a 503 whose cause (and path) stays in the log."""
+    try:
+        return state.keys.verify(token)
+    except ChurnguardError as exc:
+        log.error("API keys cannot be checked: %s", exc)
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, UNAVAILABLE) from None
+
+
+async def require_key(state: StateDep, request: Request, credentials: BearerDep) -> KeyRecord:
     """Every /v1 route: a valid key in ``Authorization: Bearer``, or a signed-in dashboard session."""
     token = credentials.credentials if credentials else None
     if token is None:
@@ -39,7 +49,7 @@ async def require_key(
             "missing API key: send 'Authorization: Bearer <key>'",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    record = state.keys.verify(token)
+    record = verify_key(state, token)
     if record is None:
         raise HTTPException(status.HTTP_403_FORBIDDEN, "invalid API key")
     return record
@@ -51,10 +61,8 @@ ApiKeyDep = Annotated[KeyRecord, Depends(require_key)]
 async def get_model(state: StateDep) -> LoadedModel:
     current = state.models.current
     if current is None:
-        raise HTTPException(
-            status.HTTP_503_SERVICE_UNAVAILABLE,
-            f"no model loaded: {state.models.last_error or 'train one with churnguard train'}",
-        )
+        log.warning("request refused, no model: %s", state.models.last_error)
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, NO_MODEL)
     return current
 
 

@@ -6,16 +6,42 @@ from datetime import UTC, datetime
 
 from fastapi import APIRouter, HTTPException, status
 
+from features.bundle import FeatureInfo
 from serving.api.deps import ApiKeyDep, ModelDep, StateDep
 from serving.model_source import LoadedModel
 from serving.schemas import ErrorResponse, ScoreRequest, ScoreResponse
-from serving.scoring import score_records
+from serving.scoring import Scorer
 
 router = APIRouter(prefix="/v1", tags=["score"])
 
 
+# Columns a features file carries besides the features (``churnguard features`` writes as_of).
+IGNORED = frozenset({"as_of", "customer_id"})
+# Units whose values cannot be negative, and the bound beyond which no value is plausible for any unit.
+NON_NEGATIVE = frozenset({"count", "days", "hours", "money", "share", "score"})
+MAX_MAGNITUDE = 1e12
+
+
+def _problem(info: FeatureInfo, value: float | str | None) -> str | None:
+    """What is wrong with one supplied value, or None."""
+    name = info.name
+    if value is None:
+        return None
+    if info.categories is not None:
+        return None if isinstance(value, str) else f"'{name}' takes one of {info.categories[:10]}"
+    if isinstance(value, str):
+        return f"'{name}' takes a number, not text"
+    if abs(value) > MAX_MAGNITUDE:
+        return f"'{name}' = {value:g} is beyond any plausible value (at most {MAX_MAGNITUDE:g} in size)"
+    if info.unit in NON_NEGATIVE and value < 0:
+        return f"'{name}' is a {info.unit} value and cannot be negative ({value:g})"
+    if info.unit == "share" and value > 1:
+        return f"'{name}' is a share between 0 and 1, not {value:g}"
+    return None
+
+
 def _check(body: ScoreRequest, model: LoadedModel) -> list[dict[str, object]]:
-    """Unknown features and values of the wrong kind, each with its field path."""
+    """Unknown features and values of the wrong kind or out of range, each with its field path."""
     problems: list[dict[str, object]] = []
     infos = {f.name: f for f in model.bundle.features}
     for i, record in enumerate(body.records):
@@ -23,14 +49,23 @@ def _check(body: ScoreRequest, model: LoadedModel) -> list[dict[str, object]]:
             loc = ["body", "records", i, "features", name]
             info = infos.get(name)
             if info is None:
-                problems.append(
-                    {"loc": loc, "msg": f"unknown feature '{name}'; GET /v1/model lists the features"}
-                )
-            elif info.categories is None and isinstance(value, str):
-                problems.append({"loc": loc, "msg": f"'{name}' takes a number, not text"})
-            elif info.categories is not None and value is not None and not isinstance(value, str):
-                problems.append({"loc": loc, "msg": f"'{name}' takes one of {info.categories[:10]}"})
+                if name not in IGNORED:
+                    problems.append(
+                        {"loc": loc, "msg": f"unknown feature '{name}'; GET /v1/model lists the features"}
+                    )
+            elif (message := _problem(info, value)) is not None:
+                problems.append({"loc": loc, "msg": message})
     return problems
+
+
+def _unknown_categories(features: dict[str, float | str | None], infos: list[FeatureInfo]) -> dict[str, str]:
+    """Category values the model never saw (scored as unknown, as the model treats them)."""
+    unknown = {}
+    for info in infos:
+        value = features.get(info.name)
+        if info.categories is not None and isinstance(value, str) and value.lower() not in info.categories:
+            unknown[info.name] = value
+    return unknown
 
 
 @router.post(
@@ -46,7 +81,9 @@ def _check(body: ScoreRequest, model: LoadedModel) -> list[dict[str, object]]:
     },
 )
 def score(body: ScoreRequest, state: StateDep, _key: ApiKeyDep, model: ModelDep) -> dict[str, object]:
-    """Reasons are computed on demand (exact TreeSHAP). Missing features are treated as unknown and listed."""
+    """Reasons are computed on demand (exact TreeSHAP). Missing features are treated as unknown and listed;
+    category values unseen in training are listed in ``unknown_categories``. Negative counts, durations and
+    amounts, shares above 1 and values beyond 1e12 are refused (422)."""
     if len(body.records) > state.settings.batch_limit:
         raise HTTPException(
             413,
@@ -57,16 +94,12 @@ def score(body: ScoreRequest, state: StateDep, _key: ApiKeyDep, model: ModelDep)
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, problems)
     names = model.bundle.feature_names
     as_of = datetime.now(UTC).date().isoformat()
-    records = score_records(
-        model.bundle,
-        [r.customer_id for r in body.records],
-        [dict(r.features) for r in body.records],
-        state.playbook,
-        model.info,
-        as_of,
-        state.settings.top_k,
+    records = Scorer.for_model(model, state.playbook, state.settings.top_k).score_records(
+        [r.customer_id for r in body.records], [dict(r.features) for r in body.records], as_of
     )
     for record, request in zip(records, body.records, strict=True):
         record["missing_features"] = [n for n in names if request.features.get(n) is None]
+        record["unknown_categories"] = _unknown_categories(request.features, model.bundle.features)
+        record["ignored_fields"] = sorted(IGNORED & request.features.keys())
         state.metrics.scores.observe(float(record["churn_probability"]))  # type: ignore[arg-type]
     return {"scores": records}

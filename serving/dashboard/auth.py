@@ -1,24 +1,27 @@
 """Sign-in with an API key and sign-out: the only dashboard routes reachable without a session.
 
 Sign-in verifies the key against the KeyStore and sets a signed session cookie (HttpOnly, SameSite=Strict,
-Secure when ``cookie_secure``, lifetime ``session_hours``) that holds the key id, never the key. Both forms
-carry a hidden token: sign-in a double-submit token bound to a short-lived cookie, sign-out the session's
-CSRF token. Every failure is a message on the page, never a 500.
+Secure on https or when ``cookie_secure``, lifetime ``session_hours``) that holds the key id, never the
+key. Both forms carry a hidden token: sign-in a double-submit token bound to a short-lived cookie,
+sign-out the session's CSRF token. Signing out ends the session on the server too (a replayed cookie is
+refused). Every failure is a message on the page, never a 500 and never a server path.
 """
 
 from __future__ import annotations
 
+import logging
 from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from features.errors import ChurnguardError
-from serving.dashboard.context import StateDep, current_session, signer
+from serving.dashboard.context import StateDep, cookie_secure, current_session, signer
 from serving.dashboard.render import render
 from serving.dashboard.session import COOKIE, SIGNIN_COOKIE, valid_csrf
 
 router = APIRouter(include_in_schema=False)
+log = logging.getLogger("churnguard.dashboard")
 
 _NOTICES = {
     "ended": "Your session has ended (it expired, or its API key was revoked). Please sign in again.",
@@ -67,7 +70,7 @@ def _sign_in_page(
         path="/sign-in",
         httponly=True,
         samesite="strict",
-        secure=state.settings.cookie_secure,
+        secure=cookie_secure(request, state),
     )
     return response
 
@@ -107,8 +110,10 @@ async def sign_in(request: Request, state: StateDep) -> Response:
         )
     try:
         record = state.keys.verify(api_key.strip()) if api_key.strip() else None
-    except ChurnguardError as exc:
-        return _sign_in_page(request, state, next_url=next_url, error=str(exc), status_code=503)
+    except ChurnguardError as exc:  # the key file: its path and fault go to the log, not to the page
+        log.error("sign-in cannot check keys: %s", exc)
+        message = "Keys cannot be checked right now. Please try again later or tell an administrator."
+        return _sign_in_page(request, state, next_url=next_url, error=message, status_code=503)
     if record is None:
         message = (
             "That API key is not valid. Check that you copied all of it, or ask an administrator for a key "
@@ -127,15 +132,24 @@ async def sign_in(request: Request, state: StateDep) -> Response:
         path="/",
         httponly=True,
         samesite="strict",
-        secure=state.settings.cookie_secure,
+        secure=cookie_secure(request, state),
     )
     response.delete_cookie(SIGNIN_COOKIE, path="/sign-in", httponly=True, samesite="strict")
     return response
 
 
+@router.get("/sign-out", response_class=HTMLResponse)
+def sign_out_page(request: Request) -> Response:
+    """A link or a typed address: ask to confirm with the button (signing out changes state: POST only)."""
+    session = current_session(request)
+    if session is None:
+        return RedirectResponse("/sign-in", status_code=303)
+    return render(request, "sign_out.html", session=session)
+
+
 @router.post("/sign-out", response_class=HTMLResponse)
 async def sign_out(request: Request, state: StateDep) -> Response:
-    """Clear the session cookie (the form must carry the session's CSRF token)."""
+    """End the session on the server and clear its cookie (the form must carry the session's CSRF token)."""
     session = current_session(request)
     if session is None:
         return RedirectResponse("/sign-in", status_code=303)
@@ -152,8 +166,21 @@ async def sign_out(request: Request, state: StateDep) -> Response:
             title="Sign-out not confirmed",
             message="The sign-out form was out of date. Use the Sign out button again.",
         )
-    response = RedirectResponse("/sign-in?signed_out=1", status_code=303)
+    response: Response = RedirectResponse("/sign-in?signed_out=1", status_code=303)
+    try:
+        signer(request).end(session)
+    except OSError as exc:  # the cookie is still cleared below; the page says the server did not record it
+        log.error("sign-out could not be recorded: %s", exc)
+        response = render(
+            request,
+            "message.html",
+            503,
+            session=None,
+            title="Sign-out not recorded",
+            message="This browser is signed out, but the server could not record it. Tell an administrator.",
+            link=("/sign-in", "Sign in"),
+        )
     response.delete_cookie(
-        COOKIE, path="/", httponly=True, samesite="strict", secure=state.settings.cookie_secure
+        COOKIE, path="/", httponly=True, samesite="strict", secure=cookie_secure(request, state)
     )
     return response

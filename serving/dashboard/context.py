@@ -8,7 +8,7 @@ from urllib.parse import quote
 from fastapi import Depends, Request
 from starlette.datastructures import State
 
-from serving.dashboard.session import Session, SessionSigner
+from serving.dashboard.session import ENDED_FILE, Session, SessionSigner
 from serving.state import AppState
 
 SESSION_SCOPE_KEY = "dashboard_session"
@@ -20,10 +20,11 @@ def app_state(request: Request) -> AppState:
 
 
 def signer_for(app_state_holder: State, state: AppState) -> SessionSigner:
-    """The app's one signer (created on first use, so the secret lives in the home the app really uses)."""
+    """The app's one signer (created on first use, so the secret lives in the home the app really uses);
+    its list of signed-out sessions lives next to the API keys."""
     signer: SessionSigner | None = getattr(app_state_holder, "dashboard_signer", None)
     if signer is None or signer.path.parent != state.settings.home:
-        signer = SessionSigner(state.settings.home)
+        signer = SessionSigner(state.settings.home, state.settings.keys_file.parent / ENDED_FILE)
         app_state_holder.dashboard_signer = signer
     return signer
 
@@ -43,6 +44,12 @@ class SignInRequired(Exception):
     def location(self) -> str:
         query = f"next={quote(self.next_url, safe='/')}"
         return f"/sign-in?{query}&reason=ended" if self.ended else f"/sign-in?{query}"
+
+
+def cookie_secure(request: Request, state: AppState) -> bool:
+    """Secure cookies on https: the request's own scheme, which uvicorn takes from X-Forwarded-Proto when
+    the proxy is trusted (FORWARDED_ALLOW_IPS), or always when ``cookie_secure`` is set."""
+    return state.settings.cookie_secure or request.url.scheme == "https"
 
 
 def current_session(request: Request) -> Session | None:

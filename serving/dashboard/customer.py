@@ -95,6 +95,21 @@ def what_if_fields(loaded: LoadedModel, record: dict[str, Any]) -> tuple[list[Fi
     return first, rest
 
 
+def customer_attributes(loaded: LoadedModel | None, record: dict[str, Any]) -> list[tuple[str, Any]]:
+    """The customer's own attributes (columns of the data's customers table, e.g. ``country``) as stored
+    with the score: an ``attributes`` mapping when the store keeps one, else the model inputs that are
+    attributes (the feature group ``profile``)."""
+    stored = record.get("attributes")
+    if isinstance(stored, dict) and stored:
+        return [(str(k), v) for k, v in stored.items()]
+    values = record.get("features") or {}
+    if loaded is None:
+        return []
+    return [
+        (f.name, values[f.name]) for f in loaded.bundle.features if f.group == "profile" and f.name in values
+    ]
+
+
 def history_table(events: list[dict[str, Any]]) -> tuple[list[tuple[str, str]], list[dict[str, Any]]]:
     """Column keys with readable headers, and the rows, for a list of history events."""
     keys: list[str] = []
@@ -156,5 +171,6 @@ def customer_page(customer_id: str, request: Request, session: SessionDep, state
         other_fields=other_fields,
         purchases=history_table(list(history.get("purchases") or [])),
         interactions=history_table(list(history.get("interactions") or [])),
+        attributes=customer_attributes(loaded, record),
         horizon_days=loaded.info.horizon_days if loaded else (record.get("model") or {}).get("horizon_days"),
     )

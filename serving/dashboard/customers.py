@@ -22,6 +22,7 @@ from serving.dashboard.context import SessionDep, StateDep
 from serving.dashboard.overview_data import action_labels, cached_summary, filter_choices
 from serving.dashboard.queries import PAGE_SIZE, parse_filters
 from serving.dashboard.render import render
+from serving.encoding import spreadsheet_cell as _text  # CSV injection: one rule for every CSV
 
 router = APIRouter(include_in_schema=False)
 
@@ -31,7 +32,7 @@ CSV_COLUMNS = (
     "risk_tier",
     "clv",
     "value_at_risk",
-    "segment",
+    "value_segment",
     "action",
     "expected_net_value",
     "top_reason",
@@ -45,7 +46,6 @@ SORT_LABELS = {
 }
 SHORT_LABELS = {**SORT_LABELS, "churn_probability": "Churn risk", "expected_net_value": "Net value"}
 _CHUNK = 500
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 def top_reason(row: dict[str, Any]) -> str:
@@ -54,12 +54,6 @@ def top_reason(row: dict[str, Any]) -> str:
         if float(reason.get("contribution") or 0) > 0:
             return str(reason.get("sentence") or "")
     return ""
-
-
-def _text(value: Any) -> str:
-    """Text for a spreadsheet cell; a leading formula character is neutralised (CSV injection)."""
-    text = "" if value is None else str(value)
-    return "'" + text if text.startswith(_FORMULA_START) else text
 
 
 def csv_row(row: dict[str, Any]) -> list[Any]:

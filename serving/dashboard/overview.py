@@ -43,6 +43,12 @@ def _metrics(metadata: dict[str, Any]) -> list[tuple[str, str]]:
     return shown
 
 
+def model_warnings(metadata: dict[str, Any]) -> list[str]:
+    """Warnings training recorded with the model (e.g. a calibration guard failed, promoted anyway)."""
+    warnings = metadata.get("warnings")
+    return [str(w) for w in warnings] if isinstance(warnings, list) else []
+
+
 @router.get("/", response_class=HTMLResponse)
 def overview(request: Request, session: SessionDep, state: StateDep) -> HTMLResponse:
     """Model, date of the scores, value at risk by segment, the probability distribution, the action mix
@@ -72,6 +78,7 @@ def overview(request: Request, session: SessionDep, state: StateDep) -> HTMLResp
         nav="overview",
         model=info,
         model_error=state.models.last_error,
+        model_warnings=model_warnings(loaded.bundle.metadata) if loaded else [],
         meta=meta,
         summary=summary,
         segments=segments,
@@ -90,8 +97,8 @@ def overview(request: Request, session: SessionDep, state: StateDep) -> HTMLResp
                 Bar(str(s["segment"]), float(s["value_at_risk"] or 0), money(s["value_at_risk"]))
                 for s in segments
             ],
-            "Value at risk by segment",
-            "Total value at risk (churn probability times CLV) of each segment's customers.",
+            "Value at risk by value segment",
+            "Total value at risk (churn probability times CLV) of each value segment's customers.",
         ),
         histogram_chart=histogram(
             "histogram-chart",

@@ -6,6 +6,7 @@ import math
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from fastapi import Request
 from fastapi.responses import HTMLResponse
@@ -62,6 +63,13 @@ def day(value: Any) -> str:
     return f"{moment.day} {moment:%b %Y}"
 
 
+def quote_id(value: Any) -> str:
+    """A customer id as one URL path segment: every reserved character quoted, so ``../x`` or ``a/b``
+    stay inside /customers/ ('.' and '..' alone, which browsers resolve, are quoted too)."""
+    text = quote(str(value), safe="")
+    return text.replace(".", "%2E") if text in (".", "..") else text
+
+
 def _environment() -> Environment:
     env = Environment(
         loader=FileSystemLoader(TEMPLATES),
@@ -69,7 +77,7 @@ def _environment() -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(money=money, percent=percent, number=number, day=day)
+    env.filters.update(money=money, percent=percent, number=number, day=day, quote_id=quote_id)
     return env
 
 

@@ -2,15 +2,22 @@
 
 A session token is ``key_id:expires:nonce:signature`` where the signature is HMAC-SHA256 over the rest
 with a secret kept in ``<home>/session_secret`` (created once, mode 600). The key itself is never stored.
-A token is valid while its signature matches, it has not expired and its key id still exists in the
-KeyStore (revoking a key ends its sessions). The CSRF token of a session is derived from the session's
-nonce with the same secret, so it needs no server-side state either.
+A token is valid while its signature matches, it has not expired, its key id still exists in the
+KeyStore (revoking a key ends its sessions) and it was not signed out: signing out records the session's
+nonce in :class:`EndedSessions`, a file next to the API keys that every worker process reads, so a copied
+cookie is dead after sign-out, across processes and restarts. The CSRF token of a session is derived from
+the session's nonce with the same secret, so it needs no server-side state.
+
+The signature is HMAC-SHA256 (compared in constant time) rather than ``itsdangerous``: the format names the
+key id in clear (the sign-in tests and the logs rely on it) and needs a per-session nonce for the CSRF
+token and the sign-out list, which ``TimestampSigner`` would wrap without removing.
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import fcntl
 import hashlib
 import hmac
 import os
@@ -18,15 +25,17 @@ import secrets
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from serving.keys import KeyRecord, KeyStore
+from serving.keys import KeyRecord, KeyStore, same_secret
 
 COOKIE = "churnguard_session"
 SIGNIN_COOKIE = "churnguard_signin"
 CSRF_HEADER = "x-churnguard-csrf"
 SECRET_FILE = "session_secret"
+ENDED_FILE = "ended_sessions"
 _VERSION = "v1"
 
 
@@ -34,9 +43,7 @@ def _b64(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
 
 
-def same(a: str, b: str) -> bool:
-    """Constant-time equality of two strings of any content (client input may be non-ASCII)."""
-    return hmac.compare_digest(a.encode("utf-8", "backslashreplace"), b.encode("utf-8", "backslashreplace"))
+same = same_secret  # constant-time equality of two strings of any content
 
 
 @dataclass(frozen=True)
@@ -46,13 +53,91 @@ class Session:
     key: KeyRecord
     expires: int
     csrf: str
+    nonce: str
+
+
+class EndedSessions:
+    """Sessions signed out before they expired, as lines ``<expires> <sha256 of the nonce>`` in one file.
+
+    Appends hold an exclusive lock (several worker processes may sign out at once) and the file is read
+    again whenever it changes, so every process sees a sign-out at its next request. Lines of sessions
+    that have expired anyway are dropped when the file is rewritten, which happens once most lines are
+    such: the file holds at most the sessions signed out within one session lifetime. Mode 0600.
+    """
+
+    _COMPACT_AFTER = 200
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._seen: tuple[int, int] | None = None
+        self._ended: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _digest(nonce: str) -> str:
+        return hashlib.sha256(nonce.encode("utf-8", "backslashreplace")).hexdigest()
+
+    def _read(self) -> dict[str, int]:
+        try:
+            stat = self.path.stat()
+        except FileNotFoundError:
+            self._seen, self._ended = None, {}
+            return self._ended
+        seen = (stat.st_mtime_ns, stat.st_size)
+        if seen != self._seen:
+            ended: dict[str, int] = {}
+            for line in self.path.read_text(encoding="ascii", errors="replace").splitlines():
+                expires, _, digest = line.partition(" ")
+                if expires.isdigit() and len(digest) == 64:
+                    ended[digest] = int(expires)
+            self._seen, self._ended = seen, ended
+        return self._ended
+
+    def is_ended(self, nonce: str) -> bool:
+        with self._lock:
+            return self._digest(nonce) in self._read()
+
+    def end(self, nonce: str, expires: int, now: float | None = None) -> None:
+        """Record a session as signed out (until ``expires``, when it would have ended anyway)."""
+        now = time.time() if now is None else now
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._lock, self._locked():
+            handle = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            with os.fdopen(handle, "a", encoding="ascii") as stream:
+                stream.write(f"{expires} {self._digest(nonce)}\n")
+            ended = self._read()
+            live = {d: e for d, e in ended.items() if e > now}
+            if len(ended) > self._COMPACT_AFTER and len(live) * 2 < len(ended):
+                self._rewrite(live)
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """An exclusive lock shared by every process (on a lock file: rewriting replaces the list file)."""
+        handle = os.open(self.path.with_name(self.path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(handle)  # closing releases the lock
+
+    def _rewrite(self, live: dict[str, int]) -> None:
+        handle, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.")
+        try:
+            os.fchmod(handle, 0o600)
+            with os.fdopen(handle, "w", encoding="ascii") as stream:
+                stream.writelines(f"{e} {d}\n" for d, e in live.items())
+            os.replace(tmp, self.path)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+        self._seen = None
 
 
 class SessionSigner:
     """Issues and verifies session tokens with the secret in ``<home>/session_secret``."""
 
-    def __init__(self, home: Path) -> None:
+    def __init__(self, home: Path, ended_file: Path | None = None) -> None:
         self.path = Path(home) / SECRET_FILE
+        self.ended = EndedSessions(ended_file or Path(home) / ENDED_FILE)
         self._secret: bytes | None = None
         self._lock = threading.Lock()
 
@@ -106,9 +191,13 @@ class SessionSigner:
         if not expires_text.isdigit() or int(expires_text) <= (now if now is not None else time.time()):
             return None
         record = next((r for r in keys.records() if r.key_id == key_id), None)
-        if record is None:
+        if record is None or self.ended.is_ended(nonce):
             return None
-        return Session(record, int(expires_text), self._mac("csrf", nonce))
+        return Session(record, int(expires_text), self._mac("csrf", nonce), nonce)
+
+    def end(self, session: Session) -> None:
+        """Sign a session out for good: its token no longer verifies, in any process, even if replayed."""
+        self.ended.end(session.nonce, session.expires)
 
     # -- the sign-in form's token (double submit: a random cookie and its MAC in the form) ----------
     @staticmethod

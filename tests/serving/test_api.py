@@ -122,7 +122,9 @@ def test_model_card_health_ready_metrics(client: TestClient, trained) -> None:
     assert open_client.get("/health").json() == {"status": "ok"}
     ready = open_client.get("/ready").json()
     assert ready["status"] == "ready" and ready["model_version"] == trained.version
-    metrics = open_client.get("/metrics").text
+    assert ready["warnings"] == []
+    assert open_client.get("/metrics").status_code == 401  # the probability histogram is not public
+    metrics = client.get("/metrics").text  # any API key may scrape
     assert "churnguard_requests_total" in metrics and "churnguard_model_version" in metrics
 
 

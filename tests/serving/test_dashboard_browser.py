@@ -210,9 +210,16 @@ def test_sign_out_locks_out(page: Any, server: str, trained: Any) -> None:
     body = {"records": [{"features": {"recency_days": 10}}]}
     headers = {"X-Churnguard-CSRF": csrf}
     assert page.request.post(server + "/v1/score", data=body, headers=headers).status == 200
+    copied = [c for c in page.context.cookies() if c["name"] == "churnguard_session"]
+    assert copied
     page.get_by_role("button", name="Sign out").click()
     page.wait_for_url("**/sign-in?signed_out=1")
     assert page.get_by_text("You are signed out").is_visible()
     page.goto(server + "/customers")
     assert "/sign-in" in page.url and page.get_by_label("API key").is_visible()
+    assert page.request.post(server + "/v1/score", data=body, headers=headers).status == 401
+    page.context.add_cookies(copied)  # the cookie copied before signing out, put back: ended on the server
+    page.goto(server + "/customers")
+    assert "/sign-in" in page.url and "reason=ended" in page.url
+    assert page.request.get(server + "/customers.csv", max_redirects=0).status == 303
     assert page.request.post(server + "/v1/score", data=body, headers=headers).status == 401
