@@ -4,8 +4,9 @@
 
 The champion of a freshly trained home scores every active customer of a generated dataset, writing a
 Parquet file and a fresh SQLite serving store in a temporary folder, in a spawned process (its peak RSS
-is its own). Loading the data is timed apart; the rate is ``run_batch``'s own (features -> scores ->
-reasons -> actions -> file -> store). Stage times come from run_batch's progress callback.
+is its own), through ``serving.batch.publish_scores`` as ``churnguard score`` does. Loading the data is
+timed apart; the rate is ``run_batch``'s own (features -> scores -> reasons -> actions -> file -> store).
+Stage times come from the progress callback.
 """
 
 from __future__ import annotations
@@ -75,29 +76,28 @@ def _stage_seconds(stages: _Stages, ended: float, store_seconds: float) -> dict[
 
 
 def measure(home: str, data_dir: str, out_dir: str) -> dict[str, Any]:
-    """Child body: load the champion and the data, then time run_batch into a file and a fresh store."""
-    from features.loading import load_dataset
-    from features.snapshots import observed_until
-    from serving.actions import load_playbook
-    from serving.batch import run_batch
-    from serving.model_source import load_model
+    """Child body: time publish_scores into a file and a fresh store (the rate is run_batch's own;
+    loading the data is timed apart)."""
+    from serving.batch import PublishRequest, ScoresFile, publish_scores
     from serving.store import SqliteScoreStore
 
-    with churnguard_home(Path(home)):
-        model = load_model("models:/churnguard@champion")
-    with stopwatch() as loading:
-        dataset = load_dataset(Path(data_dir))
     out_file, store_file = Path(out_dir) / "scores.parquet", Path(out_dir) / "scores.db"
     stages, store = _Stages(), _TimedStore(SqliteScoreStore(store_file))
-    result = run_batch(
-        dataset, observed_until(dataset), model, load_playbook(), out_file, cast(Any, store), report=stages
+    request = PublishRequest(
+        Path(data_dir),
+        "models:/churnguard@champion",
+        out_file=ScoresFile(out_file),
+        store=cast(Any, store),
     )
+    with churnguard_home(Path(home)):
+        published = publish_scores(request, report=stages)
     ended = time.perf_counter()
+    result = published.batch
     return {
         "scored": result.customers,
         "seconds": result.seconds,
         "per_second": result.per_second,
-        "load_seconds": loading["seconds"],
+        "load_seconds": published.load_seconds,
         "stages": _stage_seconds(stages, ended, store.seconds),
         "file_mib": out_file.stat().st_size / 2**20,
         "store_mib": sum(p.stat().st_size for p in Path(out_dir).glob("scores.db*")) / 2**20,

@@ -316,26 +316,20 @@ def trained_home(work_dir: Path, n_customers: int, quick: bool, seed: int = 0) -
 
 def fill_store(home: str, data_dir: str) -> dict[str, Any]:
     """Child body: batch-score the home's dataset into its serving store and create an API key."""
-    from features.loading import load_dataset
-    from features.snapshots import observed_until
-    from serving.actions import load_playbook
-    from serving.batch import run_batch
+    from serving.batch import PublishRequest, publish_scores
     from serving.keys import KeyStore
-    from serving.model_source import load_model
     from serving.store import SqliteScoreStore
 
     with churnguard_home(Path(home)):
-        dataset = load_dataset(Path(data_dir))
-        result = run_batch(
-            dataset,
-            observed_until(dataset),
-            load_model("models:/churnguard@champion"),
-            load_playbook(),
-            None,
-            SqliteScoreStore(Path(home) / "scores.db"),
+        published = publish_scores(
+            PublishRequest(
+                Path(data_dir),
+                "models:/churnguard@champion",
+                store=SqliteScoreStore(Path(home) / "scores.db"),
+            )
         )
         _, token = KeyStore(Path(home) / "api_keys.json").create("benchmarks")
-    return {"customers": result.customers, "api_key": token}
+    return {"customers": published.batch.customers, "api_key": token}
 
 
 def serving_home(trained: TrainedHome) -> TrainedHome:

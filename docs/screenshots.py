@@ -50,13 +50,9 @@ def build_demo_home(home: Path, customers: int) -> None:
     """Synthetic data, a trained and registered champion, and a filled serving store in ``home``."""
     os.environ["CHURNGUARD_HOME"] = str(home)
     os.environ.pop("MLFLOW_TRACKING_URI", None)
-    from features.loading import load_dataset
     from features.settings import get_settings
-    from features.snapshots import observed_until
     from features.synthetic import generate_dataset
-    from serving.actions import load_playbook
-    from serving.batch import run_batch
-    from serving.model_source import load_model
+    from serving.batch import PublishRequest, ScoresFile, publish_scores
     from serving.store import SqliteScoreStore
     from training.config import TrainConfig
     from training.pipeline import train
@@ -68,15 +64,13 @@ def build_demo_home(home: Path, customers: int) -> None:
     log.info("training")
     train(data, TrainConfig.model_validate(DEMO_TRAIN), get_settings())
     log.info("scoring")
-    dataset = load_dataset(data)
-    run_batch(
-        dataset,
-        observed_until(dataset),
-        load_model("models:/churnguard@champion"),
-        load_playbook(),
-        home / "scores.parquet",
-        SqliteScoreStore(home / "scores.db"),
-        threads=2,
+    publish_scores(
+        PublishRequest(
+            data,
+            "models:/churnguard@champion",
+            out_file=ScoresFile(home / "scores.parquet"),
+            store=SqliteScoreStore(home / "scores.db"),
+        )
     )
 
 

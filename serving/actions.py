@@ -12,7 +12,6 @@ from collections.abc import Hashable, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from functools import lru_cache
-from json.encoder import encode_basestring_ascii
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from features.errors import ConfigError
+from serving.encoding import ActionText, encode_decisions
 
 NO_ACTION = "no_action"
 
@@ -61,15 +61,44 @@ def load_playbook(path: Path | None = None) -> Playbook:
 
 @dataclass(frozen=True)
 class Decisions:
-    """One decision per customer, encoded once: the action as JSON text (what a file or the store keeps),
-    and apart the two fields customer lists sort and filter on: its name and expected net value."""
+    """One decision per customer, encoded once: the action as JSON text (what a file or the store keeps,
+    see :func:`serving.encoding.encode_decisions`), and apart the two fields customer lists sort and filter
+    on: its name and expected net value."""
 
-    json: list[str]
+    text: list[str]
     name: list[str]
     expected_net_value: list[float]
 
     def as_dicts(self) -> list[dict[str, object]]:
-        return [json.loads(text) for text in self.json]
+        return [json.loads(text) for text in self.text]
+
+
+_DECLINED = ActionText(NO_ACTION, "No action", "", 0.0, 0.0)
+
+
+def _allowed(actions: Sequence[Action], risk_groups: Sequence[AbstractSet[str]]) -> np.ndarray:
+    """(customers, actions): which actions address one of each customer's risk groups (the engagement
+    actions when none does); worked out once per distinct set of groups."""
+    known: dict[AbstractSet[str], int] = {}  # distinct sets of risk groups -> row of ``allowed``
+    allowed: list[list[bool]] = []
+    rows = []
+    for groups in risk_groups:
+        row = known.get(groups) if isinstance(groups, Hashable) else None
+        if row is None:
+            answer = [not groups.isdisjoint(a.addresses) for a in actions]
+            if not any(answer):
+                answer = ["engagement" in a.addresses for a in actions]
+            if not any(answer):
+                raise ConfigError(
+                    "the playbook has no action for engagement reasons to fall back on: "
+                    "add one whose 'addresses' include 'engagement'"
+                )
+            row = len(allowed)
+            allowed.append(answer)
+            if isinstance(groups, Hashable):
+                known[groups] = row
+        rows.append(row)
+    return np.array(allowed, dtype=bool).reshape(-1, len(actions))[np.asarray(rows, dtype=np.intp)]
 
 
 def decide_actions(
@@ -88,57 +117,33 @@ def decide_actions(
     net = at_stake[:, None] * np.array([a.success_rate for a in actions]) - np.array(
         [a.cost for a in actions]
     )
-    known: dict[AbstractSet[str], int] = {}  # distinct sets of risk groups -> row of ``allowed``
-    allowed: list[list[bool]] = []
-    rows = []
-    for groups in risk_groups:
-        row = known.get(groups) if isinstance(groups, Hashable) else None
-        if row is None:
-            answer = [not groups.isdisjoint(a.addresses) for a in actions]
-            if not any(answer):
-                answer = ["engagement" in a.addresses for a in actions]
-            if not any(answer):
-                raise ValueError("the playbook has no action for engagement reasons to fall back on")
-            row = len(allowed)
-            allowed.append(answer)
-            if isinstance(groups, Hashable):
-                known[groups] = row
-        rows.append(row)
-    choices = np.array(allowed, dtype=bool).reshape(-1, len(actions))[np.asarray(rows, dtype=np.intp)]
-    best = np.argmax(np.where(choices, net, -np.inf), axis=1)
+    best = np.argmax(np.where(_allowed(actions, risk_groups), net, -np.inf), axis=1)
     best_net = np.take_along_axis(net, best[:, None], axis=1)[:, 0]
     margin = f" x {playbook.margin:.0%} margin" if playbook.margin < 1 else ""
     success = [f" x {a.success_rate:.0%} success - {a.cost:,.2f} cost = " for a in actions]
-    worth_head = [
-        f'{{"name": {json.dumps(a.name)}, "label": {json.dumps(a.label)}, '
-        f'"description": {json.dumps(a.description)}, "expected_net_value": '
-        for a in actions
-    ]
-    worth_tail = [
-        f', "cost": {json.dumps(a.cost)}, "success_rate": {json.dumps(a.success_rate)}, "why": '
-        for a in actions
-    ]
-    declined = (
-        f'{{"name": "{NO_ACTION}", "label": "No action", "description": "", "expected_net_value": 0.0, '
-        '"cost": 0.0, "success_rate": 0.0, "why": '
-    )
-    texts, names, values = [], [], []
+    declined = len(actions)  # index of _DECLINED in the encoder's list
+    chosen, whys, names, values = [], [], [], []
     for p, value, b, n in zip(
         probability.tolist(), clv.tolist(), best.tolist(), best_net.tolist(), strict=True
     ):
         figures = f"{p:.0%} churn risk x {value:,.2f} value{margin}{success[b]}{n:,.2f}"
         if n > playbook.min_net_value:
-            expected = round(n, 2)
-            why = f"Worth it: {figures}."
-            texts.append(f"{worth_head[b]}{expected!r}{worth_tail[b]}{encode_basestring_ascii(why)}}}")
+            chosen.append(b)
+            whys.append(f"Worth it: {figures}.")
             names.append(actions[b].name)
-            values.append(expected)
+            values.append(round(n, 2))
         else:
-            why = f"Not worth an offer: the best option, {actions[b].label.lower()}, would return {figures}."
-            texts.append(f"{declined}{encode_basestring_ascii(why)}}}")
+            chosen.append(declined)
+            whys.append(
+                f"Not worth an offer: the best option, {actions[b].label.lower()}, would return {figures}."
+            )
             names.append(NO_ACTION)
             values.append(0.0)
-    return Decisions(texts, names, values)
+    forms = [
+        *(ActionText(a.name, a.label, a.description, a.cost, a.success_rate) for a in actions),
+        _DECLINED,
+    ]
+    return Decisions(encode_decisions(forms, chosen, values, whys), names, values)
 
 
 def choose_actions(

@@ -1,4 +1,9 @@
-"""Batch scoring: every customer of a dataset as of a date, written atomically and into the store."""
+"""Batch scoring: every customer of a dataset as of a date, written atomically and into the store.
+
+:func:`publish_scores` is the whole job behind ``churnguard score`` (load the model and the data, score,
+write the file, refresh the store); :func:`run_batch` is its scoring and writing part, for callers that
+already hold a model and a dataset.
+"""
 
 from __future__ import annotations
 
@@ -6,39 +11,34 @@ import json
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from features.bundle import ModelBundle
+from features.bundle import ModelBundle, ModelInfo
 from features.engine import compute_features
 from features.io import write_frame_atomic
 from features.loading import Dataset
-from serving.actions import Playbook
+from features.progress import Report, silent
+from serving.encoding import FILE_COLUMNS, input_rows, spreadsheet_safe
 from serving.history import recent_history
-from serving.model_source import LoadedModel
-from serving.scoring import ModelOutputs, model_outputs, score_features
+from serving.scoring import ModelOutputs, Scorer, model_outputs
 from serving.store import ScoreStore
 
-FILE_COLUMNS = (
-    "customer_id",
-    "as_of",
-    "churn_probability",
-    "risk_tier",
-    "clv",
-    "value_at_risk",
-    "segment",
-    "reasons",
-    "action",
-    "model",
-    "action_name",
-    "expected_net_value",
-    "top_reason",
-    "model_version",
-)
+__all__ = [
+    "FILE_COLUMNS",
+    "BatchResult",
+    "PublishRequest",
+    "Published",
+    "ScoresFile",
+    "publish_scores",
+    "run_batch",
+    "score_dataset",
+    "to_output",
+]
 
 
 @dataclass(frozen=True)
@@ -52,32 +52,55 @@ class BatchResult:
         return self.customers / self.seconds if self.seconds else float("inf")
 
 
+@dataclass(frozen=True)
+class ScoresFile:
+    """Where the scores file goes and, for CSV, how it is written.
+
+    A CSV is read by spreadsheets, where a text cell starting with ``=``, ``+``, ``-``, ``@``, a tab or a
+    carriage return runs as a formula: such cells are prefixed with ``'`` unless ``raw`` (see
+    :func:`serving.encoding.spreadsheet_cell`). ``excel`` starts the file with a UTF-8 byte-order mark
+    so that spreadsheet programs read accents right."""
+
+    path: Path
+    raw: bool = False
+    excel: bool = False
+
+    def write(self, scores: pd.DataFrame) -> None:
+        """Write the file form of ``scores`` atomically."""
+        frame = to_output(scores)
+        if self.path.suffix != ".csv":
+            write_frame_atomic(frame, self.path)
+            return
+        write_frame_atomic(
+            frame if self.raw else spreadsheet_safe(frame),
+            self.path,
+            csv_encoding="utf-8-sig" if self.excel else "utf-8",
+        )
+
+
 def score_dataset(
     dataset: Dataset,
     as_of: pd.Timestamp,
-    model: LoadedModel,
-    playbook: Playbook,
+    scorer: Scorer,
     *,
-    top_k: int = 5,
     chunk_rows: int = 20_000,
     threads: int = 2,
-    report: Callable[[str, float], None] | None = None,
+    report: Report = silent,
 ) -> pd.DataFrame:
     """Scores for every customer active at ``as_of``, with reasons, action, inputs and recent history.
 
     Reasons, action and model are JSON text, written once here and kept as is by the file and the store;
     ``features`` holds each customer's model inputs as a JSON array in the order of
-    ``model.bundle.feature_names``.
+    ``scorer.bundle.feature_names``.
 
     Both cores stay busy: the next chunk's SHAP values and CLV are computed in LightGBM (C code, off the
     interpreter lock) while this chunk's reasons and actions are written in Python, and the recent history
     is gathered on another thread meanwhile (numpy, Arrow and DuckDB)."""
-    report = report or (lambda stage, fraction: None)
     report("computing features", 0.05)
     features = compute_features(dataset, as_of, threads)
     stamp = str(as_of.date())
     ids = features["customer_id"].astype(str).tolist()
-    bundle = model.bundle
+    bundle = scorer.bundle
     with ThreadPoolExecutor(max_workers=1) as background, ThreadPoolExecutor(max_workers=1) as trees:
         histories = background.submit(recent_history, dataset, as_of, ids, threads)
         chunks = [features.iloc[start : start + chunk_rows] for start in range(0, len(features), chunk_rows)]
@@ -88,23 +111,11 @@ def score_dataset(
             matrix, outputs = upcoming.result()  # type: ignore[union-attr]
             if i + 1 < len(chunks):
                 upcoming = trees.submit(_model_inputs_and_outputs, bundle, chunks[i + 1])
-            parts.append(
-                score_features(
-                    bundle,
-                    chunk,
-                    playbook,
-                    model.info,
-                    stamp,
-                    top_k,
-                    encoded=True,
-                    matrix=matrix,
-                    outputs=outputs,
-                )
-            )
+            parts.append(scorer.score_frame(chunk, stamp, encoded=True, matrix=matrix, outputs=outputs))
         scores = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
         report("collecting inputs and history", 0.85)
         # Only the store reads these: kept as Python text, not converted to text columns.
-        scores["features"] = pd.Series(input_rows(features, model.bundle.feature_names), dtype=object)
+        scores["features"] = pd.Series(input_rows(features, bundle.feature_names), dtype=object)
         scores["history"] = pd.Series(histories.result(), dtype=object)
     return scores
 
@@ -112,20 +123,6 @@ def score_dataset(
 def _model_inputs_and_outputs(bundle: ModelBundle, chunk: pd.DataFrame) -> tuple[np.ndarray, ModelOutputs]:
     matrix = bundle.matrix(chunk)
     return matrix, model_outputs(bundle, matrix)
-
-
-def input_rows(features: pd.DataFrame, names: list[str]) -> list[str]:
-    """Each row's model inputs as a JSON array of values in the order of ``names`` (numbers to 6 decimals).
-
-    One encoder call for all rows, split at the row boundaries; should a text value contain the boundary
-    itself, the rows are written as JSON objects instead (the store reads both)."""
-    inputs = features.reindex(columns=names)
-    if not len(inputs):
-        return []
-    rows = inputs.to_json(orient="values", double_precision=6)[2:-2].split("],[")
-    if len(rows) != len(inputs):
-        return inputs.to_json(orient="records", lines=True, double_precision=6).splitlines()
-    return [f"[{row}]" for row in rows]
 
 
 def to_output(scores: pd.DataFrame) -> pd.DataFrame:
@@ -138,31 +135,92 @@ def to_output(scores: pd.DataFrame) -> pd.DataFrame:
 def run_batch(
     dataset: Dataset,
     as_of: pd.Timestamp,
-    model: LoadedModel,
-    playbook: Playbook,
-    out_file: Path | None,
-    store: ScoreStore | None,
+    scorer: Scorer,
     *,
-    top_k: int = 5,
+    out_file: ScoresFile | None = None,
+    store: ScoreStore | None = None,
     threads: int = 2,
-    report: Callable[[str, float], None] | None = None,
+    report: Report = silent,
 ) -> BatchResult:
     """Score, then write the file (atomically) and refresh the store (one transaction)."""
     started = time.perf_counter()
-    scores = score_dataset(dataset, as_of, model, playbook, top_k=top_k, threads=threads, report=report)
-    if report:
-        report("writing", 0.9)
+    scores = score_dataset(dataset, as_of, scorer, threads=threads, report=report)
+    report("writing", 0.9)
     if out_file is not None:
-        write_frame_atomic(to_output(scores), out_file)
+        out_file.write(scores)
     if store is not None:
         store.replace_all(
             scores,
             {
                 "as_of": str(as_of.date()),
-                "model": model.info.as_dict(),
+                "model": scorer.info.as_dict(),
                 "scored_at": datetime.now(UTC).replace(microsecond=0).isoformat(),
                 "customers": len(scores),
-                "feature_names": model.bundle.feature_names,
+                "feature_names": scorer.bundle.feature_names,
             },
         )
     return BatchResult(len(scores), time.perf_counter() - started, str(as_of.date()))
+
+
+@dataclass(frozen=True)
+class PublishRequest:
+    """What to score and where the scores go.
+
+    ``as_of`` None scores as of the last day the data observes; ``choose_as_of(dataset, as_of)``, when
+    given, decides instead (the CLI's refuses dates outside the data). ``playbook`` None uses the shipped
+    one. At least one of ``out_file`` and ``store`` should be given, or the scores go nowhere."""
+
+    data_dir: Path
+    model_uri: str
+    as_of: pd.Timestamp | None = None
+    choose_as_of: Callable[[Dataset, pd.Timestamp | None], pd.Timestamp] | None = field(
+        default=None, compare=False
+    )
+    mapping: Path | None = None
+    playbook: Path | None = None
+    out_file: ScoresFile | None = None
+    store: ScoreStore | None = field(default=None, compare=False)
+    top_k: int = 5
+    threads: int = 2
+
+
+@dataclass(frozen=True)
+class Published:
+    """What a :func:`publish_scores` did: the model it used, the batch's figures (its rate is the
+    scoring's and writing's own) and the seconds spent loading the data, apart."""
+
+    model: ModelInfo
+    batch: BatchResult
+    load_seconds: float
+
+
+def publish_scores(request: PublishRequest, report: Report = silent) -> Published:
+    """Load the model, the data and the playbook, score every active customer and publish the scores to
+    the file and the store. MLflow must already point at the registry in force
+    (``features.model_store.connect``) when the model is a registry URI."""
+    from features.loading import load_dataset
+    from features.model_store import load_model
+    from features.snapshots import observed_until
+    from serving.actions import load_playbook
+
+    report("loading model", 0.01)
+    model = load_model(request.model_uri)
+    report("validating input", 0.03)
+    began = time.perf_counter()
+    dataset = load_dataset(request.data_dir, request.mapping)
+    load_seconds = time.perf_counter() - began
+    if request.choose_as_of is not None:
+        as_of = request.choose_as_of(dataset, request.as_of)
+    else:
+        as_of = request.as_of if request.as_of is not None else observed_until(dataset)
+    scorer = Scorer.for_model(model, load_playbook(request.playbook), request.top_k)
+    batch = run_batch(
+        dataset,
+        as_of,
+        scorer,
+        out_file=request.out_file,
+        store=request.store,
+        threads=request.threads,
+        report=report,
+    )
+    return Published(model.info, batch, load_seconds)

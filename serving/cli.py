@@ -20,7 +20,13 @@ app.add_typer(keys_app, name="keys")
 def score(
     data: DataDir,
     out_file: Annotated[
-        Path | None, typer.Option("--out", help="Output file (.parquet or .csv), written atomically.")
+        Path | None,
+        typer.Option(
+            "--out",
+            help="Output file (.parquet or .csv), written atomically. In a CSV, text cells that start "
+            "with =, +, -, @, a tab or a carriage return get a leading ' so a spreadsheet does not run "
+            "them as formulas (as the dashboard's export does); see --raw-csv.",
+        ),
     ] = None,
     as_of: AsOfOpt = None,
     model: Annotated[
@@ -31,42 +37,50 @@ def score(
         bool, typer.Option("--store/--no-store", help="Refresh the serving store the API reads.")
     ] = True,
     mapping: MappingOpt = None,
+    raw_csv: Annotated[
+        bool,
+        typer.Option(
+            "--raw-csv",
+            help="Write CSV cells exactly as computed, without the leading ' (for programs, not spreadsheets).",
+        ),
+    ] = False,
+    excel: Annotated[
+        bool,
+        typer.Option("--excel", help="Start the CSV with a UTF-8 byte-order mark, for spreadsheet programs."),
+    ] = False,
 ) -> None:
     """Score every active customer: churn probability, CLV, value at risk, reasons and action."""
-    from features.loading import load_dataset
-    from features.model_store import connect, load_model
+    from features.model_store import connect
     from features.progress import stage_progress
-    from serving.actions import load_playbook
-    from serving.batch import run_batch
+    from serving.batch import PublishRequest, ScoresFile, publish_scores
     from serving.settings import get_serving_settings
     from serving.store import SqliteScoreStore
 
     settings = get_serving_settings()
     if out_file is None and not store:
         raise typer.BadParameter("nothing to do: give --out FILE, or keep --store")
-    requested = parse_date(as_of, "--as-of") if as_of else None
+    if (raw_csv or excel) and (out_file is None or out_file.suffix != ".csv"):
+        raise typer.BadParameter("--raw-csv and --excel apply to a CSV file: give --out FILE.csv")
+    request = PublishRequest(
+        data,
+        model or settings.model_uri,
+        as_of=parse_date(as_of, "--as-of") if as_of else None,
+        choose_as_of=checked_cutoff,
+        mapping=mapping,
+        playbook=settings.playbook,
+        out_file=ScoresFile(out_file, raw=raw_csv, excel=excel) if out_file else None,
+        store=SqliteScoreStore(settings.store_file) if store else None,
+        top_k=settings.top_k,
+        threads=settings.threads,
+    )
     connect(settings)
     with stage_progress("scoring") as report:
-        report("loading model", 0.01)
-        loaded = load_model(model or settings.model_uri)
-        report("validating input", 0.03)
-        dataset = load_dataset(data, mapping)
-        cutoff = checked_cutoff(dataset, requested)
-        result = run_batch(
-            dataset,
-            cutoff,
-            loaded,
-            load_playbook(settings.playbook),
-            out_file,
-            SqliteScoreStore(settings.store_file) if store else None,
-            top_k=settings.top_k,
-            threads=settings.threads,
-            report=report,
-        )
+        published = publish_scores(request, report)
+    result, info = published.batch, published.model
     where = f" to {out_file}" if out_file else ""
     out.print(
         f"scored {result.customers:,} customers as of {result.as_of}{where} with model "
-        f"{loaded.info.name} v{loaded.info.version} in {result.seconds:.1f}s "
+        f"{info.name} v{info.version} in {result.seconds:.1f}s "
         f"({result.per_second:,.0f} customers/s)" + ("; serving store refreshed" if store else "")
     )
 
@@ -88,7 +102,7 @@ def serve(
 
     if demo:
         _print_demo_hints(host, port)
-    out.print(f"serving on http://{host}:{port}  (API docs: http://{host}:{port}/docs)")
+    out.print(f"serving on http://{host}:{port}  (OpenAPI schema: http://{host}:{port}/openapi.json)")
     uvicorn.run(
         "serving.app:create_app",
         factory=True,
@@ -120,7 +134,7 @@ def _print_demo_hints(host: str, port: int) -> None:
 
   API key (shown once):  {key}
   Dashboard:             {base}/  (sign in with the key)
-  API docs:              {base}/docs
+  OpenAPI schema:        {base}/openapi.json  (interactive /docs with CHURNGUARD_API_DOCS=true)
 
 Try:
   curl -H "Authorization: Bearer {key}" {base}/v1/customers/{example}

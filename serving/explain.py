@@ -4,8 +4,9 @@ Contributions are in the churn model's log-odds: base value + contributions = ra
 Each reason compares the customer's value with what is typical among customers who stayed.
 
 Batch scoring explains tens of thousands of customers a second, so everything that depends only on the
-feature (its sentence pattern, the JSON around its values) is prepared once per call, and each customer's
-reasons are written as JSON text directly: the text a file or the store keeps, and the API decodes.
+feature (its sentence pattern) is prepared once per call, each distinct value is said once, and the
+reasons are written as JSON text by :func:`serving.encoding.encode_reasons`: the text a file or the store
+keeps, and the API decodes.
 """
 
 from __future__ import annotations
@@ -14,13 +15,12 @@ import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from itertools import repeat
-from json.encoder import encode_basestring_ascii
-from typing import Any, cast
+from typing import cast
 
 import numpy as np
 
 from features.bundle import FeatureInfo, ModelBundle
+from serving.encoding import ReasonFeature, ReasonTable, encode_reasons
 
 NEW_CUSTOMER_DAYS = 180  # an 'onboarding' reason is one an action can answer only for customers this new
 
@@ -120,45 +120,22 @@ def sentence(info: FeatureInfo, value: object, row: dict[str, object]) -> str:
     return _speaker(info)(value, None if _missing(gap) else float(cast(float, gap)))
 
 
-REASON_FIELDS = (
-    "feature",
-    "value",
-    "typical",
-    "contribution",
-    "direction",
-    "group",
-    "sentence",
-)  # stored order
-
-
 @dataclass(frozen=True)
 class Reasons:
-    """Every row's reasons, encoded once.
+    """Every row's reasons, encoded once (see :mod:`serving.encoding`).
 
-    ``json``: per row a JSON array of {feature, value, typical, contribution, direction, group, sentence}
-    (what files hold and the API returns); ``stored``: the same as arrays of REASON_FIELDS, without the
-    repeated keys (what the store keeps, see :func:`expand_reasons`); ``first_sentence``: the strongest
-    reason's sentence ('' when there is none); ``risk_groups``: the reason families that raise the row's
-    risk, i.e. what an action should address.
+    ``text``: per row the JSON array of reason objects (what files hold and the API returns); ``stored``:
+    the store's compact twin; ``first_sentence``: the strongest reason's sentence ('' when there is none);
+    ``risk_groups``: the reason families that raise the row's risk, i.e. what an action should address.
     """
 
-    json: list[str]
+    text: list[str]
     stored: list[str]
     first_sentence: list[str]
     risk_groups: list[frozenset[str]]
 
     def as_dicts(self) -> list[list[dict[str, object]]]:
-        return [json.loads(text) for text in self.json]
-
-
-def expand_reasons(stored: list[Any]) -> list[dict[str, Any]]:
-    """Reasons as the API returns them, from their stored form (reasons stored as objects pass through)."""
-    if not stored or isinstance(stored[0], dict):
-        return stored
-    return [
-        {"feature": f, "value": v, "typical": t, "contribution": c, "direction": d, "group": g, "sentence": s}
-        for f, v, t, c, d, g, s in stored
-    ]
+        return [json.loads(text) for text in self.text]
 
 
 def _round(values: np.ndarray, digits: int) -> np.ndarray:
@@ -179,84 +156,30 @@ def _round(values: np.ndarray, digits: int) -> np.ndarray:
     return out
 
 
-def _float_json(value: float) -> str:
-    """A float as ``json.dumps`` writes it."""
-    return repr(value) if -math.inf < value < math.inf else json.dumps(value)
+@dataclass(frozen=True)
+class _Described:
+    """Each reason's value and sentence as indices into lists of distinct ones (see ReasonTable), and
+    whether its value is a number under NEW_CUSTOMER_DAYS."""
+
+    heads: list[tuple[int, float | str | None]]
+    head_of: np.ndarray
+    sentences: list[str]
+    sentence_of: np.ndarray
+    new: np.ndarray
 
 
-def _value_json(value: float | str | None) -> str:
-    if value is None:
-        return "null"
-    return json.dumps(value) if isinstance(value, str) else _float_json(value)
-
-
-def _distinct_texts(values: np.ndarray, write: Callable[[float], str]) -> np.ndarray:
-    """``write`` of every element, called once per distinct value (an object array of the same shape)."""
-    distinct, where = np.unique(values, return_inverse=True)
-    texts = np.array([write(v) for v in distinct.tolist()] + [""], dtype=object)
-    return texts[where.reshape(values.shape)]
-
-
-def _rows(
-    starts: list[str],
-    start_of: np.ndarray,
-    contribution_json: np.ndarray,
-    middles: list[str],
-    middle_of: np.ndarray,
-    sentences: list[str],
-    close: str,
-    sentence_of: np.ndarray,
-    kept: np.ndarray,
-) -> list[str]:
-    """Each row's JSON array of reasons, from the pieces of its first ``kept`` reasons."""
-    n, k = start_of.shape
-    if not k:
-        return ["[]"] * n
-    first = np.array([f"[{s}" for s in starts] + [""], dtype=object)
-    later = np.array([f", {s}" for s in starts] + [""], dtype=object)
-    middle = np.array(middles, dtype=object)[middle_of]
-    closed = np.array([f"{s}{close}" for s in sentences] + [""], dtype=object)
-    pieces: list[list[str]] = []
-    for slot in range(k):
-        pieces += [
-            (later if slot else first)[start_of[:, slot]].tolist(),
-            contribution_json[:, slot].tolist(),
-            middle[:, slot].tolist(),
-            closed[sentence_of[:, slot]].tolist(),
-        ]
-    rows = ["".join(row) for row in zip(*pieces, repeat("]", n), strict=True)]
-    for i in np.flatnonzero(kept < k).tolist():  # fewer non-zero contributions than top_k
-        rows[i] = "".join(p[i] for p in pieces[: 4 * kept[i]]) + "]" if kept[i] else "[]"
-    return rows
-
-
-def top_reasons(bundle: ModelBundle, matrix: np.ndarray, contrib: np.ndarray, top_k: int = 5) -> Reasons:
-    """The top_k features by absolute contribution for every row (zero contributions left out).
-
-    A reason's value is the customer's (categories by name, numbers to 4 decimals, null when unknown); a
-    reason raises risk when its contribution, to 4 decimals, is positive, and an 'onboarding' one counts
-    for the action only while the customer is new (a value under NEW_CUSTOMER_DAYS).
-
-    The text of a reason depends only on its feature, value (for recency also the usual gap), contribution
-    and sign, so each piece is written once per distinct value and the rows are assembled from pieces."""
-    infos = bundle.features
-    n, k = len(matrix), min(top_k, len(infos))
-    values = contrib[:, :-1]
-    top = np.argsort(-np.abs(values), axis=1, kind="stable")[:, :k]  # zero contributions sort last
-    contribution = np.take_along_axis(values, top, axis=1)
-    rounded = _round(contribution, 4)
-    value = _round(np.take_along_axis(matrix, top, axis=1), 4)  # categorical codes are whole already
+def _describe(bundle: ModelBundle, matrix: np.ndarray, top: np.ndarray, value: np.ndarray) -> _Described:
+    """Decode the values of the chosen features and say each reason, once per distinct feature and value
+    (for recency once per reason: its sentence also says the customer's usual gap)."""
     names = bundle.feature_names
+    n = len(matrix)
     gap = matrix[:, names.index("mean_gap_days")] if "mean_gap_days" in names else np.full(n, np.nan)
-
-    # A reason is written from four pieces: the start (up to its contribution: one per feature and value),
-    # the contribution, the middle (direction and group: one per feature and sign) and the sentence.
-    starts: list[tuple[str, str]] = []  # (as an object, as an array)
-    start_of = np.zeros(top.shape, dtype=np.intp)
+    heads: list[tuple[int, float | str | None]] = []
+    head_of = np.zeros(top.shape, dtype=np.intp)
     sentences: list[str] = []
     sentence_of = np.zeros(top.shape, dtype=np.intp)
-    new = np.zeros(top.shape, dtype=bool)  # a numeric value under NEW_CUSTOMER_DAYS
-    for j, info in enumerate(infos):
+    new = np.zeros(top.shape, dtype=bool)
+    for j, info in enumerate(bundle.features):
         at = top == j
         if not at.any():
             continue
@@ -266,16 +189,9 @@ def top_reasons(bundle: ModelBundle, matrix: np.ndarray, contrib: np.ndarray, to
         decoded: list[float | str | None] = [
             None if v != v else v if categories is None else categories[int(v)] for v in distinct.tolist()
         ]
-        name, typical = json.dumps(info.name), json.dumps(info.typical, default=str)
-        start_of[at] = len(starts) + where
-        starts += [
-            (
-                f'{{"feature": {name}, "value": {v}, "typical": {typical}, "contribution": ',
-                f"[{name}, {v}, {typical}, ",
-            )
-            for v in map(_value_json, decoded)
-        ]
-        if info.name == "recency_days":  # the sentence also says the customer's usual gap
+        head_of[at] = len(heads) + where
+        heads += [(j, v) for v in decoded]
+        if info.name == "recency_days":
             sentence_of[at] = len(sentences) + np.arange(len(here))
             gaps = gap[np.nonzero(at)[0]].tolist()
             sentences += [speak(decoded[w], g) for w, g in zip(where.tolist(), gaps, strict=True)]
@@ -284,50 +200,52 @@ def top_reasons(bundle: ModelBundle, matrix: np.ndarray, contrib: np.ndarray, to
             sentences += [speak(v, None) for v in decoded]
         if categories is None:
             new[at] = here < NEW_CUSTOMER_DAYS
+    return _Described(heads, head_of, sentences, sentence_of, new)
 
-    kept = (contribution != 0.0).sum(axis=1)
-    contribution_json = _distinct_texts(rounded, _float_json)
-    sign = top * 2 + (contribution > 0)
-    quoted = [encode_basestring_ascii(s) for s in sentences]
-    object_middles = [
-        f', "direction": "{direction}", "group": {json.dumps(f.group)}, "sentence": '
-        for f in infos
-        for direction in ("lowers risk", "raises risk")
-    ]
-    array_middles = [
-        f', "{direction}", {json.dumps(f.group)}, '
-        for f in infos
-        for direction in ("lowers risk", "raises risk")
-    ]
-    texts = _rows(
-        [s for s, _ in starts],
-        start_of,
-        contribution_json,
-        object_middles,
-        sign,
-        quoted,
-        "}",
-        sentence_of,
-        kept,
-    )
-    stored = _rows(
-        [s for _, s in starts],
-        start_of,
-        contribution_json,
-        array_middles,
-        sign,
-        quoted,
-        "]",
-        sentence_of,
-        kept,
-    )
-    said = np.array([*sentences, ""], dtype=object)
-    firsts = np.where(kept > 0, said[sentence_of[:, 0]] if k else "", "").tolist()
 
+def _risk_groups(
+    infos: list[FeatureInfo], top: np.ndarray, rounded: np.ndarray, new: np.ndarray
+) -> list[frozenset[str]]:
+    """Per row, the groups of the reasons that raise its risk and an action can answer: an 'onboarding'
+    reason only while the customer is new."""
+    n, k = top.shape
     groups = sorted({f.group for f in infos})
     onboarding = np.array([f.group == "onboarding" for f in infos])[top]
     addressable = (rounded > 0) & (new | ~onboarding)
     bits = np.array([1 << groups.index(f.group) for f in infos], dtype=np.int64)[top]
     masks = np.bitwise_or.reduce(np.where(addressable, bits, 0), axis=1).tolist() if k else [0] * n
     sets = {m: frozenset(g for b, g in enumerate(groups) if m >> b & 1) for m in set(masks)}
-    return Reasons(texts, stored, firsts, [sets[m] for m in masks])
+    return [sets[m] for m in masks]
+
+
+def top_reasons(bundle: ModelBundle, matrix: np.ndarray, contrib: np.ndarray, top_k: int = 5) -> Reasons:
+    """The top_k features by absolute contribution for every row (zero contributions left out).
+
+    A reason's value is the customer's (categories by name, numbers to 4 decimals, null when unknown); a
+    reason raises risk when its contribution is positive, and counts for the action when it does so to 4
+    decimals (an 'onboarding' one only while the customer is new: a value under NEW_CUSTOMER_DAYS)."""
+    infos = bundle.features
+    values = contrib[:, :-1]
+    top = np.argsort(-np.abs(values), axis=1, kind="stable")[:, : min(top_k, len(infos))]
+    contribution = np.take_along_axis(values, top, axis=1)  # zero contributions sorted last
+    rounded = _round(contribution, 4)
+    described = _describe(bundle, matrix, top, _round(np.take_along_axis(matrix, top, axis=1), 4))
+    table = ReasonTable(
+        features=_reason_features(bundle),
+        heads=described.heads,
+        head_of=described.head_of,
+        contribution=rounded,
+        raises=contribution > 0,
+        sentences=described.sentences,
+        sentence_of=described.sentence_of,
+        kept=(contribution != 0.0).sum(axis=1),
+    )
+    text, stored = encode_reasons(table)
+    said = np.array([*described.sentences, ""], dtype=object)
+    first = said[described.sentence_of[:, 0]] if top.shape[1] else np.full(len(top), "", dtype=object)
+    firsts = np.where(table.kept > 0, first, "").tolist()
+    return Reasons(text, stored, firsts, _risk_groups(infos, top, rounded, described.new))
+
+
+def _reason_features(bundle: ModelBundle) -> list[ReasonFeature]:
+    return [ReasonFeature(f.name, f.typical, f.group) for f in bundle.features]

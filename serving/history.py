@@ -5,14 +5,14 @@ Kept column-wise, with the field names once per customer::
     {"purchases": {"timestamp": [newest, ...], "amount": [...], ...}, "interactions": {...}}
 
 and built without per-event Python work: the events are chosen with one sort (numpy), their values
-written as JSON by DuckDB, and each customer's lists joined by Arrow. :func:`expand_history` turns the
-stored form back into the page's shape, one dict per event.
+written as JSON by DuckDB, and each customer's lists joined by Arrow (the form is
+:mod:`serving.encoding`'s). :func:`expand_history` turns the stored form back into the page's shape, one
+dict per event.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import duckdb
 import numpy as np
@@ -22,6 +22,9 @@ import pyarrow.compute as pc
 
 from features.loading import Dataset
 from features.validation import quiet
+from serving.encoding import columnwise_objects, expand_history, history_objects
+
+__all__ = ["HISTORY_ROWS", "expand_history", "recent_history"]
 
 HISTORY_ROWS = 10
 _KINDS = {  # kind -> (table, fields besides the timestamp)
@@ -32,14 +35,6 @@ _KINDS = {  # kind -> (table, fields besides the timestamp)
     ),
 }
 _MINUTE = "%Y-%m-%d %H:%M"
-_TEXT = pa.large_string()  # events of a million customers can exceed 2 GiB of text
-
-
-def _concat(*parts: str | pa.Array) -> pa.Array:
-    """Element-wise concatenation of text arrays and constants."""
-    return pc.binary_join_element_wise(
-        *(pa.scalar(p, _TEXT) if isinstance(p, str) else p for p in parts), pa.scalar("", _TEXT)
-    )
 
 
 def _newest(frame: pd.DataFrame, scored: pa.Array, as_of: pd.Timestamp) -> tuple[np.ndarray, np.ndarray]:
@@ -76,13 +71,8 @@ def _kind_json(
     written = con.sql(f"SELECT {values} FROM events").fetch_arrow_table()  # in the events' order
     con.unregister("events")
     counts = np.bincount(customer, minlength=len(scored))
-    offsets = pa.array(np.r_[0, np.cumsum(counts)].astype(np.int64), type=pa.int64())
-    pieces: list[Any] = []
-    for i, name in enumerate(["timestamp", *fields]):
-        lists = pa.LargeListArray.from_arrays(offsets, written.column(i).combine_chunks().cast(_TEXT))
-        opener = "{" if i == 0 else "],"
-        pieces += [f'{opener}"{name}":[', pc.binary_join(lists, pa.scalar(",", _TEXT))]
-    return pc.if_else(pa.array(counts > 0), _concat(*pieces, "]}"), pa.scalar("{}", _TEXT))
+    texts = {name: written.column(i).combine_chunks() for i, name in enumerate(["timestamp", *fields])}
+    return columnwise_objects(texts, counts)
 
 
 def recent_history(
@@ -93,21 +83,10 @@ def recent_history(
     con = duckdb.connect(config={"threads": threads})
     quiet(con)  # its progress bar would write over `churnguard score`'s own
     try:
-        parts: list[Any] = []
-        for kind, (table, fields) in _KINDS.items():
-            opener = ", " if parts else "{"
-            parts += [f'{opener}"{kind}": ', _kind_json(con, getattr(dataset, table), fields, scored, as_of)]
+        kinds = {
+            kind: _kind_json(con, getattr(dataset, table), fields, scored, as_of)
+            for kind, (table, fields) in _KINDS.items()
+        }
     finally:
         con.close()
-    return _concat(*parts, "}").to_pylist() if len(scored) else []
-
-
-def expand_history(stored: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
-    """{"purchases": [event, ...], "interactions": [...]}, newest first, from the stored form (lists of
-    events, as stores written before the column-wise form hold, pass through)."""
-    return {
-        kind: [dict(zip(events, row, strict=True)) for row in zip(*events.values(), strict=True)]
-        if isinstance(events, dict)
-        else events
-        for kind, events in stored.items()
-    }
+    return history_objects(kinds)

@@ -8,13 +8,15 @@ mix, and a crash mid-refresh leaves the old set in place.
 Stored compactly (a refresh writes every customer, so its bytes are its time): what every row shares is
 kept once in ``meta`` and put back on read, and repeated keys are left out: a row's ``model`` is NULL when
 it is ``meta["model"]``; its ``features`` may be a JSON array of values in the order of
-``meta["feature_names"]``; its reasons may be arrays (``stored_reasons``, see :mod:`serving.explain`)
-and its history column-wise (see :mod:`serving.history`). Reads return the full shapes.
+``meta["feature_names"]``; its reasons may be arrays (``stored_reasons``) and its history column-wise.
+The columns and these forms live in :mod:`serving.encoding`. Reads return the full shapes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
@@ -25,38 +27,28 @@ from typing import Any, Protocol
 
 import pandas as pd
 
-from serving.explain import expand_reasons
-from serving.history import expand_history
-
-_COLUMNS = (
-    "customer_id",
-    "as_of",
-    "churn_probability",
-    "risk_tier",
-    "clv",
-    "value_at_risk",
-    "segment",
-    "action_name",
-    "expected_net_value",
-    "reasons",
-    "action",
-    "model",
-    "features",
-    "history",
+from serving.encoding import (
+    FIGURE_COLUMNS,
+    INPUT_COLUMNS,
+    STORE_COLUMNS,
+    STORE_JSON_COLUMNS,
+    expand_history,
+    expand_inputs,
+    expand_reasons,
+    model_json,
 )
-_JSON = ("reasons", "action", "model", "features", "history")
+
+_COLUMNS = tuple(STORE_COLUMNS)
 _SHARED = "(SELECT value FROM meta WHERE key = '{}')"
 _LIST_COLUMNS = ", ".join(
     f"COALESCE(model, {_SHARED.format('model')}) AS model" if c == "model" else c
     for c in _COLUMNS
-    if c not in ("features", "history")
+    if c not in INPUT_COLUMNS
 )
-_ALL_COLUMNS = f"{_LIST_COLUMNS}, features, history, {_SHARED.format('feature_names')} AS feature_names"
-_CREATE_SCORES = (
-    "CREATE TABLE scores (customer_id TEXT PRIMARY KEY, as_of TEXT, churn_probability REAL, risk_tier TEXT, "
-    "clv REAL, value_at_risk REAL, segment TEXT, action_name TEXT, expected_net_value REAL, reasons TEXT, "
-    "action TEXT, model TEXT, features TEXT, history TEXT)"
+_ALL_COLUMNS = (
+    f"{_LIST_COLUMNS}, {', '.join(INPUT_COLUMNS)}, {_SHARED.format('feature_names')} AS feature_names"
 )
+_CREATE_SCORES = f"CREATE TABLE scores ({', '.join(f'{c} {t}' for c, t in STORE_COLUMNS.items())})"
 _INDEXED = ("value_at_risk", "churn_probability", "clv", "segment", "risk_tier", "action_name")
 _PAGE_SIZE = 16384  # for a new store: rows of a few KiB fill big pages well
 _BULK_CACHE_KIB = 65536  # page cache while a refresh writes (SQLite's default is 2 MiB)
@@ -101,6 +93,9 @@ class SqliteScoreStore:
         con: sqlite3.Connection | None = getattr(self._local, "con", None)
         if con is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            # A new store is private (0600, like the key file); SQLite gives its -wal and -shm the same mode.
+            with contextlib.suppress(FileExistsError):
+                os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
             con = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
             con.row_factory = sqlite3.Row
             con.execute(f"PRAGMA page_size={_PAGE_SIZE}")  # no effect on an existing store
@@ -125,7 +120,7 @@ class SqliteScoreStore:
         return row is not None
 
     def replace_all(self, scores: pd.DataFrame, meta: dict[str, Any]) -> None:
-        rows = _rows(scores, json.dumps(meta["model"]) if "model" in meta else None)
+        rows = _rows(scores, model_json(meta["model"]) if "model" in meta else None)
         con = self._connect()
         cache = con.execute("PRAGMA cache_size").fetchone()[0]
         con.execute(f"PRAGMA cache_size=-{_BULK_CACHE_KIB}")
@@ -271,23 +266,16 @@ def _rows(scores: pd.DataFrame, shared_model: str | None) -> Iterator[tuple[Any,
         action_name = [a["name"] for a in action]
         expected = [a["expected_net_value"] for a in action]
     model = [None if m == shared_model else m for m in _texts(column("model"))]
-    return zip(
-        column("customer_id"),
-        scores["as_of"].astype(str).tolist(),
-        column("churn_probability"),
-        column("risk_tier"),
-        column("clv"),
-        column("value_at_risk"),
-        column("segment"),
-        action_name,
-        expected,
-        _texts(column("stored_reasons" if "stored_reasons" in scores.columns else "reasons")),
-        _texts(action),
-        model,
-        _texts(column("features")),
-        _texts(column("history")),
-        strict=True,
-    )
+    values = {c: column(c) for c in FIGURE_COLUMNS} | {
+        "as_of": scores["as_of"].astype(str).tolist(),
+        "action_name": action_name,
+        "expected_net_value": expected,
+        "reasons": _texts(column("stored_reasons" if "stored_reasons" in scores.columns else "reasons")),
+        "action": _texts(action),
+        "model": model,
+        **{c: _texts(column(c)) for c in INPUT_COLUMNS},
+    }
+    return zip(*(values[c] for c in STORE_COLUMNS), strict=True)
 
 
 def _texts(values: list[Any]) -> list[str]:
@@ -307,10 +295,10 @@ def _json_default(value: object) -> object:
 def _record(row: sqlite3.Row) -> dict[str, Any]:
     record = dict(row)
     names = record.pop("feature_names", None)
-    for column in _JSON:
+    for column in STORE_JSON_COLUMNS:
         record[column] = json.loads(record[column]) if record.get(column) else None
-    if isinstance(record.get("features"), list) and names:
-        record["features"] = dict(zip(json.loads(names), record["features"], strict=True))
+    if record.get("features") is not None:
+        record["features"] = expand_inputs(record["features"], json.loads(names) if names else None)
     if record.get("reasons") is not None:
         record["reasons"] = expand_reasons(record["reasons"])
     if record.get("history") is not None:

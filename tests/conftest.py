@@ -62,13 +62,9 @@ def clear_settings_caches() -> None:
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory: pytest.TempPathFactory, small_data: Path) -> Iterator[Trained]:
     """Train, register (champion), batch-score into the serving store and create an API key, once."""
-    from features.loading import load_dataset
     from features.settings import get_settings
-    from features.snapshots import observed_until
-    from serving.actions import load_playbook
-    from serving.batch import run_batch
+    from serving.batch import PublishRequest, ScoresFile, publish_scores
     from serving.keys import KeyStore
-    from serving.model_source import load_model
     from serving.store import SqliteScoreStore
     from training.config import TrainConfig
     from training.pipeline import train
@@ -78,16 +74,15 @@ def trained(tmp_path_factory: pytest.TempPathFactory, small_data: Path) -> Itera
     clear_settings_caches()
     try:
         result = train(small_data, TrainConfig.model_validate(SMALL_TRAIN), get_settings())
-        dataset = load_dataset(small_data)
         scores_file = home / "scores.parquet"
-        run_batch(
-            dataset,
-            observed_until(dataset),
-            load_model("models:/churnguard@champion"),
-            load_playbook(),
-            scores_file,
-            SqliteScoreStore(home / "scores.db"),
-            threads=1,
+        publish_scores(
+            PublishRequest(
+                small_data,
+                "models:/churnguard@champion",
+                out_file=ScoresFile(scores_file),
+                store=SqliteScoreStore(home / "scores.db"),
+                threads=1,
+            )
         )
         _, key = KeyStore(home / "api_keys.json").create("tests")
         yield Trained(

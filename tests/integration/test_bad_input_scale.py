@@ -77,10 +77,8 @@ CELL_VALUES: list[tuple[str, str, str, bool | None]] = [
         ("transactions", "amount", v, True)
         for v in ("abc", "12,50", "€5", "inf", "-inf", "Infinity", "1e400")
     ],
-    *[
-        ("transactions", "amount", v, True)
-        for v in ("-1e400", "-5", "NaN", "nan", "0x1F", "[/bold]", "[red]x")
-    ],
+    *[("transactions", "amount", v, True) for v in ("-1e400", "NaN", "nan", "0x1F", "[/bold]", "[red]x")],
+    ("transactions", "amount", "-5", None),  # a return line (credit note): netted into spend
     *[("transactions", "amount", v, None) for v in ("1e308", "9" * 400, "1_000", "  ")],
     *[
         ("transactions", "timestamp", v, True)
@@ -94,7 +92,8 @@ CELL_VALUES: list[tuple[str, str, str, bool | None]] = [
     *[("transactions", "returned", v, True) for v in ("maybe", "2")],
     *[("transactions", "returned", v, None) for v in ("TRUE", "yes", "nan")],
     *[("transactions", "delivery_delay_days", v, True) for v in ("-3", "inf", "x")],
-    *[("transactions", "customer_id", v, True) for v in ("", "  ", "NOT-A-CUSTOMER")],
+    *[("transactions", "customer_id", v, None) for v in ("", "  ")],  # guest rows: skipped, counted
+    ("transactions", "customer_id", "NOT-A-CUSTOMER", True),
     *[("interactions", "satisfaction", v, True) for v in ("0", "6", "inf", "bad")],
     ("interactions", "satisfaction", "NaN", None),
     *[("interactions", "nps", v, True) for v in ("11", "-1", "1e400")],
@@ -210,7 +209,7 @@ def _structure_cases(base: dict[str, pd.DataFrame]) -> list[Case]:
             "transactions",
             ".csv",
             _csv_bytes(doubled),
-            True,
+            None,  # dropped with a count by default (--duplicates)
         ),
         _bytes_case(
             "transactions duplicated rows parquet",
@@ -218,7 +217,7 @@ def _structure_cases(base: dict[str, pd.DataFrame]) -> list[Case]:
             "transactions",
             ".parquet",
             _parquet_bytes(doubled),
-            True,
+            None,  # dropped with a count by default (--duplicates)
         ),
         _bytes_case(
             "interactions duplicated rows",
@@ -226,7 +225,7 @@ def _structure_cases(base: dict[str, pd.DataFrame]) -> list[Case]:
             "interactions",
             ".csv",
             _csv_bytes(pd.concat([base["interactions"]] * 2, ignore_index=True)),
-            True,
+            None,  # dropped with a count by default (--duplicates)
         ),
         _bytes_case(
             "customers duplicated ids", "duplicates", "customers", ".csv", _csv_bytes(dup_customers), True
@@ -351,8 +350,10 @@ def contract_violations(dataset: Dataset, now: pd.Timestamp) -> list[str]:
         if stamps.isna().any() or (stamps < pd.Timestamp("1970-01-01")).any() or (stamps > now).any():
             problems.append(f"{name}: timestamps missing or out of range")
     amount = tx["amount"].to_numpy(float)
-    if not np.isfinite(amount).all() or (amount < 0).any():
-        problems.append("amount not finite and >= 0")
+    if not np.isfinite(amount).all():
+        problems.append("amount not finite")
+    if (amount <= 0).all():
+        problems.append("no purchase at all (only returns)")
     for column in ("quantity", "discount", "delivery_delay_days"):
         values = tx[column].to_numpy(float)
         known = values[~np.isnan(values)]
@@ -369,7 +370,7 @@ def contract_violations(dataset: Dataset, now: pd.Timestamp) -> list[str]:
         problems.append("customer ids repeated")
     if "customers" in dataset.provided and not tx["customer_id"].isin(customers["customer_id"]).all():
         problems.append("transactions of unknown customers")
-    if tx.duplicated().any():
+    if dataset.rows_are_orders and tx.duplicated().any():  # lines of one order may repeat; rows may not
         problems.append("exact duplicate transactions")
     signup = customers["signup_date"].dropna()
     if ((signup < pd.Timestamp("1970-01-01")) | (signup > now)).any():

@@ -3,8 +3,11 @@ back in full, old rows included) and each customer's recent history."""
 
 from __future__ import annotations
 
+import csv
 import json
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,11 +19,12 @@ from features.model_store import connect
 from features.settings import get_settings
 from features.snapshots import observed_until
 from serving.actions import load_playbook
-from serving.batch import FILE_COLUMNS, input_rows, score_dataset
-from serving.explain import expand_reasons, top_reasons
-from serving.history import HISTORY_ROWS, expand_history, recent_history
+from serving.batch import FILE_COLUMNS, ScoresFile, score_dataset
+from serving.encoding import expand_history, expand_reasons
+from serving.explain import top_reasons
+from serving.history import HISTORY_ROWS, recent_history
 from serving.model_source import load_model
-from serving.scoring import score_features
+from serving.scoring import Scorer
 from serving.store import CustomerQuery, SqliteScoreStore
 
 
@@ -37,8 +41,11 @@ def stored(trained) -> list[dict]:
 
 def test_encoded_scores_are_the_api_scores_as_json(champion, stored) -> None:
     frame = pd.DataFrame([{"customer_id": r["customer_id"], **r["features"]} for r in stored])
-    args = (champion.bundle, frame, load_playbook(), champion.info, "2026-01-01")
-    decoded, encoded = score_features(*args), score_features(*args, encoded=True)
+    scorer = Scorer.for_model(champion, load_playbook())
+    decoded, encoded = (
+        scorer.score_frame(frame, "2026-01-01"),
+        scorer.score_frame(frame, "2026-01-01", encoded=True),
+    )
     for plain, text in zip(decoded.to_dict("records"), encoded.to_dict("records"), strict=True):
         assert text["reasons"] == json.dumps(plain["reasons"])  # byte for byte what the file held before
         assert text["action"] == json.dumps(plain["action"])
@@ -52,9 +59,9 @@ def test_encoded_scores_are_the_api_scores_as_json(champion, stored) -> None:
 def test_scoring_in_overlapping_chunks_gives_every_customer_the_score_of_one_pass(trained, champion) -> None:
     dataset = load_dataset(trained.data)
     as_of = observed_until(dataset)
-    playbook = load_playbook()
-    whole = score_dataset(dataset, as_of, champion, playbook, chunk_rows=10**9)
-    chunked = score_dataset(dataset, as_of, champion, playbook, chunk_rows=97)  # odd size: a ragged last chunk
+    scorer = Scorer.for_model(champion, load_playbook())
+    whole = score_dataset(dataset, as_of, scorer, chunk_rows=10**9)
+    chunked = score_dataset(dataset, as_of, scorer, chunk_rows=97)  # odd size: a ragged last chunk
     assert len(whole) > 3 * 97
     pd.testing.assert_frame_equal(chunked, whole)
 
@@ -69,7 +76,7 @@ def test_zero_contributions_are_left_out_and_unknown_values_are_null(champion) -
     contrib[2, numeric[:5]] = 0.1
     reasons = top_reasons(bundle, matrix, contrib, top_k=5)
     decoded = reasons.as_dicts()
-    assert decoded[0] == [] and reasons.json[0] == "[]" and reasons.first_sentence[0] == ""
+    assert decoded[0] == [] and reasons.text[0] == "[]" and reasons.first_sentence[0] == ""
     assert [(r["value"], r["contribution"], r["direction"]) for r in decoded[1]] == [
         (2.1235, 0.5, "raises risk"),
         (2.1235, -0.25, "lowers risk"),
@@ -77,7 +84,7 @@ def test_zero_contributions_are_left_out_and_unknown_values_are_null(champion) -
     assert reasons.first_sentence[1] == decoded[1][0]["sentence"]
     assert len(decoded[2]) == 5 and all(r["value"] is None for r in decoded[2])
     assert all(r["sentence"].startswith("No record of") for r in decoded[2])
-    for text, compact in zip(reasons.json, reasons.stored, strict=True):
+    for text, compact in zip(reasons.text, reasons.stored, strict=True):
         assert expand_reasons(json.loads(compact)) == json.loads(text)
 
 
@@ -155,15 +162,6 @@ def test_a_refresh_leaves_no_write_ahead_log_behind(tmp_path: Path, trained) -> 
     }
 
 
-def test_input_rows_keep_every_value_and_type() -> None:
-    frame = pd.DataFrame({"a": [1, 2], "b": [0.1234567, np.nan], "c": ["x", "y],[z"], "d": [3.0, 4.5]})
-    expected = [{"a": 1, "b": 0.123457, "c": "x", "d": 3.0}, {"a": 2, "b": None, "c": "y],[z", "d": 4.5}]
-    rows = input_rows(frame, ["a", "b", "c", "d"])  # a value holding the row boundary: objects instead
-    assert [json.loads(r) for r in rows] == expected
-    rows = input_rows(frame.iloc[:1], ["a", "b", "c", "d"])
-    assert [dict(zip("abcd", json.loads(r), strict=True)) for r in rows] == expected[:1]
-
-
 def test_recent_history_is_the_newest_events_before_the_cutoff(trained) -> None:
     dataset = load_dataset(trained.data)
     as_of = observed_until(dataset) - pd.Timedelta(days=30)
@@ -181,3 +179,58 @@ def test_recent_history_is_the_newest_events_before_the_cutoff(trained) -> None:
         assert sorted(p["amount"] for p in purchases) == pytest.approx(sorted(newest["amount"]))
         if purchases:
             assert list(purchases[0]) == ["timestamp", "amount", "channel", "returned", "delivery_delay_days"]
+
+
+FORMULAS = ["=HYPERLINK(1)", "+1", "-2", "@SUM(A1)", "\tx", "\rx"]
+
+
+def _file_with_formulas(trained) -> pd.DataFrame:
+    scores = pd.read_parquet(trained.scores_file).head(len(FORMULAS) + 1).reset_index(drop=True)
+    scores.loc[: len(FORMULAS) - 1, "customer_id"] = FORMULAS
+    scores.loc[0, "top_reason"] = "-5 orders"
+    return scores
+
+
+def test_a_csv_for_spreadsheets_cannot_start_a_formula(tmp_path: Path, trained) -> None:
+    scores = _file_with_formulas(trained)
+    out = tmp_path / "scores.csv"
+    ScoresFile(out).write(scores)
+    read = pd.read_csv(out, keep_default_na=False)
+    assert read["customer_id"].tolist()[: len(FORMULAS)] == [f"'{f}" for f in FORMULAS]
+    assert read["customer_id"].iloc[-1] == scores["customer_id"].iloc[-1]  # ordinary ids unchanged
+    assert read["top_reason"].iloc[0] == "'-5 orders"
+    assert read["churn_probability"].tolist() == pytest.approx(scores["churn_probability"].tolist())
+    assert [json.loads(a)["name"] for a in read["action"]] == scores["action_name"].tolist()
+    assert not out.read_bytes().startswith(b"\xef\xbb\xbf")
+
+
+def test_raw_csv_keeps_cells_as_computed_and_excel_adds_a_byte_order_mark(tmp_path: Path, trained) -> None:
+    scores = _file_with_formulas(trained)
+    raw, excel = tmp_path / "raw.csv", tmp_path / "excel.csv"
+    ScoresFile(raw, raw=True).write(scores)
+    ScoresFile(excel, excel=True).write(scores)
+    with raw.open(newline="", encoding="utf-8") as handle:
+        ids = [row["customer_id"] for row in csv.DictReader(handle)]
+    assert ids == scores["customer_id"].tolist()
+    assert excel.read_bytes().startswith(b"\xef\xbb\xbf")
+    assert pd.read_csv(excel, encoding="utf-8-sig")["customer_id"].iloc[0] == "'=HYPERLINK(1)"
+
+
+@pytest.mark.slow
+def test_score_command_writes_a_spreadsheet_safe_csv_and_says_how(tmp_path: Path, trained) -> None:
+    def churnguard(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-c", "from features.cli import main; main()", *args]
+        return subprocess.run(command, capture_output=True, text=True, timeout=300)
+
+    out = tmp_path / "scores.csv"
+    done = churnguard("score", "--data", str(trained.data), "--out", str(out), "--no-store", "--excel")
+    assert done.returncode == 0, done.stderr
+    assert out.read_bytes().startswith(b"\xef\xbb\xbf") and "scored" in done.stdout
+    file = pd.read_csv(out, encoding="utf-8-sig")
+    assert tuple(file.columns) == FILE_COLUMNS and len(file) > 100
+    refused = churnguard(
+        "score", "--data", str(trained.data), "--out", str(tmp_path / "s.parquet"), "--excel"
+    )
+    assert refused.returncode == 2 and "apply to a CSV file" in refused.stderr
+    helped = " ".join(churnguard("score", "--help").stdout.split())
+    assert "formulas" in helped and "--raw-csv" in helped and "--excel" in helped

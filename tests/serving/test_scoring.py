@@ -7,12 +7,13 @@ import pandas as pd
 import pytest
 
 from features.bundle import ModelBundle
+from features.errors import ConfigError
 from features.model_store import connect
 from features.settings import get_settings
 from serving.actions import NO_ACTION, Action, Playbook, choose_actions, load_playbook
 from serving.explain import sentence
 from serving.model_source import load_model
-from serving.scoring import score_features, score_records
+from serving.scoring import Scorer
 from serving.store import CustomerQuery, SqliteScoreStore
 
 
@@ -36,13 +37,8 @@ def test_shap_contributions_add_up_to_the_raw_score(champion, trained) -> None:
 def test_batch_and_online_give_the_same_score(champion, trained) -> None:
     store = SqliteScoreStore(trained.home / "scores.db")
     stored = store.query(CustomerQuery(limit=20))[0]
-    online = score_records(
-        champion.bundle,
-        [r["customer_id"] for r in stored],
-        [r["features"] for r in stored],
-        load_playbook(),
-        champion.info,
-        "x",
+    online = Scorer.for_model(champion, load_playbook()).score_records(
+        [r["customer_id"] for r in stored], [r["features"] for r in stored], "x"
     )
     for batch_row, online_row in zip(stored, online, strict=True):
         assert online_row["churn_probability"] == pytest.approx(batch_row["churn_probability"], abs=1e-6)
@@ -103,8 +99,31 @@ def test_sentences_read_like_a_person_wrote_them(champion) -> None:
     assert sentence(bundle.feature_info("last_nps"), None, {}).startswith("No record of")
 
 
-def test_score_features_accepts_a_frame_with_missing_columns(champion) -> None:
+def test_score_frame_accepts_a_frame_with_missing_columns(champion) -> None:
     frame = pd.DataFrame({"customer_id": ["a", "b"], "recency_days": [5.0, 300.0]})
-    scores = score_features(champion.bundle, frame, load_playbook(), champion.info, "2026-01-01")
+    scores = Scorer.for_model(champion, load_playbook()).score_frame(frame, "2026-01-01")
     assert list(scores["customer_id"]) == ["a", "b"]
     assert scores["churn_probability"].iloc[1] > scores["churn_probability"].iloc[0]
+
+
+def test_the_three_ways_in_give_the_same_scores(champion) -> None:
+    frame = pd.DataFrame(
+        {"customer_id": ["a", "b", "c"], "recency_days": [5.0, 90.0, 300.0], "orders_90d": [3, 1, 0]}
+    )
+    scorer = Scorer.for_model(champion, load_playbook(), top_k=3)
+    by_frame = scorer.score_frame(frame, "2026-01-01").to_dict("records")
+    by_records = scorer.score_records(
+        ["a", "b", "c"], frame.drop(columns="customer_id").to_dict("records"), "2026-01-01"
+    )
+    by_matrix = scorer.score_matrix(["a", "b", "c"], champion.bundle.matrix(frame), "2026-01-01")
+    assert by_frame == by_records
+    assert [r["churn_probability"] for r in by_records] == by_matrix["churn_probability"]
+    assert all(len(r["reasons"]) <= 3 for r in by_records)
+
+
+def test_a_playbook_without_an_engagement_fallback_is_a_config_error() -> None:
+    playbook = Playbook(
+        actions=(Action(name="call", label="Call", addresses=("service",), cost=20, success_rate=0.5),)
+    )
+    with pytest.raises(ConfigError, match="engagement"):
+        choose_actions(playbook, np.array([0.9]), np.array([100.0]), [{"price"}])
