@@ -228,7 +228,17 @@ def _structure_cases(base: dict[str, pd.DataFrame]) -> list[Case]:
             None,  # dropped with a count by default (--duplicates)
         ),
         _bytes_case(
-            "customers duplicated ids", "duplicates", "customers", ".csv", _csv_bytes(dup_customers), True
+            "customers repeated rows", "duplicates", "customers", ".csv", _csv_bytes(dup_customers), None
+        ),  # exact repeats of whole rows are dropped; one id with two different rows is refused (below)
+        _bytes_case(
+            "customers one id, two rows",
+            "duplicates",
+            "customers",
+            ".csv",
+            _csv_bytes(
+                pd.concat([customers, customers.head(3).assign(signup_date="2020-01-01")], ignore_index=True)
+            ),
+            True,
         ),
         _bytes_case(
             "transactions without amount",
@@ -302,7 +312,7 @@ def _typed_parquet_cases(base: dict[str, pd.DataFrame]) -> list[Case]:
         (
             "customer_id null",
             with_column("customer_id", [None if i % 7 == 0 else c for i, c in enumerate(tx["customer_id"])]),
-            True,
+            None,  # guest rows: skipped and counted
         ),
         ("returned as text", with_column("returned", ["perhaps"] * n), True),
     ]
