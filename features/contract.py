@@ -156,6 +156,36 @@ CANCELLATIONS = TableSpec(
 )
 
 TABLES: Final[tuple[TableSpec, ...]] = (TRANSACTIONS, CUSTOMERS, INTERACTIONS, CANCELLATIONS)
+CAMPAIGNS = TableSpec(
+    "campaigns",
+    False,
+    "Retention campaign assignments, one row per customer and campaign arm: who was assigned which action "
+    "when, and whether to the treatment or the control group (read by `churnguard campaign report`).",
+    (
+        _c("customer_id", Kind.ID, True, "Who was assigned."),
+        _c("campaign", Kind.ID, True, "Campaign name."),
+        _c("action", Kind.ID, True, "The action of the arm (no_action is an ordinary action)."),
+        _c(
+            "assigned_at",
+            Kind.TIMESTAMP,
+            True,
+            "When the assignment took effect; outcomes are counted after it.",
+        ),
+        _c("group", Kind.TEXT, True, "treatment (given the action) or control (held out of it)."),
+        _c(
+            "assignment_probability",
+            Kind.FLOAT,
+            True,
+            "Probability of landing in this group (e.g. 0.9 treatment, 0.1 control).",
+            minimum=0.0,
+            maximum=1.0,
+        ),
+        _c("delivered", Kind.BOOL, False, "Whether the action reached the customer (treatment rows)."),
+        _c("cost", Kind.FLOAT, False, "What the action cost for this customer.", minimum=0.0),
+    ),
+)
+# Tables a column mapping may name: the feature tables plus campaigns (loaded by features.campaigns).
+MAPPABLE_TABLES: Final[tuple[TableSpec, ...]] = (*TABLES, CAMPAIGNS)
 INTERACTION_TYPES: Final = ("complaint", "support", "inquiry", "survey")
 INTERACTION_CHANNELS: Final = ("phone", "email", "chat", "store", "web")
 
@@ -239,7 +269,7 @@ def read_mapping(path: Path) -> dict[str, TableMapping]:
         ) from exc
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: is not a mapping of table names; see 'The data contract' in the README")
-    known = {t.name for t in TABLES}
+    known = {t.name for t in MAPPABLE_TABLES}
     problems: list[str] = []
     mapping: dict[str, TableMapping] = {}
     for table, body in raw.items():
@@ -265,7 +295,7 @@ def _table_mapping(table: str, body: object) -> TableMapping:
     columns = body.get("columns") or {}
     if not isinstance(columns, dict):
         raise ConfigError(f"table {table!r}: columns must map contract names to the file's column names")
-    spec = next(t for t in TABLES if t.name == table)
+    spec = next(t for t in MAPPABLE_TABLES if t.name == table)
     names = {c.name for c in spec.columns}
     unknown = sorted(str(k) for k in columns if str(k) not in names and not spec.extra_columns_are_attributes)
     if unknown:
@@ -314,7 +344,7 @@ def _returns_rule(table: str, value: object) -> ReturnsRule:
 
 def describe_contract() -> Iterable[str]:
     """Lines describing the contract (used by `churnguard contract` and kept in step with the README)."""
-    for spec in TABLES:
+    for spec in MAPPABLE_TABLES:
         state = "required" if spec.required else "optional"
         yield f"{spec.name} ({state}): {spec.description}"
         for column in spec.columns:

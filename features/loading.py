@@ -43,6 +43,7 @@ __all__ = [
     "describe_contract",
     "format_load_report",
     "load_dataset",
+    "load_extra_table",
     "read_mapping",
 ]
 
@@ -206,6 +207,40 @@ def load_dataset(
         files=files,
         report=report,
     )
+
+
+def load_extra_table(
+    data_dir: Path, spec: TableSpec, mapping_file: Path | None = None, *, now: datetime | None = None
+) -> tuple[pd.DataFrame, Path] | None:
+    """Read one optional table outside the :class:`Dataset` (e.g. ``campaigns``) the way the contract tables
+    are read: found by name or through the column mapping, parsed and checked. Returns the frame and its
+    file, None when the folder has no such file, or raises one DataValidationError listing every problem."""
+    data_dir = Path(data_dir)
+    if mapping_file is None and (data_dir / MAPPING_FILE).exists():
+        mapping_file = data_dir / MAPPING_FILE
+    table_mapping = (read_mapping(mapping_file) if mapping_file else {}).get(spec.name, TableMapping())
+    problems: list[DataProblem] = []
+    path = _find_file(data_dir, spec, table_mapping, problems) if data_dir.is_dir() else None
+    if path is None:
+        if problems:
+            raise DataValidationError(problems)
+        return None
+    frame = _read_table(path, spec, table_mapping, problems)
+    table = None
+    if frame is not None:
+        now_ts = (
+            pd.Timestamp(now or datetime.now(UTC)).tz_localize(None)
+            if (now is None or now.tzinfo)
+            else (pd.Timestamp(now))
+        )
+        policy = table_mapping.duplicates or DuplicatePolicy.DROP
+        report = TableReport(spec.name, path.name, rows_read=len(frame), duplicates=policy)
+        table = _to_contract(frame, _Source(path, spec, table_mapping, report), now_ts, problems)
+    if problems or table is None:
+        raise DataValidationError(
+            problems or [DataProblem(str(path), None, "cannot be read", "export it again")]
+        )
+    return _fill_defaults(table.frame, spec), path
 
 
 def format_load_report(dataset: Dataset) -> list[str]:

@@ -75,6 +75,7 @@ import numpy as np
 from features.errors import ConfigError
 from features.io import ensure_empty_dir, publish_dirs, staging_dir
 from features.progress import Report, silent
+from features.synthetic.campaigns import CampaignEffects, CampaignSetup, write_campaign_truth
 from features.synthetic.oracle import TruthRun, load_truth, true_churn_probability, write_truth
 from features.synthetic.params import Calendar, Customers, FileFormat
 from features.synthetic.scenarios import SCENARIOS, World, build_world
@@ -136,6 +137,7 @@ def generate_dataset(
     truth_dir: Path | None = None,
     file_format: FileFormat = "parquet",
     progress: Report | None = None,
+    campaigns: CampaignSetup | None = None,
 ) -> GenerationSummary:
     """Simulate ``n_customers`` customers of the world ``scenario`` (a name from :data:`SCENARIOS`, or a
     :class:`Scenario` with its own period) and write the tables and their ground truth.
@@ -147,6 +149,10 @@ def generate_dataset(
     are built in hidden temporary siblings and renamed into place at the end, so readers never see half a
     dataset. The same seed and scenario give byte-identical files. ``progress(stage, fraction)`` is called
     as the stages ``"simulate"``, ``"write"`` and ``"truth"`` advance.
+
+    ``campaigns`` runs randomised campaigns and replays campaign logs inside the world (``tables`` worlds
+    only): the data folder gains ``campaigns.<format>`` and the truth ``campaign_effects.parquet`` (see
+    :mod:`features.synthetic.campaigns`); without it nothing changes.
 
     Raises ``FileExistsError`` if ``out_dir`` or ``truth_dir`` exists and is not empty (the caller decides
     whether to delete it), and :class:`~features.errors.ConfigError` for invalid arguments.
@@ -171,8 +177,9 @@ def generate_dataset(
 
     with staging_dir(out_dir) as data_tmp, staging_dir(truth_dir) as truth_tmp:
         sink = _open_sink(world, data_tmp, file_format, ids, calendar, customers, seed)
+        effects = _campaign_effects(campaigns, world, customers, calendar, ids)
         try:
-            outcome = Simulation(rng, customers, calendar, world).run(sink, report)
+            outcome = Simulation(rng, customers, calendar, world, effects).run(sink, report)
         finally:
             n_transactions = sink.close()
         report("write", 0.0)
@@ -185,6 +192,9 @@ def generate_dataset(
             write_columns_yaml(data_tmp)
         report("write", 1.0)
         write_truth(truth_tmp, customers, outcome, ids, TruthRun(seed, world, calendar))
+        if effects is not None:
+            effects.write(data_tmp, file_format)
+            write_campaign_truth(truth_tmp, effects.assignments())
         report("truth", 1.0)
         publish_dirs((truth_tmp, truth_dir), (data_tmp, out_dir))
 
@@ -199,6 +209,17 @@ def generate_dataset(
         end=end,
         seconds=time.perf_counter() - began,
     )
+
+
+def _campaign_effects(
+    setup: CampaignSetup | None, world: World, customers: Customers, calendar: Calendar, ids: np.ndarray
+) -> CampaignEffects | None:
+    if setup is None:
+        return None
+    if world.shape != "tables":
+        raise ConfigError(f"campaigns need a world with the contract tables; {world.name!r} has none")
+    names = ids.view(f"S{ids.shape[1]}").ravel().astype(str)
+    return CampaignEffects(setup, customers, calendar, list(names), world.params)
 
 
 def _open_sink(

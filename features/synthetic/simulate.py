@@ -68,6 +68,15 @@ class OrderSink(Protocol):
         """Finish the output; returns the number of rows written."""
 
 
+class CampaignHook(Protocol):
+    """Changes the month's hazard and purchase rate of the active customers (campaigns running in the
+    world, see :mod:`features.synthetic.campaigns`); draws no random numbers."""
+
+    def hazard(self, month: int, active: np.ndarray, gap: np.ndarray, hazard: np.ndarray) -> np.ndarray: ...
+
+    def rate(self, month: int, active: np.ndarray, rate: np.ndarray) -> np.ndarray: ...
+
+
 @dataclass(frozen=True)
 class _Window:
     """The customers active in one month and the part of the month each is there: [start, end) in days."""
@@ -157,13 +166,20 @@ class Simulation:
     """Advances all customers of one world month by month (see the package docstring for the story)."""
 
     def __init__(
-        self, rng: np.random.Generator, customers: Customers, calendar: Calendar, world: World
+        self,
+        rng: np.random.Generator,
+        customers: Customers,
+        calendar: Calendar,
+        world: World,
+        campaigns: CampaignHook | None = None,
     ) -> None:
+        """``campaigns``, if given, adjusts each month's hazard and purchase rate of treated customers."""
         self.rng = rng
         self.customers = customers
         self.calendar = calendar
         self.world = world
         self.p = world.params
+        self.campaigns = campaigns
 
     def run(self, sink: OrderSink, report: Report) -> Outcome:
         """Simulate every month, streaming each month's orders to ``sink``."""
@@ -207,6 +223,8 @@ class Simulation:
                 gap,
                 float(self.world.hazard_factor[month]),
             )
+            if self.campaigns is not None:
+                hazard = self.campaigns.hazard(month, active, gap, hazard)
             leave_day = window.start + rng.exponential(DAYS_PER_MONTH, len(active)) / hazard
             leaves = leave_day < month_end
             window = _Window(active, window.start, np.where(leaves, leave_day, month_end))
@@ -216,6 +234,8 @@ class Simulation:
             rate = purchase_rate(
                 p, customers.purchase_rate[active], activity[active], gap, calendar.month_of_year[month]
             )
+            if self.campaigns is not None:
+                rate = self.campaigns.rate(month, active, rate)
             counts = rng.poisson(rate * (window.end - window.start) / DAYS_PER_MONTH)
             orders = self._expand_transactions(month, window, counts)
             sink.write(orders, month, departure)

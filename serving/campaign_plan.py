@@ -1,0 +1,225 @@
+"""Planning a retention campaign from the serving store's scores: whom to contact, whom to hold out.
+
+Customers are ranked by the action's expected incremental net value, churn probability x CLV x margin x
+the action's success rate - its cost. The success rate is the playbook's prior until uplift estimates
+replace it (the plan says which was used). Treatment and control are assigned by a hash of (campaign,
+customer id): the same plan gives the same groups on any machine, and the assignment probability of each
+row is logged, so the campaign can be measured (:mod:`serving.campaigns`) and learned from. A small
+exploration share of eligible customers below the ranking's cut joins the campaign too, so later uplift
+models see the customers the ranking would never pick. A global holdout (by a hash of the id alone) is
+never contacted by any campaign.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from features.campaigns import CONTROL, TREATMENT
+from features.errors import ConfigError
+from features.io import write_frame_atomic
+from serving.actions import Playbook
+from serving.encoding import spreadsheet_safe
+from serving.store import CustomerQuery, ScoreStore
+
+LOG_COLUMNS = ("customer_id", "campaign", "action", "assigned_at", "group", "assignment_probability", "cost")
+
+
+@dataclass(frozen=True)
+class Eligibility:
+    """Who may be in the campaign at all (every rule must hold)."""
+
+    min_probability: float = 0.0
+    min_clv: float = 0.0
+    segment: str | None = None
+    risk_tier: str | None = None
+    recommended_only: bool = False  # only customers whose recommended action is this one
+
+    def describe(self) -> str:
+        rules = [f"churn probability >= {self.min_probability:.0%}", f"CLV >= {self.min_clv:,.2f}"]
+        rules += [f"segment {self.segment}"] if self.segment else []
+        rules += [f"risk tier {self.risk_tier}"] if self.risk_tier else []
+        rules += ["recommended this action"] if self.recommended_only else []
+        return ", ".join(rules)
+
+
+@dataclass(frozen=True)
+class PlanRequest:
+    """A campaign to plan: one action for ``count`` treated customers, or as many as ``budget`` pays for."""
+
+    campaign: str
+    action: str
+    count: int | None = None
+    budget: float | None = None
+    holdout: float = 0.1
+    global_holdout: float = 0.0
+    exploration: float = 0.05
+    eligibility: Eligibility = field(default_factory=Eligibility)
+    assigned_at: date | None = None  # default: the date of the stored scores
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The assignments (treatment and control, in the contract's ``campaigns`` form plus the figures behind
+    each choice) and the plan's summary (what the store records)."""
+
+    rows: pd.DataFrame
+    summary: dict[str, Any]
+
+    @property
+    def contacts(self) -> pd.DataFrame:
+        """The customers to contact: the treatment group, best first."""
+        return self.rows[self.rows["group"] == TREATMENT].reset_index(drop=True)
+
+    def log(self) -> pd.DataFrame:
+        """The rows to add to the data folder's ``campaigns`` table, so the campaign can be measured."""
+        return self.rows[list(LOG_COLUMNS)]
+
+
+def unit_hash(*parts: str) -> float:
+    """A uniform number in [0, 1) from text (the same as the generator's), stable across runs."""
+    digest = hashlib.sha256("\x1f".join(parts).encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def _check(request: PlanRequest, playbook: Playbook) -> float:
+    """The action's cost, after refusing requests that cannot make a measurable campaign."""
+    actions = {a.name: a for a in playbook.actions}
+    if request.action not in actions:
+        raise ConfigError(
+            f"action {request.action!r} is not in the playbook; use one of {', '.join(actions)}"
+        )
+    if (request.count is None) == (request.budget is None):
+        raise ConfigError("give either --count or --budget")
+    for name, share, top in (
+        ("holdout", request.holdout, 0.9),
+        ("global holdout", request.global_holdout, 0.9),
+        ("exploration", request.exploration, 0.5),
+    ):
+        if not 0.0 <= share <= top:
+            raise ConfigError(f"the {name} share is {share}; use a share between 0 and {top}")
+    if request.holdout == 0:
+        raise ConfigError(
+            "a holdout share of 0 leaves no control group: the campaign could never be measured"
+        )
+    cost = actions[request.action].cost
+    if request.budget is not None and cost <= 0:
+        raise ConfigError(f"{request.action} costs nothing, so a budget cannot size it: use --count")
+    return cost
+
+
+def plan_campaign(store: ScoreStore, playbook: Playbook, request: PlanRequest) -> Plan:
+    """Rank, select, explore and assign (see the module docstring); nothing is written here."""
+    cost = _check(request, playbook)
+    action = next(a for a in playbook.actions if a.name == request.action)
+    scores = pd.DataFrame(list(store.iter_query(CustomerQuery(limit=0))))
+    if scores.empty:
+        raise ConfigError("the serving store holds no scores: run `churnguard score --data DIR` first")
+    rules = request.eligibility
+    eligible = (scores["churn_probability"] >= rules.min_probability) & (scores["clv"] >= rules.min_clv)
+    if rules.segment:
+        eligible &= scores["segment"] == rules.segment
+    if rules.risk_tier:
+        eligible &= scores["risk_tier"] == rules.risk_tier
+    if rules.recommended_only:
+        eligible &= scores["action_name"] == request.action
+    ids = scores["customer_id"].astype(str)
+    global_holdout = ids.map(lambda i: unit_hash("global-holdout", i)) < request.global_holdout
+    pool = scores[eligible & ~global_holdout].copy()
+    margin = playbook.margin
+    pool["expected_net_value"] = pool["churn_probability"] * pool["clv"] * margin * action.success_rate - cost
+    pool = pool.sort_values(["expected_net_value", "customer_id"], ascending=[False, True])
+
+    wanted = request.count if request.count is not None else int((request.budget or 0.0) // cost)
+    size = math.ceil(wanted / (1.0 - request.holdout))
+    n_explore = math.ceil(size * request.exploration) if request.exploration > 0 else 0
+    worth = pool[pool["expected_net_value"] > 0]
+    ranked = worth.head(max(size - n_explore, 0)).assign(reason="ranked")
+    rest = pool.drop(ranked.index)
+    explore_order = rest["customer_id"].astype(str).map(lambda i: unit_hash(request.campaign, "explore", i))
+    explored = rest.loc[explore_order.sort_values().index[:n_explore]].assign(reason="exploration")
+    chosen = pd.concat([ranked, explored])
+    draw = chosen["customer_id"].astype(str).map(lambda i: unit_hash(request.campaign, i))
+    in_control = (draw < request.holdout).to_numpy()
+    assigned_at = pd.Timestamp(request.assigned_at or str(scores["as_of"].iloc[0])[:10])
+    prior = f"{action.success_rate:.0%} success (playbook prior)"
+    whys = [
+        f"{reason}: {p:.0%} churn risk x {v:,.2f} value x {prior} - {cost:,.2f} cost = {n:,.2f}"
+        for reason, p, v, n in zip(
+            chosen["reason"],
+            chosen["churn_probability"],
+            chosen["clv"],
+            chosen["expected_net_value"],
+            strict=True,
+        )
+    ]
+    rows = pd.DataFrame(
+        {
+            "customer_id": chosen["customer_id"].astype(str).to_numpy(),
+            "campaign": request.campaign,
+            "action": request.action,
+            "assigned_at": assigned_at,
+            "group": [CONTROL if c else TREATMENT for c in in_control],
+            "assignment_probability": [request.holdout if c else 1.0 - request.holdout for c in in_control],
+            "cost": [0.0 if c else cost for c in in_control],
+            "churn_probability": chosen["churn_probability"].to_numpy(),
+            "clv": chosen["clv"].to_numpy(),
+            "expected_net_value": chosen["expected_net_value"].round(2).to_numpy(),
+            "selected_by": chosen["reason"].to_numpy(),
+            "why": whys,
+        }
+    )
+    treated = int((~in_control).sum())
+    summary = {
+        "campaign": request.campaign,
+        "action": request.action,
+        "assigned_at": str(assigned_at.date()),
+        "eligibility": rules.describe(),
+        "eligible": len(pool),
+        "global_holdout": int(global_holdout.sum()),
+        "worth_contacting": len(worth),
+        "ranked": len(ranked),
+        "explored": len(explored),
+        "treatment": treated,
+        "control": int(in_control.sum()),
+        "holdout_share": request.holdout,
+        "exploration_share": request.exploration,
+        "expected_cost": round(treated * cost, 2),
+        "expected_net_value": round(float(rows.loc[~in_control, "expected_net_value"].sum()), 2),
+        "estimates": "playbook prior success rate (no uplift estimates in use)",
+    }
+    if len(ranked) < size - n_explore:
+        summary["shortfall"] = (
+            f"only {len(worth):,} eligible customers have a positive expected net value: the campaign is "
+            "smaller than asked"
+        )
+    return Plan(rows, summary)
+
+
+def write_contacts(plan: Plan, path: Path) -> None:
+    """The CRM's contact list (treatment group only) as CSV; cells that start like a formula get a leading '."""
+    columns = ["customer_id", "campaign", "action", "assigned_at", "expected_net_value", "why"]
+    contacts = plan.contacts[columns].astype({"assigned_at": str})
+    write_frame_atomic(spreadsheet_safe(contacts), Path(path))
+
+
+def append_log(plan: Plan, path: Path) -> int:
+    """Add the plan's assignments to a ``campaigns.csv`` (created if absent); refuses a campaign name the file
+    already holds. Returns the rows written."""
+    path = Path(path)
+    log = plan.log().astype({"assigned_at": str})
+    if path.exists():
+        existing = pd.read_csv(path, dtype=str)
+        if "campaign" in existing.columns and (existing["campaign"] == plan.summary["campaign"]).any():
+            raise ConfigError(
+                f"{path} already holds campaign {plan.summary['campaign']!r}: choose another name"
+            )
+        log = pd.concat([existing, log.astype(str)], ignore_index=True)
+    write_frame_atomic(log, path)
+    return len(plan.rows)

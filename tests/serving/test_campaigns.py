@@ -1,0 +1,275 @@
+"""Campaigns end to end: planning from stored scores, the generator replaying the plan, the report against
+the generator's true effect, and the CLI, API and dashboard showing it."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterator
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from fastapi.testclient import TestClient
+from typer.testing import CliRunner
+
+from features.campaigns import DO_NOTHING
+from features.errors import ConfigError
+from features.synthetic import Period, Scenario, generate_dataset
+from features.synthetic.campaigns import CampaignDesign, CampaignSetup, load_campaign_effects
+from serving.actions import NO_ACTION, load_playbook
+from serving.campaign_plan import Eligibility, PlanRequest, plan_campaign, write_contacts
+from serving.campaigns import customers_needed, holm, measure_campaign, report_campaigns
+from serving.store import CustomerQuery
+
+PERIOD = Scenario("base", Period(date(2023, 1, 1), date(2025, 9, 1)))
+START = date(2025, 3, 1)
+
+
+def test_do_nothing_is_the_playbooks_no_action() -> None:
+    assert DO_NOTHING == NO_ACTION
+
+
+# ------------------------------------------------------------------------------------------- statistics
+
+
+def test_holm_adjusts_step_down_and_stays_monotone() -> None:
+    assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert holm([0.5]) == [0.5]
+
+
+def test_customers_needed_matches_the_stack_notes_rule_of_thumb() -> None:
+    assert 5_500 < customers_needed(0.80, 0.02) < 7_000  # 20% -> 18% churn: about 6,000 per arm
+
+
+def _outcomes(n_t: int, n_c: int, kept_t: float, kept_c: float, action: str = "a") -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    rows = []
+    for group, n, kept in (("treatment", n_t, kept_t), ("control", n_c, kept_c)):
+        churned = rng.random(n) > kept
+        rows.append(
+            pd.DataFrame(
+                {
+                    "customer_id": [f"{group}{action}{i}" for i in range(n)],
+                    "campaign": "c",
+                    "action": action if group == "treatment" else DO_NOTHING,
+                    "assigned_at": pd.Timestamp("2025-01-01"),
+                    "group": group,
+                    "assignment_probability": 0.5,
+                    "cost": 2.0 if group == "treatment" else 0.0,
+                    "churned": churned,
+                    "future_spend": np.where(churned, 0.0, 50.0),
+                    "known": True,
+                    "complete": True,
+                }
+            )
+        )
+    return pd.concat(rows, ignore_index=True)
+
+
+def test_small_groups_are_flagged_and_many_actions_get_a_holm_note() -> None:
+    small = measure_campaign(_outcomes(40, 40, 0.7, 0.6), 90)
+    assert any("too small to tell" in w for w in small.arms[0].warnings)
+    big = pd.concat([_outcomes(3000, 3000, 0.75, 0.6, "a"), _outcomes(3000, 0, 0.6, 0.6, "b")])
+    report = measure_campaign(big, 90)
+    assert [a.action for a in report.arms] == ["a", "b"]
+    a, b = report.arms
+    assert a.significant and not a.warnings and a.incremental_retention.low > 0.1
+    assert a.incremental_customers.value == pytest.approx(3000 * a.incremental_retention.value)
+    assert a.cost == 6000.0 and a.roi is not None
+    assert not b.significant and b.p_adjusted >= b.p_value
+    assert any("Holm" in note for note in report.notes)
+
+
+# ---------------------------------------------------------------------------------- report vs the truth
+
+
+@pytest.fixture(scope="module")
+def randomised(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("randomised") / "data"
+    design = CampaignDesign("spring", START, (("service_recovery_call", 0.45), ("loyalty_discount", 0.1)))
+    generate_dataset(out, 3000, seed=5, scenario=PERIOD, campaigns=CampaignSetup(designs=(design,)))
+    return out
+
+
+def test_report_matches_the_generators_true_effect_within_its_interval(randomised: Path) -> None:
+    (report,) = report_campaigns(randomised)
+    arm = next(a for a in report.arms if a.action == "service_recovery_call")
+    effects = load_campaign_effects(randomised.parent / "data-truth")
+    campaign = pd.read_parquet(randomised / "campaigns.parquet")
+    truth = effects[effects["action"] == "service_recovery_call"].merge(
+        campaign[["customer_id", "campaign"]], on=["customer_id", "campaign"]
+    )
+    true_lift = -truth["true_effect"].mean()  # retention gained = churn probability removed
+    estimate = arm.incremental_retention
+    assert estimate.low <= true_lift <= estimate.high
+    assert arm.treatment + arm.control > 1000
+    assert arm.control == (campaign["group"] == "control").sum()  # the shared control group
+    # a share of contract customers are sleeping dogs: contacting them raises their churn
+    dogs = truth[truth["sleeping_dog"]]
+    assert len(dogs) and (dogs["true_effect"] > 0).mean() > 0.5
+
+
+def test_the_world_before_a_campaign_is_unchanged_by_it(randomised: Path, tmp_path: Path) -> None:
+    plain = tmp_path / "plain"
+    generate_dataset(plain, 3000, seed=5, scenario=PERIOD)
+    before = pd.Timestamp(START)
+    a = pd.read_parquet(plain / "transactions.parquet")
+    b = pd.read_parquet(randomised / "transactions.parquet")
+    pd.testing.assert_frame_equal(
+        a[a["timestamp"] < before].reset_index(drop=True), b[b["timestamp"] < before].reset_index(drop=True)
+    )
+    assert not a[a["timestamp"] >= before].equals(b[b["timestamp"] >= before].reset_index(drop=True))
+
+
+# -------------------------------------------------------------------------------------------- planning
+
+
+class FakeStore:
+    """Stored scores as the plan reads them (through ``iter_query``)."""
+
+    def __init__(self, n: int = 400) -> None:
+        rng = np.random.default_rng(1)
+        self.rows = [
+            {
+                "customer_id": f"C{i:07d}" if i else "=HYPERLINK(1)",
+                "churn_probability": float(p),
+                "clv": float(v),
+                "segment": "high" if v > 300 else "low",
+                "risk_tier": "high" if p > 0.5 else "low",
+                "action_name": "service_recovery_call",
+                "as_of": "2025-03-01",
+            }
+            for i, (p, v) in enumerate(zip(rng.random(n), rng.gamma(2.0, 200.0, n), strict=True))
+        ]
+
+    def iter_query(self, q: CustomerQuery) -> Iterator[dict[str, Any]]:
+        yield from self.rows
+
+
+def test_a_plan_ranks_by_net_value_assigns_by_hash_and_logs_probabilities(tmp_path: Path) -> None:
+    request = PlanRequest("p1", "service_recovery_call", count=100, holdout=0.2, exploration=0.1)
+    playbook = load_playbook()
+    plan = plan_campaign(FakeStore(), playbook, request)  # type: ignore[arg-type]
+    again = plan_campaign(FakeStore(), playbook, request)  # type: ignore[arg-type]
+    pd.testing.assert_frame_equal(plan.rows, again.rows)  # deterministic
+    rows = plan.rows
+    assert len(rows) == 125 and (rows["selected_by"] == "exploration").sum() == 13
+    control = rows["group"] == "control"
+    assert 0.08 < control.mean() < 0.35
+    assert set(rows.loc[control, "assignment_probability"]) == {0.2}
+    assert set(rows.loc[~control, "assignment_probability"]) == {0.8}
+    ranked = rows[rows["selected_by"] == "ranked"]["expected_net_value"]
+    assert ranked.is_monotonic_decreasing and (ranked > 0).all()
+    assert "playbook prior" in plan.summary["estimates"]
+    write_contacts(plan, tmp_path / "contacts.csv")
+    with (tmp_path / "contacts.csv").open() as handle:
+        cells = [row["customer_id"] for row in csv.DictReader(handle)]
+    assert len(cells) == (~control).sum()
+    assert not any(c.startswith("=") for c in cells)
+
+
+def test_a_different_campaign_name_draws_different_groups_and_rules_filter() -> None:
+    playbook = load_playbook()
+    store = FakeStore()
+    a = plan_campaign(store, playbook, PlanRequest("a", "loyalty_discount", count=80))  # type: ignore[arg-type]
+    b = plan_campaign(store, playbook, PlanRequest("b", "loyalty_discount", count=80))  # type: ignore[arg-type]
+    assert set(a.rows["customer_id"]) == set(b.rows["customer_id"]) or len(a.rows) == len(b.rows)
+    assert not a.rows["group"].equals(b.rows["group"])
+    rich = plan_campaign(
+        store,  # type: ignore[arg-type]
+        playbook,
+        PlanRequest("r", "loyalty_discount", budget=240.0, eligibility=Eligibility(min_clv=300.0)),
+    )
+    assert (rich.rows["clv"] >= 300).all()
+    assert (rich.rows["group"] == "treatment").sum() <= 21  # 240 / 12 = 20 contacts, rounding up once
+
+
+@pytest.mark.parametrize(
+    ("request_", "words"),
+    [
+        (PlanRequest("x", "free_pony", count=10), "not in the playbook"),
+        (PlanRequest("x", "loyalty_discount"), "either --count or --budget"),
+        (PlanRequest("x", "loyalty_discount", count=10, holdout=0.0), "no control group"),
+    ],
+)
+def test_plans_that_cannot_be_measured_are_refused(request_: PlanRequest, words: str) -> None:
+    with pytest.raises(ConfigError, match=words):
+        plan_campaign(FakeStore(), load_playbook(), request_)  # type: ignore[arg-type]
+
+
+# ------------------------------------------------- plan -> the generator replays it -> report (CLI, API, UI)
+
+
+def _scores(data: Path) -> pd.DataFrame:
+    customers = pd.read_parquet(data / "customers.parquet")
+    rng = np.random.default_rng(2)
+    n = len(customers)
+    p = rng.random(n)
+    clv = rng.gamma(2.0, 150.0, n)
+    return pd.DataFrame(
+        {
+            "customer_id": customers["customer_id"],
+            "as_of": "2025-03-01",
+            "churn_probability": p,
+            "clv": clv,
+            "value_at_risk": p * clv,
+            "segment": "all",
+            "risk_tier": np.where(p > 0.5, "high", "low"),
+            "action_name": NO_ACTION,
+            "expected_net_value": 0.0,
+            "action": "{}",
+        }
+    )
+
+
+@pytest.mark.slow
+def test_plan_then_simulate_then_report_through_cli_api_and_dashboard(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from serving.app import create_app
+    from serving.campaign_cli import app
+    from serving.keys import KeyStore
+    from serving.settings import ServingSettings, get_serving_settings
+    from serving.store import SqliteScoreStore
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("CHURNGUARD_HOME", str(home))
+    get_serving_settings.cache_clear()
+    before = tmp_path / "before"
+    generate_dataset(before, 1500, seed=7, scenario=PERIOD)
+    SqliteScoreStore(home / "scores.db").replace_all(_scores(before), {"as_of": "2025-03-01"})
+    runner = CliRunner()
+    planned = runner.invoke(
+        app,
+        [
+            "campaign", "plan", "--campaign", "e2e", "--action", "service_recovery_call", "--count", "400",
+            "--holdout", "0.5", "--log", str(tmp_path / "campaigns.csv"), "--out", str(tmp_path / "contacts.csv"),
+        ],
+    )  # fmt: skip
+    assert planned.exit_code == 0, planned.output
+    log = pd.read_csv(tmp_path / "campaigns.csv", parse_dates=["assigned_at"])
+    after = tmp_path / "after"
+    generate_dataset(after, 1500, seed=7, scenario=PERIOD, campaigns=CampaignSetup(logs=(log,)))
+    reported = runner.invoke(app, ["campaign", "report", "--data", str(after)])
+    assert reported.exit_code == 0, reported.output
+    assert "service_recovery_call" in reported.output and "retention" in reported.output
+
+    _, key = KeyStore(home / "api_keys.json").create("test")
+    settings = ServingSettings(model_uri=str(tmp_path / "no-model"))
+    with TestClient(create_app(settings)) as client:
+        headers = {"Authorization": f"Bearer {key}"}
+        report = client.get("/v1/campaigns/e2e/report", headers=headers)
+        assert report.status_code == 200
+        (arm,) = report.json()["arms"]
+        assert arm["action"] == "service_recovery_call" and arm["treatment"] + arm["control"] == len(log)
+        contacts = client.get("/v1/campaigns/e2e/contacts?limit=5", headers=headers).json()
+        assert contacts["total"] == len(log) and len(contacts["contacts"]) == 5
+        assert client.get("/v1/campaigns/nope/report", headers=headers).status_code == 404
+        token = client.get("/sign-in").text.split('name="csrf_token" value="')[1].split('"')[0]
+        client.post("/sign-in", data={"api_key": key, "csrf_token": token, "next": "/campaigns"})
+        page = client.get("/campaigns")
+        assert page.status_code == 200 and "e2e" in page.text and "Incremental retention" in page.text
+    get_serving_settings.cache_clear()
