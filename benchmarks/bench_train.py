@@ -34,9 +34,10 @@ STAGES = (
     "validate",
     "features",
     "churn_model",
-    "clv_model",
     "baselines",
+    "backtest",
     "evaluate",
+    "refit",
     "explain_plots",
     "log_register",
 )

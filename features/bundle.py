@@ -19,7 +19,8 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
-BUNDLE_FORMAT = 1
+BUNDLE_FORMAT = 2  # 2: adds ``clv_scale``; format 1 bundles still load (as scale 1.0)
+_READABLE_FORMATS = {1, 2}
 
 
 @dataclass(frozen=True)
@@ -125,6 +126,9 @@ class ModelBundle:
     horizon_days: int
     thresholds: dict[str, float]  # risk tiers and value split: {"medium": .., "high": .., "high_value": ..}
     metadata: dict[str, Any] = field(default_factory=dict)  # trained_at, metrics, data fingerprint...
+    # Level correction of the CLV model's forecast, fitted on recent held-out customers at training time:
+    # the regressor ranks spend well but its total drifts with the season and the customer base.
+    clv_scale: float = 1.0
 
     @property
     def feature_names(self) -> list[str]:
@@ -162,10 +166,9 @@ class ModelBundle:
         return self.calibration.apply(1.0 / (1.0 + np.exp(-raw)))
 
     def clv(self, x: np.ndarray) -> np.ndarray:
-        """Expected spend over the horizon (never negative)."""
-        return np.clip(
-            np.asarray(self.clv_model.predict(x, num_threads=self._threads(x)), dtype=float), 0.0, None
-        )
+        """Expected spend over the horizon (never negative), level-corrected by ``clv_scale``."""
+        raw = np.asarray(self.clv_model.predict(x, num_threads=self._threads(x)), dtype=float)
+        return np.clip(raw * self.clv_scale, 0.0, None)
 
     def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
         """Calibrated churn probability, CLV over the horizon and value at risk, one row per input row."""
@@ -197,6 +200,7 @@ class ModelBundle:
             "calibration": asdict(self.calibration),
             "horizon_days": self.horizon_days,
             "thresholds": self.thresholds,
+            "clv_scale": self.clv_scale,
             "metadata": self.metadata,
         }
         (folder / "bundle.json").write_text(json.dumps(spec, indent=2, default=str))
@@ -204,9 +208,10 @@ class ModelBundle:
     @classmethod
     def load(cls, folder: Path) -> ModelBundle:
         spec = json.loads((Path(folder) / "bundle.json").read_text())
-        if spec.get("format") != BUNDLE_FORMAT:
+        if spec.get("format") not in _READABLE_FORMATS:
             raise ValueError(
-                f"bundle format {spec.get('format')} is not supported (expected {BUNDLE_FORMAT})"
+                f"bundle format {spec.get('format')} is not supported (this version reads "
+                f"{sorted(_READABLE_FORMATS)}): upgrade churnguard, or retrain with `churnguard train`"
             )
         return cls(
             features=[FeatureInfo(**f) for f in spec["features"]],
@@ -216,4 +221,5 @@ class ModelBundle:
             horizon_days=int(spec["horizon_days"]),
             thresholds={k: float(v) for k, v in spec["thresholds"].items()},
             metadata=spec.get("metadata", {}),
+            clv_scale=float(spec.get("clv_scale", 1.0)),
         )

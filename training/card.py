@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import pandas as pd
 
-from features.bundle import FeatureInfo
+from features.bundle import ModelBundle
+from training.evaluate import Evaluation
+from training.run import RunContext
 
 
 def _table(frame: pd.DataFrame) -> str:
-    header = "| " + " | ".join(frame.columns) + " |"
+    header = "| " + " | ".join(str(c) for c in frame.columns) + " |"
     rule = "|" + "|".join("---" for _ in frame.columns) + "|"
     rows = ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in frame.itertuples(index=False)]
     return "\n".join([header, rule, *rows])
@@ -22,19 +22,27 @@ def _fmt(value: object) -> str:
     return str(value)
 
 
+def _warnings(warnings: list[str]) -> str:
+    if not warnings:
+        return ""
+    lines = "\n".join(f"> - {w}" for w in warnings)
+    return f"\n> **WARNING: read before use**\n>\n{lines}\n"
+
+
+def _backtest(evaluation: Evaluation) -> str:
+    if evaluation.backtest is None:
+        return ""
+    return (
+        "\n## Rolling-origin backtest\nEach origin: fitted on the cutoffs whose outcomes were known by then, "
+        "calibrated on the newest of them, evaluated at the origin.\n\n"
+        f"{_table(evaluation.backtest.table)}\n"
+    )
+
+
 def model_card(
-    *,
-    name: str,
-    horizon_days: int,
-    fingerprint: dict[str, Any],
-    cutoffs: dict[str, Any],
-    features: list[FeatureInfo],
-    churn_table: pd.DataFrame,
-    clv_table: pd.DataFrame,
-    business: dict[str, float],
-    size_table: pd.DataFrame,
-    calibration: str,
+    *, bundle: ModelBundle, evaluation: Evaluation, context: RunContext, size_table: pd.DataFrame
 ) -> str:
+    fingerprint, cutoffs, meta = context.fingerprint, context.cutoffs, bundle.metadata
     rows = fingerprint["rows"]
     feature_rows = pd.DataFrame(
         [
@@ -44,32 +52,43 @@ def model_card(
                 "group": f.group,
                 "typical (stayed)": f.typical if f.typical is not None else "-",
             }
-            for f in features
+            for f in bundle.features
         ]
     )
     files = "\n".join(
         f"- `{k}`: {v['path']} (sha256 {v['sha256'][:16]}…)" for k, v in fingerprint["files"].items()
     )
-    return f"""# Model card: {name}
-
+    business = evaluation.business
+    refit = meta.get("refit", {})
+    refit_line = (
+        f"\nThe deployed model was then refitted through the newest labelled cutoff: {refit['summary']}.\n"
+        if refit
+        else ""
+    )
+    return f"""# Model card: {context.settings.model_name}
+{_warnings(list(meta.get("warnings", [])))}
 Predicts, for every customer known at a cutoff, the probability of churning (no purchase, or a
-cancellation) in the next **{horizon_days} days**, the spend expected over those days (CLV), and why.
+cancellation) in the next **{bundle.horizon_days} days**, the spend expected over those days (CLV), and why.
 
 ## Data
 {files}
 
 Rows: {rows}. Events from {fingerprint["first_date"]} to {fingerprint["last_date"]}.
 Training cutoffs: {", ".join(cutoffs["train"])}; validation cutoff (out of time): {cutoffs["validation"]}.
-
+{refit_line}
 ## Churn model vs baselines (validation cutoff)
-{_table(churn_table)}
+{_table(evaluation.churn_table)}
 
-Calibration: {calibration}. Model size chosen for accuracy per unit of explanation cost:
+Calibration: {bundle.calibration.method}. Model size chosen for accuracy per unit of explanation cost:
 
 {_table(size_table)}
-
+{_backtest(evaluation)}
 ## CLV model vs baseline (validation cutoff)
-{_table(clv_table)}
+{_table(evaluation.clv_table)}
+
+CLV calibration by decile of predicted CLV:
+
+{_table(evaluation.deciles)}
 
 ## Business view (contact top {business.get("contacted", 0):,.0f} customers)
 {_table(pd.DataFrame([{k: v for k, v in business.items() if k.startswith("net_value")}]))}
@@ -82,5 +101,5 @@ Calibration: {calibration}. Model size chosen for accuracy per unit of explanati
 - CLV is spend (revenue) over the horizon, not margin: weigh it with your own margins.
 - "Churn" for non-contract customers means no purchase within the horizon; seasonal buyers with longer
   natural gaps can look at risk when they are not.
-- Evaluated on one out-of-time cutoff; expect drift as customer behaviour changes: retrain regularly.
+- Expect drift as customer behaviour changes: retrain regularly.
 """

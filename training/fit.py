@@ -52,16 +52,40 @@ def describe_features(defs: list[FeatureDef], train: pd.DataFrame) -> list[Featu
     return infos
 
 
-def _lgb_params(threads: int, seed: int, **params: object) -> dict[str, object]:
+@dataclass(frozen=True)
+class Runtime:
+    """How to fit, as opposed to what: threads and seed (from :class:`~training.config.TrainConfig`)."""
+
+    threads: int = 2
+    seed: int = 42
+
+
+def lgb_params(runtime: Runtime, **params: object) -> dict[str, object]:
+    """LightGBM parameters every model here shares (quiet, deterministic for a seed), plus ``params``."""
     return {
         "verbosity": -1,
-        "num_threads": threads,
-        "seed": seed,
+        "num_threads": runtime.threads,
+        "seed": runtime.seed,
         "deterministic": True,
         "force_row_wise": True,
         "bagging_freq": 1,
         **params,
     }
+
+
+def boost(
+    params: dict[str, object], train: lgb.Dataset, valid: lgb.Dataset, *, max_trees: int, patience: int
+) -> lgb.Booster:
+    """Boost up to ``max_trees`` trees, stop after ``patience`` rounds without gain on ``valid``, and keep
+    only the trees up to the best iteration (a trimmed copy: what is saved is what was validated)."""
+    booster = lgb.train(
+        params,
+        train,
+        num_boost_round=max_trees,
+        valid_sets=[valid],
+        callbacks=[lgb.early_stopping(patience, verbose=False)],
+    )
+    return lgb.Booster(model_str=booster.model_to_string(num_iteration=booster.best_iteration))
 
 
 def explanation_cost(booster: lgb.Booster) -> float:
@@ -95,59 +119,66 @@ def shap_ms_per_row(booster: lgb.Booster, x: pd.DataFrame, rows: int = 2000) -> 
     return 1000 * (time.perf_counter() - start) / max(len(sample), 1)
 
 
+def churn_params(
+    cfg: ChurnModelConfig, runtime: Runtime, *, num_leaves: int, monotone: list[int]
+) -> dict[str, object]:
+    """The churn classifier's LightGBM parameters for one size (also the tuner's trials)."""
+    return lgb_params(
+        runtime,
+        objective="binary",
+        metric="binary_logloss",
+        num_leaves=num_leaves,
+        max_depth=balanced_depth(num_leaves) if cfg.balanced_trees else -1,
+        learning_rate=cfg.learning_rate,
+        min_child_samples=cfg.min_child_samples,
+        feature_fraction=cfg.feature_fraction,
+        bagging_fraction=cfg.bagging_fraction,
+        lambda_l2=cfg.lambda_l2,
+        monotone_constraints=monotone,
+        monotone_constraints_method="advanced",
+    )
+
+
 @dataclass
 class ChurnFit:
     booster: lgb.Booster
-    size_table: pd.DataFrame  # num_leaves, trees, auc, shap_ms_per_row, chosen
+    size_table: pd.DataFrame  # num_leaves, trees, auc, explanation_cost, shap_ms_per_row, chosen
+    params: dict[str, object]  # the chosen size's parameters: a refit on more data reuses them
 
 
 def fit_churn(
-    x_fit: pd.DataFrame,
-    y_fit: np.ndarray,
-    x_es: pd.DataFrame,
-    y_es: np.ndarray,
+    x: pd.DataFrame,
+    y: np.ndarray,
+    *,
+    eval_set: tuple[pd.DataFrame, np.ndarray],
     cfg: ChurnModelConfig,
-    threads: int,
-    seed: int,
+    runtime: Runtime,
     monotone: list[int] | None = None,
 ) -> ChurnFit:
-    """Try each size with early stopping on the held-out training cutoff; keep the knee: among sizes
-    within the explanation budget, the cheapest to explain whose AUC is within tolerance of the best.
+    """Try each size of ``cfg.num_leaves_grid`` with early stopping on ``eval_set``; keep the knee: among
+    sizes within the explanation budget, the cheapest to explain whose AUC is within tolerance of the best.
 
     ``monotone`` holds domain rules (more unresolved complaints never lowers risk...) as LightGBM
     monotone constraints, one per column."""
-    rows = []
-    boosters = {}
+    x_es, y_es = eval_set
+    constraints = monotone or [0] * x.shape[1]
+    train_set = lgb.Dataset(x, y, free_raw_data=False)
+    valid_set = lgb.Dataset(x_es, y_es, reference=train_set, free_raw_data=False)
+    rows, boosters, params = [], {}, {}
     for leaves in cfg.num_leaves_grid:
-        params = _lgb_params(
-            threads,
-            seed,
-            objective="binary",
-            metric="binary_logloss",
-            num_leaves=leaves,
-            max_depth=balanced_depth(leaves) if cfg.balanced_trees else -1,
-            learning_rate=cfg.learning_rate,
-            min_child_samples=cfg.min_child_samples,
-            feature_fraction=cfg.feature_fraction,
-            bagging_fraction=cfg.bagging_fraction,
-            lambda_l2=cfg.lambda_l2,
-            monotone_constraints=monotone or [0] * x_fit.shape[1],
-            monotone_constraints_method="advanced",
+        params[leaves] = churn_params(cfg, runtime, num_leaves=leaves, monotone=constraints)
+        booster = boost(
+            params[leaves],
+            train_set,
+            valid_set,
+            max_trees=cfg.max_trees,
+            patience=cfg.early_stopping_rounds,
         )
-        booster = lgb.train(
-            params,
-            lgb.Dataset(x_fit, y_fit),
-            num_boost_round=cfg.max_trees,
-            valid_sets=[lgb.Dataset(x_es, y_es)],
-            callbacks=[lgb.early_stopping(cfg.early_stopping_rounds, verbose=False)],
-        )
-        booster = lgb.Booster(model_str=booster.model_to_string(num_iteration=booster.best_iteration))
-        auc = float(roc_auc_score(y_es, booster.predict(x_es)))
         rows.append(
             {
                 "num_leaves": leaves,
                 "trees": booster.num_trees(),
-                "auc": auc,
+                "auc": float(roc_auc_score(y_es, booster.predict(x_es))),
                 "explanation_cost": explanation_cost(booster),
                 "shap_ms_per_row": shap_ms_per_row(booster, x_es),
             }
@@ -161,33 +192,38 @@ def fit_churn(
     good = affordable[affordable["auc"] >= best - cfg.auc_tolerance]
     chosen = int(good.sort_values(["explanation_cost", "num_leaves"]).iloc[0]["num_leaves"])
     table["chosen"] = table["num_leaves"] == chosen
-    return ChurnFit(boosters[chosen], table)
+    return ChurnFit(boosters[chosen], table, params[chosen])
 
 
-def fit_calibration(p_es: np.ndarray, y_es: np.ndarray, p_val: np.ndarray, y_val: np.ndarray) -> Calibration:
-    """Isotonic and Platt fitted on held-out training data; the lower validation Brier score wins."""
-    iso = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(p_es, y_es)
+def refit(params: dict[str, object], x: pd.DataFrame, y: np.ndarray, *, trees: int) -> lgb.Booster:
+    """The same model fitted again on (more) data, with the tree count early stopping chose before: there
+    is no held-out set left to stop on."""
+    return lgb.train(params, lgb.Dataset(x, y), num_boost_round=max(1, trees))
+
+
+def fit_calibration(
+    p_fit: np.ndarray,
+    y_fit: np.ndarray,
+    p_check: np.ndarray,
+    y_check: np.ndarray,
+    weights: np.ndarray | None = None,
+) -> Calibration:
+    """Isotonic and Platt fitted on held-out ``p_fit, y_fit`` (optionally ``weights`` per row, e.g. more
+    weight on recent cutoffs); the lower Brier score on ``p_check, y_check`` wins."""
+    iso = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(
+        p_fit, y_fit, sample_weight=weights
+    )
     isotonic = Calibration("isotonic", x=iso.X_thresholds_.tolist(), y=iso.y_thresholds_.tolist())
-    logit = np.log(np.clip(p_es, 1e-12, 1 - 1e-12) / np.clip(1 - p_es, 1e-12, 1)).reshape(-1, 1)
-    lr = LogisticRegression(C=1e6).fit(logit, y_es)
+    logit = np.log(np.clip(p_fit, 1e-12, 1 - 1e-12) / np.clip(1 - p_fit, 1e-12, 1)).reshape(-1, 1)
+    lr = LogisticRegression(C=1e6).fit(logit, y_fit, sample_weight=weights)
     platt = Calibration("platt", a=float(lr.coef_[0][0]), b=float(lr.intercept_[0]))
-    scores = {c.method: brier_score_loss(y_val, c.apply(p_val)) for c in (isotonic, platt)}
+    scores = {c.method: brier_score_loss(y_check, c.apply(p_check)) for c in (isotonic, platt)}
     return isotonic if scores["isotonic"] <= scores["platt"] else platt
 
 
-def fit_clv(
-    x_fit: pd.DataFrame,
-    y_fit: np.ndarray,
-    x_es: pd.DataFrame,
-    y_es: np.ndarray,
-    cfg: ClvModelConfig,
-    threads: int,
-    seed: int,
-) -> lgb.Booster:
-    """Tweedie regression of spend over the horizon: many zeros and a long tail."""
-    params = _lgb_params(
-        threads,
-        seed,
+def clv_params(cfg: ClvModelConfig, runtime: Runtime) -> dict[str, object]:
+    return lgb_params(
+        runtime,
         objective="tweedie",
         tweedie_variance_power=cfg.tweedie_variance_power,
         metric="tweedie",
@@ -197,14 +233,26 @@ def fit_clv(
         feature_fraction=0.8,
         bagging_fraction=0.8,
     )
-    booster = lgb.train(
-        params,
-        lgb.Dataset(x_fit, y_fit),
-        num_boost_round=cfg.max_trees,
-        valid_sets=[lgb.Dataset(x_es, y_es)],
-        callbacks=[lgb.early_stopping(cfg.early_stopping_rounds, verbose=False)],
+
+
+def fit_clv(
+    x: pd.DataFrame,
+    y: np.ndarray,
+    *,
+    eval_set: tuple[pd.DataFrame, np.ndarray],
+    cfg: ClvModelConfig,
+    runtime: Runtime,
+) -> lgb.Booster:
+    """Tweedie regression of spend over the horizon: many zeros and a long tail."""
+    train_set = lgb.Dataset(x, y, free_raw_data=False)
+    valid_set = lgb.Dataset(*eval_set, reference=train_set, free_raw_data=False)
+    return boost(
+        clv_params(cfg, runtime),
+        train_set,
+        valid_set,
+        max_trees=cfg.max_trees,
+        patience=cfg.early_stopping_rounds,
     )
-    return lgb.Booster(model_str=booster.model_to_string(num_iteration=booster.best_iteration))
 
 
 def recency_baseline(fit: pd.DataFrame, y_fit: np.ndarray) -> IsotonicRegression:

@@ -1,4 +1,5 @@
-"""``churnguard train`` as a function: snapshots -> fit -> evaluate -> log -> register -> promote.
+"""``churnguard train`` as a function: frames -> fit models -> evaluate -> assemble bundle -> write
+artifacts -> register (and promote).
 
 Nothing reaches the registry until every step has succeeded, so a failed or interrupted run leaves the
 registry and the current champion untouched.
@@ -6,28 +7,29 @@ registry and the current champion untouched.
 
 from __future__ import annotations
 
-import platform
-import subprocess
 import tempfile
-import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from features.bundle import ModelBundle, to_model_input
+from features.bundle import FeatureInfo, ModelBundle, to_model_input
 from features.loading import Dataset, load_dataset
 from features.progress import Report
 from features.settings import ChurnguardSettings
 from features.snapshots import build_snapshots, model_features, snapshot_cutoffs
+from features.spec import FeatureDef
 from training import evaluate as ev
-from training import fit, plots
-from training.card import model_card
+from training import fit
+from training.artifacts import write_artifacts
+from training.backtest import Fitted, Recipe, fit_recipe, held_out, run_backtest
 from training.config import TrainConfig
+from training.evaluate import Backtest, Evaluation
+from training.promotion import calibration_warning
+from training.run import RunContext, Stopwatch
+from training.tracking import log_and_register
 
 
 @dataclass
@@ -40,6 +42,7 @@ class TrainResult:
     clv_table: pd.DataFrame
     business: dict[str, float]
     seconds: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
 
 def _noop(stage: str, fraction: float) -> None:
@@ -47,32 +50,178 @@ def _noop(stage: str, fraction: float) -> None:
 
 
 @dataclass
-class _Frames:
-    fit: pd.DataFrame
-    early: pd.DataFrame  # a fifth of the customers at every training cutoff: early stopping and calibration
-    valid: pd.DataFrame
+class Frames:
+    """Labelled snapshots by cutoff (oldest first; the newest is the out-of-time validation cutoff)."""
+
+    snapshots: dict[pd.Timestamp, pd.DataFrame]
     cutoffs: dict[str, Any]
 
+    @property
+    def valid(self) -> pd.DataFrame:
+        return self.snapshots[max(self.snapshots)]
 
-def build_frames(dataset: Dataset, cfg: TrainConfig, report: Report) -> _Frames:
+    def training_rows(self) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """Every training cutoff's rows, split by customer into (fitted, held out)."""
+        train = pd.concat(
+            [f for c, f in self.snapshots.items() if c < max(self.snapshots)], ignore_index=True
+        )
+        held = held_out(train)
+        return train[~held].reset_index(drop=True), train[held].reset_index(drop=True)
+
+
+@dataclass
+class Models:
+    """What the training cutoffs decided: the features, the churn model's size, the baselines."""
+
+    features: list[FeatureInfo]
+    churn: fit.ChurnFit
+    reference_params: dict[str, object]
+    recency: Any
+    logistic: Any
+
+
+def build_frames(dataset: Dataset, cfg: TrainConfig, report: Report) -> Frames:
     train_cutoffs, valid_cutoff = snapshot_cutoffs(dataset, cfg.horizon_days, cfg.snapshots, cfg.step_days)
     cutoffs = [*train_cutoffs, valid_cutoff]
 
     def progress(i: int) -> None:
         report(f"features at {cutoffs[i].date()}", 0.05 + 0.3 * i / len(cutoffs))
 
-    snaps = [s.frame for s in build_snapshots(dataset, cutoffs, cfg.horizon_days, cfg.threads, progress)]
-    valid = snaps[-1]
-    # A fixed fifth of the customers, at every training cutoff, is held out for early stopping and
-    # calibration. Holding out the last training cutoff instead tied the calibration to one period's churn
-    # rate: 10k-customer runs moved from 0.46 at the other cutoffs to 0.49 there and 0.47 at validation, and
-    # the calibrated model missed the 0.03 calibration guard (ECE 0.044 to 0.058; now 0.018 to 0.024).
-    # Whole customers go one way, so no customer is both fitted and held out.
-    train = pd.concat(snaps[:-1], ignore_index=True)
-    held = (pd.util.hash_pandas_object(train["customer_id"], index=False) % 5 == 0).to_numpy()
-    fit_rows, early = train[~held], train[held]
+    snaps = build_snapshots(dataset, cutoffs, cfg.horizon_days, cfg.threads, progress)
     named = {"train": [str(c.date()) for c in train_cutoffs], "validation": str(valid_cutoff.date())}
-    return _Frames(fit_rows.reset_index(drop=True), early.reset_index(drop=True), valid, named)
+    return Frames({s.cutoff: s.frame for s in snaps}, named)
+
+
+def fit_models(frames: Frames, defs: list[FeatureDef], context: RunContext, report: Report) -> Models:
+    """Size the churn classifier by explanation cost on the training cutoffs (a fixed fifth of the
+    customers held out to stop early), optionally tuned first; fit the baselines."""
+    cfg, watch = context.cfg, context.watch
+    runtime = fit.Runtime(threads=cfg.threads, seed=cfg.seed)
+    fit_rows, early = frames.training_rows()
+    infos = fit.describe_features(defs, pd.concat([fit_rows, early]))
+    x_fit, x_es = (to_model_input(f, infos) for f in (fit_rows, early))
+    y_fit, y_es = (f["churned"].to_numpy(int) for f in (fit_rows, early))
+    monotone = [d.monotone for d in defs]
+    churn_cfg = cfg.churn
+    if cfg.tune_trials:
+        from training.tuning import tune_churn
+
+        report(f"tuning ({cfg.tune_trials} trials)", 0.38)
+        with watch("tuning"):
+            churn_cfg = tune_churn(
+                x_fit,
+                y_fit,
+                eval_set=(x_es, y_es),
+                cfg=cfg.churn,
+                trials=cfg.tune_trials,
+                runtime=runtime,
+                monotone=monotone,
+            )
+    report("fitting churn model sizes", 0.4)
+    with watch("churn_model"):
+        churn = fit.fit_churn(
+            x_fit, y_fit, eval_set=(x_es, y_es), cfg=churn_cfg, runtime=runtime, monotone=monotone
+        )
+    unbudgeted = churn_cfg.model_copy(update={"balanced_trees": False})
+    reference = fit.churn_params(
+        unbudgeted, runtime, num_leaves=churn_cfg.reference_num_leaves, monotone=monotone
+    )
+    report("fitting baselines", 0.5)
+    with watch("baselines"):
+        recency = fit.recency_baseline(fit_rows, y_fit)
+        logistic = fit.rfm_logistic_baseline(fit_rows, y_fit, cfg.seed)
+    return Models(infos, churn, reference, recency, logistic)
+
+
+def bundle_of(fitted: Fitted, features: list[FeatureInfo], cfg: TrainConfig) -> ModelBundle:
+    return ModelBundle(
+        features=features,
+        churn_model=fitted.churn,
+        clv_model=fitted.clv,
+        calibration=fitted.calibration,
+        horizon_days=cfg.horizon_days,
+        thresholds={**cfg.risk_thresholds, "high_value": 0.0},
+        metadata={},
+        clv_scale=fitted.clv_scale,
+    )
+
+
+def evaluate_out_of_time(
+    candidate: Fitted, models: Models, frames: Frames, context: RunContext, backtest: Backtest
+) -> Evaluation:
+    """The candidate (fitted on the training cutoffs) and the baselines on the validation cutoff."""
+    cfg, valid = context.cfg, frames.valid
+    scored = bundle_of(candidate, models.features, cfg).predict(valid)
+    y, spend = valid["churned"].to_numpy(int), valid["future_spend"].to_numpy(float)
+    churn_scores = {
+        "churnguard": scored["churn_probability"].to_numpy(),
+        "rfm_logistic": fit.predict_rfm_logistic(models.logistic, valid),
+        "recency_rule": fit.predict_recency(models.recency, valid),
+    }
+    clv_scores = {
+        "churnguard": scored["clv"].to_numpy(),
+        "run_rate": fit.run_rate_clv(valid, cfg.horizon_days),
+    }
+    churn_table = pd.DataFrame([{"model": k, **ev.churn_metrics(y, v)} for k, v in churn_scores.items()])
+    ece = float(churn_table.set_index("model").loc["churnguard", "ece"])
+    warning = calibration_warning(ece, cfg.promotion)
+    return Evaluation(
+        frame=valid,
+        x=to_model_input(valid, models.features),
+        y=y,
+        spend=spend,
+        churn_scores=churn_scores,
+        clv_scores=clv_scores,
+        churn_table=churn_table,
+        clv_table=pd.DataFrame([{"model": k, **ev.clv_metrics(spend, v)} for k, v in clv_scores.items()]),
+        business=ev.business_value(
+            y.astype(bool),
+            churn_scores["churnguard"],
+            clv_scores["churnguard"],
+            spend_if_kept=clv_scores["run_rate"],
+            policy=cfg.business,
+            seed=cfg.seed,
+        ),
+        deciles=ev.clv_by_decile(spend, clv_scores["churnguard"]),
+        backtest=backtest,
+        warnings=(warning,) if warning else (),
+        holdout=held_out(valid),
+    )
+
+
+def refit_through_validation(frames: Frames, recipe: Recipe, *, reference: bool) -> tuple[Fitted, dict]:
+    """The deployed model: the recipe again, on every labelled cutoff, the validation cutoff included,
+    so the model a user deploys is not one period stale (its calibration and CLV level follow the newest
+    labelled cutoff). Returns the model and what was refitted, for the metadata and the card."""
+    rows = pd.concat(list(frames.snapshots.values()), ignore_index=True)
+    fitted = fit_recipe(rows, recipe, reference=reference)
+    newest = str(max(frames.snapshots).date())
+    summary = (
+        f"churn {'reference' if reference else 'budgeted'} model ({fitted.churn.num_trees()} trees) and CLV "
+        f"model on {len(frames.snapshots)} cutoffs through {newest}; calibration ({fitted.calibration.method}) "
+        f"and CLV level (x{fitted.clv_scale:.3f}) on held-out customers of every cutoff through {newest}"
+    )
+    return fitted, {"through": newest, "rows": len(rows), "summary": summary}
+
+
+def assemble_bundle(
+    deployed: Fitted, models: Models, evaluation: Evaluation, context: RunContext, refit: dict
+) -> ModelBundle:
+    """The deployable bundle, with the metadata serving shows (metrics, cutoffs, warnings)."""
+    bundle = bundle_of(deployed, models.features, context.cfg)
+    bundle.thresholds["high_value"] = float(np.quantile(bundle.predict(evaluation.frame)["clv"], 0.8))
+    bundle.metadata = {
+        "trained_at": context.trained_at,
+        "horizon_days": context.cfg.horizon_days,
+        "cutoffs": context.cutoffs,
+        "metrics": evaluation.headline(),
+        "calibration": deployed.calibration.method,
+        "data": context.fingerprint["rows"],
+        "refit": refit,
+        "explanation_cost": fit.explanation_cost(deployed.churn),
+        "warnings": list(evaluation.warnings),
+    }
+    return bundle
 
 
 def train(
@@ -84,224 +233,56 @@ def train(
     mapping: Path | None = None,
     report: Report = _noop,
 ) -> TrainResult:
-    timings: dict[str, float] = {}
-    clock = time.perf_counter()
-
-    def lap(name: str) -> None:
-        nonlocal clock
-        now = time.perf_counter()
-        timings[name] = round(now - clock, 2)
-        clock = now
-
+    """Train, evaluate out of time, log and register a version; promote it if the policy allows."""
+    watch = Stopwatch()
     report("validating input", 0.01)
-    dataset = load_dataset(data_dir, mapping)
-    lap("validate")
-    frames = build_frames(dataset, cfg, report)
-    lap("features")
-
-    defs = model_features(dataset)
-    infos = fit.describe_features(defs, pd.concat([frames.fit, frames.early]))
-    x_fit, x_es, x_val = (to_model_input(f, infos) for f in (frames.fit, frames.early, frames.valid))
-    y_fit, y_es, y_val = (f["churned"].to_numpy(int) for f in (frames.fit, frames.early, frames.valid))
-
-    monotone = [d.monotone for d in defs]
-    churn_cfg = cfg.churn
-    if cfg.tune_trials:
-        from training.tuning import tune_churn
-
-        report(f"tuning ({cfg.tune_trials} trials)", 0.38)
-        churn_cfg = tune_churn(
-            x_fit, y_fit, x_es, y_es, cfg.churn, cfg.tune_trials, cfg.threads, cfg.seed, monotone
-        )
-        lap("tuning")
-    report("fitting churn model sizes", 0.4)
-    churn = fit.fit_churn(x_fit, y_fit, x_es, y_es, churn_cfg, cfg.threads, cfg.seed, monotone)
-    raw_prob = {name: np.asarray(churn.booster.predict(x)) for name, x in (("es", x_es), ("val", x_val))}
-    calibration = fit.fit_calibration(raw_prob["es"], y_es, raw_prob["val"], y_val)
-    lap("churn_model")
-    report("fitting CLV model", 0.6)
-    clv_model = fit.fit_clv(
-        x_fit,
-        frames.fit["future_spend"].to_numpy(float),
-        x_es,
-        frames.early["future_spend"].to_numpy(float),
-        cfg.clv,
-        cfg.threads,
-        cfg.seed,
+    with watch("validate"):
+        dataset = load_dataset(data_dir, mapping)
+    with watch("features"):
+        frames = build_frames(dataset, cfg, report)
+    context = RunContext(
+        cfg=cfg, settings=settings, fingerprint=dataset.fingerprint(), cutoffs=frames.cutoffs, watch=watch
     )
-    lap("clv_model")
-    report("fitting baselines", 0.65)
-    recency = fit.recency_baseline(frames.fit, y_fit)
-    logistic = fit.rfm_logistic_baseline(frames.fit, y_fit, cfg.seed)
-    lap("baselines")
-
-    bundle = ModelBundle(
-        features=infos,
-        churn_model=churn.booster,
-        clv_model=clv_model,
-        calibration=calibration,
-        horizon_days=cfg.horizon_days,
-        thresholds={**cfg.risk_thresholds, "high_value": 0.0},
-        metadata={},
+    models = fit_models(frames, model_features(dataset), context, report)
+    recipe = Recipe(
+        cfg=cfg,
+        features=models.features,
+        churn_params=models.churn.params,
+        reference_params=models.reference_params,
     )
-    report("evaluating out of time", 0.7)
-    scored = bundle.predict(frames.valid)
-    p_val = scored["churn_probability"].to_numpy()
-    clv_val = scored["clv"].to_numpy()
-    bundle.thresholds["high_value"] = float(np.quantile(clv_val, 0.8))
-    actual_spend = frames.valid["future_spend"].to_numpy(float)
-    churn_scores = {
-        "churnguard": p_val,
-        "rfm_logistic": fit.predict_rfm_logistic(logistic, frames.valid),
-        "recency_rule": fit.predict_recency(recency, frames.valid),
-    }
-    churn_table = pd.DataFrame([{"model": k, **ev.churn_metrics(y_val, v)} for k, v in churn_scores.items()])
-    clv_scores = {"churnguard": clv_val, "run_rate": fit.run_rate_clv(frames.valid, cfg.horizon_days)}
-    clv_table = pd.DataFrame([{"model": k, **ev.clv_metrics(actual_spend, v)} for k, v in clv_scores.items()])
-    business = ev.business_value(
-        y_val.astype(bool),
-        clv_scores["run_rate"],
-        p_val,
-        clv_val,
-        cfg.business.contact_cost,
-        cfg.business.success_rate,
-        cfg.business.top_share,
-        cfg.seed,
-    )
-    lap("evaluate")
-
-    trained_at = datetime.now(UTC).replace(microsecond=0).isoformat()
-    headline = churn_table.set_index("model").loc["churnguard"].to_dict()
-    bundle.metadata = {
-        "trained_at": trained_at,
-        "horizon_days": cfg.horizon_days,
-        "cutoffs": frames.cutoffs,
-        "metrics": {
-            **{f"churn_{k}": v for k, v in headline.items()},
-            **{f"clv_{k}": v for k, v in clv_table.set_index("model").loc["churnguard"].items()},
-        },
-        "calibration": calibration.method,
-        "data": dataset.fingerprint()["rows"],
-    }
+    report("rolling-origin backtest", 0.55)
+    with watch("backtest"):
+        backtest = run_backtest(frames.snapshots, recipe)
+    capacity = "reference" if backtest.use_reference else "budgeted"
+    report("evaluating out of time", 0.65)
+    with watch("evaluate"):
+        candidate = backtest.at_validation[capacity]
+        evaluation = evaluate_out_of_time(candidate, models, frames, context, backtest.backtest)
+    report("refitting through the newest labelled cutoff", 0.7)
+    with watch("refit"):
+        deployed, refit = refit_through_validation(frames, recipe, reference=backtest.use_reference)
+        bundle = assemble_bundle(deployed, models, evaluation, context, refit)
     report("explaining and plotting", 0.75)
     with tempfile.TemporaryDirectory(prefix="churnguard-train-") as tmp:
         folder = Path(tmp)
-        _write_artifacts(
-            folder,
-            bundle,
-            frames,
-            x_val,
-            y_val,
-            churn_scores,
-            clv_val,
-            actual_spend,
-            churn,
-            churn_table,
-            clv_table,
-            business,
-            dataset,
-            cfg,
-        )
-        lap("explain_plots")
+        with watch("explain_plots"):
+            write_artifacts(
+                folder, bundle, evaluation=evaluation, context=context, size_table=models.churn.size_table
+            )
         report("logging to MLflow", 0.85)
-        from training.tracking import log_and_register
-
-        result = log_and_register(
-            folder,
-            bundle,
-            frames.valid,
-            y_val,
-            actual_spend,
-            cfg,
-            settings,
-            dataset.fingerprint(),
-            churn_table,
-            clv_table,
-            business,
-            timings,
-            promote,
-        )
-    lap("log_register")
+        with watch("log_register"):
+            registration = log_and_register(
+                folder, bundle, evaluation=evaluation, context=context, allow_promotion=promote
+            )
     report("done", 1.0)
-    result.seconds = timings
-    return result
-
-
-def _write_artifacts(
-    folder: Path,
-    bundle: ModelBundle,
-    frames: _Frames,
-    x_val: pd.DataFrame,
-    y_val: np.ndarray,
-    churn_scores: dict[str, np.ndarray],
-    clv_val: np.ndarray,
-    actual_spend: np.ndarray,
-    churn: fit.ChurnFit,
-    churn_table: pd.DataFrame,
-    clv_table: pd.DataFrame,
-    business: dict[str, float],
-    dataset: Dataset,
-    cfg: TrainConfig,
-) -> None:
-    plot_dir = folder / "plots"
-    plot_dir.mkdir()
-    plots.roc_plot(y_val, churn_scores, plot_dir)
-    plots.pr_plot(y_val, churn_scores, plot_dir)
-    plots.reliability_plot(y_val, churn_scores["churnguard"], plot_dir)
-    plots.gains_plot(y_val, churn_scores, plot_dir)
-    deciles = ev.clv_by_decile(actual_spend, clv_val)
-    plots.clv_decile_plot(deciles, plot_dir)
-    sample = x_val.sample(n=min(len(x_val), 3000), random_state=cfg.seed)
-    plots.shap_plots(bundle.contributions(sample), sample, plot_dir)
-    tables = folder / "tables"
-    tables.mkdir()
-    churn_table.to_csv(tables / "churn_metrics.csv", index=False)
-    clv_table.to_csv(tables / "clv_metrics.csv", index=False)
-    deciles.to_csv(tables / "clv_deciles.csv", index=False)
-    churn.size_table.to_csv(tables / "model_size.csv", index=False)
-    card = model_card(
-        name="churnguard",
-        horizon_days=cfg.horizon_days,
-        fingerprint=dataset.fingerprint(),
-        cutoffs=frames.cutoffs,
-        features=bundle.features,
-        churn_table=churn_table,
-        clv_table=clv_table,
-        business=business,
-        size_table=churn.size_table,
-        calibration=bundle.calibration.method,
+    return TrainResult(
+        run_id=registration.run_id,
+        version=registration.version,
+        promoted=registration.promoted,
+        promotion_reason=registration.reason,
+        churn_table=evaluation.churn_table,
+        clv_table=evaluation.clv_table,
+        business=evaluation.business,
+        seconds=dict(watch.seconds),
+        warnings=list(evaluation.warnings),
     )
-    (folder / "model_card.md").write_text(card)
-    bundle.save(folder / "bundle")
-
-
-def provenance() -> dict[str, str]:
-    """Git commit and package versions, logged with every run."""
-    info = {"python": platform.python_version()}
-    for package in (
-        "lightgbm",
-        "scikit-learn",
-        "pandas",
-        "numpy",
-        "mlflow",
-        "ibis-framework",
-        "duckdb",
-        "shap",
-    ):
-        try:
-            info[f"version_{package}"] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            continue
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            cwd=Path(__file__).parent,
-            check=False,
-        ).stdout.strip()
-        info["git_commit"] = commit or "unknown"
-    except OSError:
-        info["git_commit"] = "unknown"
-    return info

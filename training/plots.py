@@ -10,6 +10,8 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import precision_recall_curve, roc_curve
 
+from training.evaluate import gains_table, reliability_table
+
 _STYLE: Any = {
     "figure.figsize": (6.4, 4.4),
     "axes.spines.top": False,
@@ -55,30 +57,38 @@ def pr_plot(y: np.ndarray, scores: dict[str, np.ndarray], folder: Path) -> Path:
 
 
 def reliability_plot(y: np.ndarray, p: np.ndarray, folder: Path, bins: int = 10) -> Path:
-    order = np.argsort(p)
-    chunks = [c for c in np.array_split(order, bins) if len(c)]
-    predicted = [p[c].mean() for c in chunks]
-    observed = [y[c].mean() for c in chunks]
+    """Observed churn rate against mean predicted probability per equal-count bin
+    (:func:`training.evaluate.reliability_table`)."""
+    return _reliability(
+        reliability_table(y, p, bins), folder / "reliability.png", "Reliability: does 30% mean 30%?"
+    )
+
+
+def _reliability(table: pd.DataFrame, path: Path, title: str) -> Path:
     with plt.rc_context(_STYLE):
         fig, ax = plt.subplots()
         ax.plot([0, 1], [0, 1], ls=":", c="grey", label="perfect calibration")
-        ax.plot(predicted, observed, marker="o", label="calibrated churn model")
-        ax.set(
-            xlabel="predicted churn probability",
-            ylabel="observed churn rate",
-            title="Reliability: does 30% mean 30%?",
-        )
+        ax.plot(table["mean_predicted"], table["observed"], marker="o", label="calibrated churn model")
+        ax.set(xlabel="predicted churn probability", ylabel="observed churn rate", title=title)
         ax.legend()
-        return _save(fig, folder, "reliability.png")
+        return _save(fig, path.parent, path.name)
+
+
+def backtest_reliability_plots(tables: dict[str, pd.DataFrame], folder: Path) -> list[Path]:
+    """One reliability plot per backtest origin (``reliability_<origin>.png``)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    return [
+        _reliability(table, folder / f"reliability_{origin}.png", f"Reliability at backtest origin {origin}")
+        for origin, table in tables.items()
+    ]
 
 
 def gains_plot(y: np.ndarray, scores: dict[str, np.ndarray], folder: Path) -> Path:
     with plt.rc_context(_STYLE):
         fig, ax = plt.subplots()
-        share = np.arange(1, len(y) + 1) / len(y)
         for name, p in scores.items():
-            order = np.argsort(-p, kind="stable")
-            ax.plot(share, np.cumsum(y[order]) / max(y.sum(), 1), label=name)
+            gains = gains_table(y, p)
+            ax.plot(gains["contacted_share"], gains["churners_reached"], label=name)
         ax.plot([0, 1], [0, 1], ls=":", c="grey", label="random")
         ax.set(
             xlabel="share of customers contacted (highest risk first)",

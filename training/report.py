@@ -39,4 +39,6 @@ def print_result(console: Console, result: Any, settings: ChurnguardSettings) ->
         f"registered [bold]{settings.model_name}[/] version {result.version} "
         f"(run {result.run_id}); {result.promotion_reason}"
     )
+    for warning in getattr(result, "warnings", []):
+        console.print(f"[bold red]WARNING[/] {warning}")
     console.print(f"MLflow UI: mlflow ui --backend-store-uri {settings.resolved_tracking_uri()}")

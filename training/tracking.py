@@ -1,33 +1,94 @@
-"""Log a finished training run to MLflow, register it, and decide promotion against the champion."""
+"""Log a finished training run to MLflow, register it, and apply the promotion policy against the champion.
+
+Knows MLflow; knows nothing about how the models were fitted (``training.pipeline`` does, and builds its
+result from the :class:`Registration` returned here).
+"""
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import platform
+import subprocess
+from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import lightgbm as lgb
 import mlflow
 import numpy as np
 import pandas as pd
 from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 
 from features.bundle import ModelBundle
+from features.errors import ChurnguardError
 from features.model_store import load_model
-from features.settings import ChurnguardSettings
 from training import evaluate as ev
-from training.config import TrainConfig
-from training.registry import (
-    CHALLENGER,
-    CHAMPION,
-    configure_mlflow,
-    promote,
-    store_lock,
-    version_by_alias,
-)
+from training.evaluate import Backtest, Evaluation
+from training.promotion import Champion, UnreadableChampion, decide
+from training.registry import CHALLENGER, CHAMPION, configure_mlflow, promote, store_lock, version_by_alias
+from training.run import RunContext
 
-_LOWER_IS_BETTER = {"brier", "log_loss"}
+# Packages whose versions are tagged on every run; those marked True are also pinned for the pyfunc.
+_PACKAGES = {
+    "lightgbm": True,
+    "scikit-learn": True,
+    "pandas": True,
+    "numpy": True,
+    "mlflow": True,
+    "ibis-framework": False,
+    "duckdb": False,
+    "shap": False,
+}
+# What loading or scoring a champion can raise: a missing or unreadable version, an old bundle format.
+_UNREADABLE = (ChurnguardError, MlflowException, OSError, ValueError, KeyError, lgb.basic.LightGBMError)
+
+
+@dataclass(frozen=True)
+class Registration:
+    """What the registry did with the run: its id, the new version, and the promotion verdict."""
+
+    run_id: str
+    version: str
+    promoted: bool
+    reason: str
+
+
+def _versions() -> dict[str, str]:
+    found = {}
+    for package in _PACKAGES:
+        try:
+            found[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+def provenance() -> dict[str, str]:
+    """Git commit, Python and package versions, logged as tags with every run."""
+    info = {"python": platform.python_version()}
+    info.update({f"version_{package}": version for package, version in _versions().items()})
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(__file__).parent,
+            check=False,
+        ).stdout.strip()
+        info["git_commit"] = commit or "unknown"
+    except OSError:
+        info["git_commit"] = "unknown"
+    return info
+
+
+def requirements() -> list[str]:
+    """Pins for the logged pyfunc: what scoring needs, at the versions that trained it."""
+    return [f"{package}=={version}" for package, version in _versions().items() if _PACKAGES[package]]
 
 
 def _flat(prefix: str, value: Any) -> dict[str, Any]:
@@ -49,64 +110,108 @@ def _input_example(valid: pd.DataFrame, bundle: ModelBundle) -> pd.DataFrame:
     return example
 
 
+def _log_run(folder: Path, bundle: ModelBundle, evaluation: Evaluation, context: RunContext) -> Any:
+    """Parameters, tags, metrics, artifacts and the pyfunc; returns MLflow's model info."""
+    cfg = context.cfg
+    mlflow.log_params(_flat("", cfg))
+    mlflow.set_tags({**provenance(), "horizon_days": str(cfg.horizon_days)})
+    for table, kind in ((evaluation.churn_table, "churn"), (evaluation.clv_table, "clv")):
+        for row in table.to_dict("records"):
+            model = row.pop("model")
+            mlflow.log_metrics({f"{kind}.{model}.{k}": float(v) for k, v in row.items() if np.isfinite(v)})
+    mlflow.log_metrics({f"business.{k}": v for k, v in evaluation.business.items()})
+    mlflow.log_metrics({f"seconds.{k}": v for k, v in context.timings.items()})
+    _log_backtest(evaluation.backtest)
+    mlflow.log_dict(context.fingerprint, "data_fingerprint.json")
+    mlflow.log_artifacts(str(folder / "plots"), "plots")
+    mlflow.log_artifacts(str(folder / "tables"), "tables")
+    mlflow.log_artifact(str(folder / "model_card.md"))
+    example = _input_example(evaluation.frame, bundle)
+    return mlflow.pyfunc.log_model(
+        name="model",
+        python_model=_pyfunc_file(),
+        artifacts={"bundle": str(folder / "bundle")},
+        signature=infer_signature(example, bundle.predict(example)),
+        input_example=example,
+        pip_requirements=requirements(),
+    )
+
+
+def _log_backtest(backtest: Backtest | None) -> None:
+    """Per-origin metrics as MLflow metrics with the origin's index as step (a curve per metric)."""
+    if backtest is None:
+        return
+    for step, row in enumerate(backtest.table.to_dict("records")):
+        metrics = {
+            f"backtest.{k}": float(v)
+            for k, v in row.items()
+            if isinstance(v, int | float | np.number) and np.isfinite(v)
+        }
+        mlflow.log_metrics(metrics, step=step)
+
+
 def log_and_register(
     folder: Path,
     bundle: ModelBundle,
-    valid: pd.DataFrame,
-    y_val: np.ndarray,
-    actual_spend: np.ndarray,
-    cfg: TrainConfig,
-    settings: ChurnguardSettings,
-    fingerprint: dict[str, Any],
-    churn_table: pd.DataFrame,
-    clv_table: pd.DataFrame,
-    business: dict[str, float],
-    timings: dict[str, float],
-    allow_promotion: bool,
-) -> Any:
-    from training.pipeline import TrainResult, provenance
-
+    *,
+    evaluation: Evaluation,
+    context: RunContext,
+    allow_promotion: bool = True,
+) -> Registration:
+    """Log the run (``folder`` holds plots/, tables/, model_card.md and bundle/), register a version as
+    challenger, then promote it if :mod:`training.promotion` says so."""
+    settings = context.settings
     configure_mlflow(settings)
     client = MlflowClient()
     name = settings.model_name
-    example = _input_example(valid, bundle)
-    signature = infer_signature(example, bundle.predict(example))
-    with mlflow.start_run(run_name=f"train-h{cfg.horizon_days}") as run:
-        mlflow.log_params(_flat("", cfg))
-        mlflow.set_tags({**provenance(), "horizon_days": str(cfg.horizon_days)})
-        for table, kind in ((churn_table, "churn"), (clv_table, "clv")):
-            for row in table.to_dict("records"):
-                model = row.pop("model")
-                mlflow.log_metrics(
-                    {f"{kind}.{model}.{k}": float(v) for k, v in row.items() if np.isfinite(v)}
-                )
-        mlflow.log_metrics({f"business.{k}": v for k, v in business.items()})
-        mlflow.log_metrics({f"seconds.{k}": v for k, v in timings.items()})
-        mlflow.log_dict(fingerprint, "data_fingerprint.json")
-        mlflow.log_artifacts(str(folder / "plots"), "plots")
-        mlflow.log_artifacts(str(folder / "tables"), "tables")
-        mlflow.log_artifact(str(folder / "model_card.md"))
-        info = mlflow.pyfunc.log_model(
-            name="model",
-            python_model=_pyfunc_file(),
-            artifacts={"bundle": str(folder / "bundle")},
-            signature=signature,
-            input_example=example,
-            pip_requirements=_requirements(),
-        )
+    with mlflow.start_run(run_name=f"train-h{context.cfg.horizon_days}") as run:
+        info = _log_run(folder, bundle, evaluation, context)
     with store_lock(settings):  # register and promote as one step against concurrent runs
         version = str(mlflow.register_model(info.model_uri, name).version)
         client.set_model_version_tag(name, version, "run_id", run.info.run_id)
         client.set_model_version_tag(name, version, "metrics", json.dumps(bundle.metadata["metrics"]))
         client.set_registered_model_alias(name, CHALLENGER, version)
-
         promoted, reason = False, "not promoted: --no-promote"
         if allow_promotion:
-            promoted, reason = _should_promote(client, name, bundle, valid, y_val, cfg)
+            table = evaluation.churn_table.set_index("model")
+            candidate = table.loc["churnguard"].to_dict()
+            champion = _current_champion(client, name, evaluation)
+            if isinstance(champion, Champion):  # like for like: both on the rows neither was fitted on
+                rows = _comparison_rows(evaluation)
+                p = evaluation.churn_scores["churnguard"][rows]
+                candidate = {**ev.churn_metrics(evaluation.y[rows], p), "ece": candidate["ece"]}
+            decision = decide(
+                candidate, table.drop(index="churnguard").to_dict("index"), champion, context.cfg.promotion
+            )
+            promoted, reason = decision.promoted, decision.reason
             if promoted:
                 promote(client, name, version)
         client.set_model_version_tag(name, version, "promotion", reason)
-    return TrainResult(run.info.run_id, version, promoted, reason, churn_table, clv_table, business)
+    return Registration(run.info.run_id, version, promoted, reason)
+
+
+def _current_champion(
+    client: MlflowClient, name: str, evaluation: Evaluation
+) -> Champion | UnreadableChampion | None:
+    """The champion's metrics on the candidate's validation rows; an unreadable one is said so, by name."""
+    current = version_by_alias(client, name, CHAMPION)
+    if current is None:
+        return None
+    rows = _comparison_rows(evaluation)
+    try:
+        champion = load_model(f"models:/{name}/{current}").bundle
+        p = champion.predict(evaluation.frame.iloc[rows])["churn_probability"].to_numpy()
+    except _UNREADABLE as exc:
+        return UnreadableChampion(current, f"{exc.__class__.__name__}: {exc}"[:200])
+    return Champion(current, ev.churn_metrics(evaluation.y[rows], p))
+
+
+def _comparison_rows(evaluation: Evaluation) -> np.ndarray:
+    """Positions of the validation rows a champion and its challenger are compared on: the held-out
+    customers, because a deployed champion was refitted on the others at this very cutoff."""
+    if evaluation.holdout is None or not evaluation.holdout.any():
+        return np.arange(len(evaluation.y))
+    return np.flatnonzero(evaluation.holdout)
 
 
 def _pyfunc_file() -> str:
@@ -115,41 +220,3 @@ def _pyfunc_file() -> str:
     spec = importlib.util.find_spec("features.pyfunc_model")
     assert spec is not None and spec.origin is not None
     return spec.origin
-
-
-def _requirements() -> list[str]:
-    from importlib import metadata
-
-    pins = []
-    for package in ("lightgbm", "pandas", "numpy", "mlflow", "scikit-learn"):
-        try:
-            pins.append(f"{package}=={metadata.version(package)}")
-        except metadata.PackageNotFoundError:
-            continue
-    return pins
-
-
-def _should_promote(
-    client: MlflowClient,
-    name: str,
-    bundle: ModelBundle,
-    valid: pd.DataFrame,
-    y_val: np.ndarray,
-    cfg: TrainConfig,
-) -> tuple[bool, str]:
-    """At least as good as the champion on the same validation cutoff, and within the calibration guard."""
-    metric = cfg.promotion.metric
-    new = ev.churn_metrics(y_val, bundle.predict(valid)["churn_probability"].to_numpy())
-    if new["ece"] > cfg.promotion.max_ece:
-        return False, f"not promoted: ECE {new['ece']:.4f} above the guard {cfg.promotion.max_ece}"
-    current = version_by_alias(client, name, CHAMPION)
-    if current is None:
-        return True, f"promoted: first champion ({metric} {new[metric]:.4f})"
-    try:
-        champion = load_model(f"models:/{name}/{current}").bundle
-        old = ev.churn_metrics(y_val, champion.predict(valid)["churn_probability"].to_numpy())
-    except Exception as exc:  # an unreadable champion must not block a sound replacement
-        return True, f"promoted: champion v{current} could not be evaluated ({exc.__class__.__name__})"
-    better = new[metric] <= old[metric] if metric in _LOWER_IS_BETTER else new[metric] >= old[metric]
-    verdict = "promoted" if better else "not promoted"
-    return better, f"{verdict}: {metric} {new[metric]:.4f} vs champion v{current} {old[metric]:.4f}"

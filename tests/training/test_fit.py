@@ -12,7 +12,16 @@ from features.loading import load_dataset
 from features.snapshots import build_snapshot, model_features, snapshot_cutoffs
 from training import evaluate as ev
 from training import fit
-from training.config import ChurnModelConfig
+from training.config import BusinessConfig, ChurnModelConfig
+
+RUNTIME = fit.Runtime(threads=1, seed=3)
+
+
+def _fit(xs, ys, cfg: ChurnModelConfig) -> fit.ChurnFit:
+    """Fit on every cutoff but the newest, stop early on the newest."""
+    return fit.fit_churn(
+        pd.concat(xs[:-1]), np.concatenate(ys[:-1]), eval_set=(xs[-1], ys[-1]), cfg=cfg, runtime=RUNTIME
+    )
 
 
 @pytest.fixture(scope="module")
@@ -27,15 +36,14 @@ def frames(small_data):
 def test_same_data_and_seed_give_the_same_model(frames) -> None:
     xs, ys, _ = frames
     cfg = ChurnModelConfig(num_leaves_grid=[7], max_trees=60)
-    first = fit.fit_churn(pd.concat(xs[:-1]), np.concatenate(ys[:-1]), xs[-1], ys[-1], cfg, 1, 3)
-    second = fit.fit_churn(pd.concat(xs[:-1]), np.concatenate(ys[:-1]), xs[-1], ys[-1], cfg, 1, 3)
+    first, second = _fit(xs, ys, cfg), _fit(xs, ys, cfg)
     assert first.booster.model_to_string() == second.booster.model_to_string()
 
 
 def test_size_table_picks_the_cheapest_size_within_tolerance(frames) -> None:
     xs, ys, _ = frames
     cfg = ChurnModelConfig(num_leaves_grid=[3, 15], max_trees=60, auc_tolerance=0.05)
-    result = fit.fit_churn(pd.concat(xs[:-1]), np.concatenate(ys[:-1]), xs[-1], ys[-1], cfg, 1, 3)
+    result = _fit(xs, ys, cfg)
     table = result.size_table
     assert table["chosen"].sum() == 1
     chosen = table[table["chosen"]].iloc[0]
@@ -67,12 +75,10 @@ def test_metrics_on_known_cases() -> None:
     assert ev.clv_metrics(spend, spend)["predicted_to_actual"] == pytest.approx(1.0)
     value = ev.business_value(
         np.array([True, False]),
-        np.array([100.0, 100.0]),
         np.array([0.9, 0.1]),
         np.array([100.0, 100.0]),
-        contact_cost=5,
-        success_rate=0.5,
-        share=0.5,
+        spend_if_kept=np.array([100.0, 100.0]),
+        policy=BusinessConfig(contact_cost=5, success_rate=0.5, top_share=0.5),
     )
     assert value["net_value_by_value_at_risk"] == pytest.approx(0.5 * 100 - 5)
 
@@ -82,17 +88,19 @@ def test_tuning_searches_on_training_cutoffs_only_and_returns_a_usable_config(fr
 
     xs, ys, _ = frames
     cfg = ChurnModelConfig(max_trees=40)
-    tuned = tune_churn(pd.concat(xs[:-1]), np.concatenate(ys[:-1]), xs[-1], ys[-1], cfg, 3, 1, 5)
+    x, y = pd.concat(xs[:-1]), np.concatenate(ys[:-1])
+    runtime = fit.Runtime(threads=1, seed=5)
+    tuned = tune_churn(x, y, eval_set=(xs[-1], ys[-1]), cfg=cfg, trials=3, runtime=runtime)
     assert tuned != cfg and 1 <= len(tuned.num_leaves_grid) <= 2
     assert 0.03 <= tuned.learning_rate <= 0.3
-    again = tune_churn(pd.concat(xs[:-1]), np.concatenate(ys[:-1]), xs[-1], ys[-1], cfg, 3, 1, 5)
+    again = tune_churn(x, y, eval_set=(xs[-1], ys[-1]), cfg=cfg, trials=3, runtime=runtime)
     assert again == tuned  # seeded: the same search gives the same answer
 
 
 def test_explanation_budget_rules_out_models_too_costly_to_explain(frames) -> None:
     xs, ys, _ = frames
     cfg = ChurnModelConfig(num_leaves_grid=[3, 31], max_trees=60, auc_tolerance=0.0, max_explanation_cost=1.0)
-    result = fit.fit_churn(pd.concat(xs[:-1]), np.concatenate(ys[:-1]), xs[-1], ys[-1], cfg, 1, 3)
+    result = _fit(xs, ys, cfg)
     table = result.size_table.set_index("num_leaves")
     assert table.loc[3, "explanation_cost"] < table.loc[31, "explanation_cost"]
     assert bool(table.loc[3, "chosen"])  # nothing fits a budget of 1: the cheapest is kept
@@ -112,7 +120,7 @@ def test_explanation_cost_is_the_summed_leaf_depth_and_balanced_trees_stay_shall
     stumps = lgb.train({"num_leaves": 2, "verbosity": -1, "num_threads": 1}, lgb.Dataset(x, y), 25)
     assert fit.explanation_cost(stumps) == 2 * stumps.num_trees()  # two leaves, each one split deep
     cfg = ChurnModelConfig(num_leaves_grid=[7], max_trees=40)
-    booster = fit.fit_churn(x, y, xs[-1], ys[-1], cfg, 1, 3).booster
+    booster = _fit(xs, ys, cfg).booster
     depths = [_max_depth(t["tree_structure"]) for t in booster.dump_model()["tree_info"]]
     assert max(depths) <= 3
     assert fit.explanation_cost(booster) <= booster.num_trees() * 7 * 3

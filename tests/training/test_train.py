@@ -16,7 +16,7 @@ from features.model_store import load_model
 from features.settings import get_settings
 from features.snapshots import build_snapshot, snapshot_cutoffs
 from features.synthetic import load_truth, true_churn_probability
-from training import pipeline
+from training import pipeline, plots
 from training.config import TrainConfig, load_train_config
 from training.registry import CHALLENGER, CHAMPION, configure_mlflow, version_by_alias
 
@@ -126,7 +126,7 @@ def test_failed_run_leaves_registry_untouched(trained, small_data, monkeypatch) 
     def crash(*args: object, **kwargs: object) -> None:
         raise RuntimeError("disk full while plotting")
 
-    monkeypatch.setattr(pipeline.plots, "gains_plot", crash)
+    monkeypatch.setattr(plots, "gains_plot", crash)
     with pytest.raises(RuntimeError):
         pipeline.train(small_data, TrainConfig.model_validate({"snapshots": 2, "threads": 1}), get_settings())
     assert {v.version for v in client.search_model_versions("name='churnguard'")} == versions_before

@@ -1,0 +1,52 @@
+"""The promotion policy as a user meets it: a first model that beats the baselines is usable even when
+poorly calibrated (with a loud warning); a working champion is never replaced by a worse-calibrated one."""
+
+from __future__ import annotations
+
+from training.config import PromotionConfig
+from training.promotion import Champion, UnreadableChampion, calibration_warning, decide
+
+POLICY = PromotionConfig(metric="pr_auc", max_ece=0.03)
+BASELINES = {"rfm_logistic": {"pr_auc": 0.60, "ece": 0.01}, "recency_rule": {"pr_auc": 0.55, "ece": 0.02}}
+
+
+def test_first_model_above_the_guard_is_champion_with_a_calibration_warning() -> None:
+    decision = decide({"pr_auc": 0.70, "ece": 0.077}, BASELINES, None, POLICY)
+    assert decision.promoted
+    assert "first champion" in decision.reason
+    assert "WARNING" in decision.reason and "ECE 0.077" in decision.reason
+
+
+def test_first_model_within_the_guard_carries_no_warning() -> None:
+    decision = decide({"pr_auc": 0.70, "ece": 0.01}, BASELINES, None, POLICY)
+    assert decision.promoted and "WARNING" not in decision.reason
+    assert calibration_warning(0.01, POLICY) is None
+
+
+def test_first_model_that_does_not_beat_a_baseline_is_not_promoted_and_says_how_to_force_it() -> None:
+    decision = decide({"pr_auc": 0.58, "ece": 0.01}, BASELINES, None, POLICY)
+    assert not decision.promoted
+    assert "rfm_logistic" in decision.reason and "churnguard promote" in decision.reason
+
+
+def test_guard_protects_an_existing_champion_even_from_a_better_ranker() -> None:
+    champion = Champion("3", {"pr_auc": 0.65, "ece": 0.02})
+    decision = decide({"pr_auc": 0.80, "ece": 0.05}, BASELINES, champion, POLICY)
+    assert not decision.promoted and "guard" in decision.reason and "v3" in decision.reason
+
+
+def test_better_calibrated_challenger_replaces_the_champion_only_when_at_least_as_good() -> None:
+    champion = Champion("3", {"pr_auc": 0.65, "ece": 0.02})
+    assert decide({"pr_auc": 0.66, "ece": 0.02}, BASELINES, champion, POLICY).promoted
+    assert not decide({"pr_auc": 0.64, "ece": 0.02}, BASELINES, champion, POLICY).promoted
+    lower_better = PromotionConfig(metric="brier", max_ece=0.03)
+    assert decide({"brier": 0.15, "ece": 0.02}, {}, Champion("3", {"brier": 0.16}), lower_better).promoted
+
+
+def test_unreadable_champion_is_named_and_judged_like_a_first_model() -> None:
+    broken = UnreadableChampion("4", "ValueError: bundle format 9 is not supported")
+    decision = decide({"pr_auc": 0.70, "ece": 0.01}, BASELINES, broken, POLICY)
+    assert (
+        decision.promoted and "v4 could not be evaluated" in decision.reason and "format 9" in decision.reason
+    )
+    assert not decide({"pr_auc": 0.50, "ece": 0.01}, BASELINES, broken, POLICY).promoted
