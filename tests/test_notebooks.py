@@ -125,6 +125,7 @@ def test_model_report_notebook_runs(trained) -> None:  # type: ignore[no-untyped
     assert "rfm_logistic" in text and "recency_rule" in text
     assert _images(_cell_with(nb, "reliability_figure")) == 1
     assert _images(_cell_with(nb, "gains_figure")) == 1
+    assert _images(_cell_with(nb, "backtest_figure")) == 1, "the rolling-origin backtest is shown"
     assert _images(_cell_with(nb, "shap.plots.beeswarm")) == 1
     assert _images(_cell_with(nb, "shap.plots.scatter")) == 3
     assert _images(_cell_with(nb, "shap.plots.waterfall")) == 2
@@ -292,6 +293,13 @@ def champion(trained) -> an.Champion:  # type: ignore[no-untyped-def]
     from features.settings import get_settings
 
     return an.load_champion(get_settings())
+
+
+def test_the_backtest_logged_with_the_champion_has_an_origin_per_row(champion: an.Champion) -> None:
+    table = an.backtest_table(champion)
+    assert len(table) >= 1 and table["origin"].is_unique and table["origin"].is_monotonic_increasing
+    assert {"origin", "roc_auc", "ece"} <= set(table.columns)
+    assert table["roc_auc"].between(0.5, 1.0).all() and table["ece"].between(0.0, 1.0).all()
 
 
 @pytest.fixture(scope="module")

@@ -326,3 +326,35 @@ def gains_figure(report: EvaluationReport) -> Figure:
     ax.set_title("Cumulative gains")
     ax.legend()
     return fig
+
+
+def backtest_table(champion: Champion) -> pd.DataFrame:
+    """The champion's rolling-origin backtest as training logged it (``tables/backtest.csv`` of its run):
+    one row per origin, oldest first. Empty when the run logged none (too little history)."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    if champion.run_id is None:
+        return pd.DataFrame()
+    try:
+        path = mlflow.artifacts.download_artifacts(
+            run_id=champion.run_id, artifact_path="tables/backtest.csv"
+        )
+    except (MlflowException, OSError):
+        return pd.DataFrame()
+    return pd.read_csv(path).sort_values("origin").reset_index(drop=True)
+
+
+def backtest_figure(table: pd.DataFrame) -> Figure:
+    """Ranking (ROC AUC) and calibration (ECE) at each origin: is any single cutoff deciding the verdict?"""
+    fig, axes = new_figure(1, 2, size=(10.0, 3.6))
+    left, right = axes[0]
+    origins = pd.to_datetime(table["origin"]).dt.strftime("%Y-%m-%d")
+    left.plot(origins, table["roc_auc"], marker="o")
+    left.set_title("ROC AUC by origin")
+    left.set_ylim(0.5, 1.0)
+    right.bar(origins, table["ece"])
+    right.set_title("ECE by origin (lower is better)")
+    for axis in (left, right):
+        axis.tick_params(axis="x", rotation=30)
+    return fig

@@ -91,6 +91,13 @@ class PromotionConfig(BaseModel):
     max_ece: float = Field(
         default=0.03, gt=0, le=1, description="Calibration guard: never promote above this."
     )
+    baseline_tolerance: float = Field(
+        default=0.01,
+        ge=0,
+        le=0.2,
+        description="A first model within this much of the best baseline on the metric (one validation "
+        "cutoff's noise at a few thousand customers) still becomes champion, with a warning.",
+    )
 
 
 class BusinessConfig(BaseModel):

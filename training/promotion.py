@@ -4,10 +4,14 @@
 2. A readable champion exists: the candidate must be within the calibration guard (``max_ece``) *and* at
    least as good as the champion on ``promotion.metric``, both measured on the same validation rows.
    The guard protects a working champion: a worse-calibrated challenger never replaces it.
-3. No champion (the first model), or a champion that cannot be loaded or scored: the candidate must beat
-   every baseline (recency rule, RFM logistic) on the metric. It then becomes champion even above the
-   calibration guard, because a model that ranks better than the baselines is more use than no model
-   at all, but the verdict carries a loud calibration warning (also in the model card and the bundle's
+3. No champion (the first model), or a champion that cannot be loaded or scored: the candidate must not
+   lose to any baseline (recency rule, RFM logistic) on the metric by more than ``baseline_tolerance``.
+   One validation cutoff of a few thousand customers moves PR AUC by about that much, and a new user
+   with no champion at all cannot score anything, so a model that ties the baselines within that noise is
+   promoted, with a warning that it only ties them. A model clearly worse than a baseline is not: the
+   data or the features are suspect. A promoted first model becomes champion even above the calibration
+   guard, because a model that ranks as well as the baselines is more use than no model at all, but the
+   verdict carries a loud calibration warning (also in the model card and the bundle's
    ``metadata["warnings"]``, which serving shows).
 
 This module is pure: it judges metrics and never talks to MLflow (``training.tracking`` does).
@@ -81,21 +85,34 @@ def decide(
             verdict == "promoted",
             f"{verdict}: {metric} {score:.4f} vs champion v{champion.version} {old:.4f}",
         )
-    lost = {name: m[metric] for name, m in baselines.items() if not _better(metric, score, m[metric])}
+    sign = 1.0 if metric in LOWER_IS_BETTER else -1.0  # how much worse the candidate is, in metric units
+    behind = {name: sign * (score - m[metric]) for name, m in baselines.items()}
+    lost = {name: gap for name, gap in behind.items() if gap > policy.baseline_tolerance}
     if lost:
-        worst = ", ".join(f"{name} {value:.4f}" for name, value in lost.items())
+        worst = ", ".join(f"{name} {baselines[name][metric]:.4f}" for name in lost)
         return Decision(
             False,
-            f"not promoted: {metric} {score:.4f} does not beat the baseline ({worst}); "
-            "check the data, or promote it anyway with `churnguard promote VERSION`",
+            f"not promoted: {metric} {score:.4f} is clearly below the baseline ({worst}; tolerance "
+            f"{policy.baseline_tolerance}); check the data, or promote it anyway with "
+            "`churnguard promote VERSION`",
         )
     why = (
         "first champion"
         if champion is None
         else f"champion v{champion.version} could not be evaluated ({champion.error})"
     )
-    reason = f"promoted: {why} ({metric} {score:.4f}, beats the baselines)"
-    warning = calibration_warning(candidate["ece"], policy)
-    if warning is not None:
-        reason += f" WARNING {warning}"
+    ties = {name: gap for name, gap in behind.items() if gap > 0}
+    verdict = "beats the baselines" if not ties else "ties the baselines"
+    reason = f"promoted: {why} ({metric} {score:.4f}, {verdict})"
+    warnings = []
+    if ties:
+        tied = ", ".join(f"{name} {baselines[name][metric]:.4f}" for name in ties)
+        warnings.append(
+            f"ranking: {metric} {score:.4f} only ties the baselines ({tied}) on the validation cutoff, "
+            "within one cutoff's noise; check the backtest before trusting its ranking over a recency rule"
+        )
+    calibration = calibration_warning(candidate["ece"], policy)
+    if calibration is not None:
+        warnings.append(calibration)
+    reason += "".join(f" WARNING {w}" for w in warnings)
     return Decision(True, reason)

@@ -23,10 +23,18 @@ def test_first_model_within_the_guard_carries_no_warning() -> None:
     assert calibration_warning(0.01, POLICY) is None
 
 
-def test_first_model_that_does_not_beat_a_baseline_is_not_promoted_and_says_how_to_force_it() -> None:
+def test_first_model_clearly_below_a_baseline_is_not_promoted_and_says_how_to_force_it() -> None:
     decision = decide({"pr_auc": 0.58, "ece": 0.01}, BASELINES, None, POLICY)
     assert not decision.promoted
     assert "rfm_logistic" in decision.reason and "churnguard promote" in decision.reason
+
+
+def test_first_model_that_ties_a_baseline_within_noise_is_champion_with_a_warning() -> None:
+    """A new user must not be left with nothing to score because one cutoff's PR AUC came out 0.002
+    below a recency rule (seen on the seasonal world)."""
+    decision = decide({"pr_auc": 0.595, "ece": 0.01}, BASELINES, None, POLICY)
+    assert decision.promoted and "ties the baselines" in decision.reason
+    assert "WARNING ranking" in decision.reason and "rfm_logistic 0.6000" in decision.reason
 
 
 def test_guard_protects_an_existing_champion_even_from_a_better_ranker() -> None:
