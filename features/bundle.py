@@ -19,8 +19,12 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
-BUNDLE_FORMAT = 2  # 2: adds ``clv_scale``; format 1 bundles still load (as scale 1.0)
-_READABLE_FORMATS = {1, 2}
+from features.value import CustomerValue, ValueModel, combine, parts_for_frame, revenue_field
+
+# 2: adds ``clv_scale``; 3: adds ``value_model`` (BTYD lifetime value, see features.value). Older formats
+# still load: scale 1.0, no value model (lifetime value then unavailable, null).
+BUNDLE_FORMAT = 3
+_READABLE_FORMATS = {1, 2, 3}
 
 
 @dataclass(frozen=True)
@@ -129,6 +133,8 @@ class ModelBundle:
     # Level correction of the CLV model's forecast, fitted on recent held-out customers at training time:
     # the regressor ranks spend well but its total drifts with the season and the customer base.
     clv_scale: float = 1.0
+    # Lifetime value beyond the horizon (BG/NBD + Gamma-Gamma); None for bundles trained without one.
+    value_model: ValueModel | None = None
 
     @property
     def feature_names(self) -> list[str]:
@@ -166,18 +172,46 @@ class ModelBundle:
         return self.calibration.apply(1.0 / (1.0 + np.exp(-raw)))
 
     def clv(self, x: np.ndarray) -> np.ndarray:
-        """Expected spend over the horizon (never negative), level-corrected by ``clv_scale``."""
+        """Expected spend (revenue) over the horizon, undiscounted, never negative, level-corrected by
+        ``clv_scale``: the ``expected_revenue_{H}d`` field (the name ``clv`` is kept for the stored model)."""
         raw = np.asarray(self.clv_model.predict(x, num_threads=self._threads(x)), dtype=float)
         return np.clip(raw * self.clv_scale, 0.0, None)
 
     def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
-        """Calibrated churn probability, CLV over the horizon and value at risk, one row per input row."""
+        """One row per input row: calibrated churn probability, ``expected_revenue_{H}d`` (LightGBM,
+        undiscounted), and from the value model ``residual_value`` (discounted to the end of the
+        relationship), ``value_1y`` (discounted, next 365 days), ``p_alive``, ``value_at_risk`` (p x the
+        value if retained) and ``value_basis``. Value columns are NaN when the value model is missing or
+        the frame lacks what it needs (``orders_total``, ``tenure_days``, ``recency_days``,
+        ``spend_total``, or the exact summary columns of :data:`features.value.INPUT_COLUMNS`)."""
         x = self.matrix(frame)
         probability = self.probability(self.churn_raw(x))
-        clv = self.clv(x)
-        return pd.DataFrame(
-            {"churn_probability": probability, "clv": clv, "value_at_risk": probability * clv},
-            index=frame.index,
+        revenue = self.clv(x)
+        out: dict[str, Any] = {"churn_probability": probability, revenue_field(self.horizon_days): revenue}
+        value = self.customer_value(frame, probability, revenue)
+        nan = np.full(len(frame), np.nan)
+        out |= {
+            "residual_value": nan if value is None else value.residual_value,
+            "value_1y": nan if value is None else value.value_1y,
+            "p_alive": nan if value is None else value.p_alive,
+            "value_at_risk": nan if value is None else value.value_at_risk(probability),
+            "value_basis": self.value_model.basis if self.value_model is not None else None,
+        }
+        return pd.DataFrame(out, index=frame.index)
+
+    def customer_value(
+        self, frame: pd.DataFrame, probability: np.ndarray, revenue: np.ndarray
+    ) -> CustomerValue | None:
+        """The value model's figures for rows of features (None without a value model)."""
+        if self.value_model is None:
+            return None
+        parts = parts_for_frame(self.value_model, frame, horizon_days=self.horizon_days)
+        return combine(
+            self.value_model,
+            parts,
+            churn_probability=probability,
+            expected_revenue=revenue,
+            horizon_days=self.horizon_days,
         )
 
     def contributions(self, x: np.ndarray) -> np.ndarray:
@@ -201,6 +235,7 @@ class ModelBundle:
             "horizon_days": self.horizon_days,
             "thresholds": self.thresholds,
             "clv_scale": self.clv_scale,
+            "value_model": None if self.value_model is None else self.value_model.to_dict(),
             "metadata": self.metadata,
         }
         (folder / "bundle.json").write_text(json.dumps(spec, indent=2, default=str))
@@ -222,4 +257,5 @@ class ModelBundle:
             thresholds={k: float(v) for k, v in spec["thresholds"].items()},
             metadata=spec.get("metadata", {}),
             clv_scale=float(spec.get("clv_scale", 1.0)),
+            value_model=ValueModel.from_dict(spec["value_model"]) if spec.get("value_model") else None,
         )

@@ -1,8 +1,11 @@
 """Choosing the retention action worth taking, from a playbook of actions, costs and success rates.
 
 Loyal is not the same as profitable: an action is recommended only when its expected net value,
-churn probability x CLV x margin x success rate - cost, beats the playbook's minimum. Otherwise the
-answer is "no action", with the figures that say why.
+value at risk x success rate - cost, beats the playbook's minimum. Value at risk is the churn probability
+x the customer's lifetime value if retained (:mod:`features.value`); on a revenue basis it is weighed by
+the playbook's ``margin``, on a contribution basis (an economics config) the margin is already in it.
+Customers whose expected contribution over the relationship is <= 0 are a graceful exit: never a paid
+action. Otherwise the answer is "no action", with the figures that say why.
 """
 
 from __future__ import annotations
@@ -104,30 +107,52 @@ def _allowed(actions: Sequence[Action], risk_groups: Sequence[AbstractSet[str]])
 def decide_actions(
     playbook: Playbook,
     probability: np.ndarray,
-    clv: np.ndarray,
+    value_at_risk: np.ndarray,
     risk_groups: Sequence[AbstractSet[str]],
+    *,
+    basis: str = "revenue",
+    lifetime: np.ndarray | None = None,
 ) -> Decisions:
     """The best action for the reasons that raise each customer's risk, or no action.
 
-    Candidates are the actions addressing one of the customer's risk groups (engagement actions when none
-    does); the best is the first with the highest expected net value, recommended only above the
-    playbook's minimum."""
+    ``value_at_risk`` is p(churn) x the value if retained, per customer. Candidates are the actions
+    addressing one of the customer's risk groups (engagement actions when none does); the best is the
+    first with the highest expected net value, recommended only above the playbook's minimum. A customer
+    whose ``lifetime`` value is <= 0 gets no paid action whatever the figures (graceful exit)."""
     actions = playbook.actions
-    at_stake = probability * clv * playbook.margin
+    weight = playbook.margin if basis == "revenue" else 1.0
+    at_stake = value_at_risk * weight
+    exits = np.zeros(len(at_stake), dtype=bool) if lifetime is None else lifetime <= 0
     net = at_stake[:, None] * np.array([a.success_rate for a in actions]) - np.array(
         [a.cost for a in actions]
     )
     best = np.argmax(np.where(_allowed(actions, risk_groups), net, -np.inf), axis=1)
     best_net = np.take_along_axis(net, best[:, None], axis=1)[:, 0]
-    margin = f" x {playbook.margin:.0%} margin" if playbook.margin < 1 else ""
+    margin = f" x {weight:.0%} margin" if weight < 1 else ""
     success = [f" x {a.success_rate:.0%} success - {a.cost:,.2f} cost = " for a in actions]
     declined = len(actions)  # index of _DECLINED in the encoder's list
     chosen, whys, names, values = [], [], [], []
-    for p, value, b, n in zip(
-        probability.tolist(), clv.tolist(), best.tolist(), best_net.tolist(), strict=True
+    lifetimes = [None] * len(at_stake) if lifetime is None else lifetime.tolist()
+    for p, value, b, n, life, leave in zip(
+        probability.tolist(),
+        value_at_risk.tolist(),
+        best.tolist(),
+        best_net.tolist(),
+        lifetimes,
+        exits.tolist(),
+        strict=True,
     ):
-        figures = f"{p:.0%} churn risk x {value:,.2f} value{margin}{success[b]}{n:,.2f}"
-        if n > playbook.min_net_value:
+        figures = f"{p:.0%} churn risk, {value:,.2f} {basis} at risk{margin}{success[b]}{n:,.2f}"
+        if leave:
+            chosen.append(declined)
+            whys.append(
+                f"Graceful exit: this customer's expected {basis} over the rest of the relationship is "
+                f"{life:,.2f}, so what they bring does not cover what serving them costs; no paid "
+                "action is worth making."
+            )
+            names.append(NO_ACTION)
+            values.append(0.0)
+        elif n > playbook.min_net_value:
             chosen.append(b)
             whys.append(f"Worth it: {figures}.")
             names.append(actions[b].name)
@@ -147,8 +172,11 @@ def decide_actions(
 
 
 def choose_actions(
-    playbook: Playbook, probability: np.ndarray, clv: np.ndarray, risk_groups: Sequence[AbstractSet[str]]
+    playbook: Playbook,
+    probability: np.ndarray,
+    value_at_risk: np.ndarray,
+    risk_groups: Sequence[AbstractSet[str]],
 ) -> list[dict[str, object]]:
     """One decision per customer as a dict: name, label, description, expected_net_value, cost,
     success_rate and why (the figures behind the choice, in words)."""
-    return decide_actions(playbook, probability, clv, risk_groups).as_dicts()
+    return decide_actions(playbook, probability, value_at_risk, risk_groups).as_dicts()

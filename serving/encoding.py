@@ -39,7 +39,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 # ----------------------------------------------------------------------------------------------- columns
-# What every score row holds, name -> SQLite type, in the serving store's order.
+# What every score row holds, name -> SQLite type, in the serving store's order. Money fields:
+#   clv                   lifetime value: residual value, discounted to the end of the relationship (the
+#                         API's clv.residual_value); null when unavailable, never 0
+#   value_at_risk         churn probability within the horizon x the value if retained (discounted)
+#   expected_revenue_90d  LightGBM's spend forecast over the model's horizon, undiscounted revenue
+#   value_1y              discounted value of the next 365 days
+#   value_basis           "contribution" (an economics config) or "revenue"
+#   clv_detail            the API's whole clv object as JSON
 FIGURE_COLUMNS: dict[str, str] = {
     "customer_id": "TEXT PRIMARY KEY",
     "as_of": "TEXT",
@@ -48,6 +55,11 @@ FIGURE_COLUMNS: dict[str, str] = {
     "clv": "REAL",
     "value_at_risk": "REAL",
     "segment": "TEXT",
+    "expected_revenue_90d": "REAL",
+    "value_1y": "REAL",
+    "p_alive": "REAL",
+    "value_basis": "TEXT",
+    "clv_detail": "TEXT",
 }
 DECISION_COLUMNS: dict[str, str] = {"action_name": "TEXT", "expected_net_value": "REAL"}
 NESTED_COLUMNS = ("reasons", "action", "model")  # JSON text in files and the store
@@ -61,7 +73,7 @@ STORE_COLUMNS: dict[str, str] = {
     **DECISION_COLUMNS,
     **dict.fromkeys((*NESTED_COLUMNS, *INPUT_COLUMNS), "TEXT"),
 }
-STORE_JSON_COLUMNS = (*NESTED_COLUMNS, *INPUT_COLUMNS)
+STORE_JSON_COLUMNS = (*NESTED_COLUMNS, *INPUT_COLUMNS, "clv_detail")
 
 
 # ------------------------------------------------------------------------------------------ JSON values

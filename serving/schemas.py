@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from features.bundle import ModelInfo
 
@@ -36,7 +36,10 @@ class ActionOut(BaseModel):
     name: str = Field(description="Action id from the playbook, or 'no_action'.")
     label: str
     description: str
-    expected_net_value: float = Field(description="churn probability x CLV x margin x success rate - cost.")
+    expected_net_value: float = Field(
+        description="value at risk (x the playbook margin on a revenue basis) x success rate - cost; "
+        "0 for no action. Customers in the 'graceful exit' segment never get a paid action."
+    )
     cost: float
     success_rate: float
     why: str = Field(description="The figures behind the choice, in words.")
@@ -46,6 +49,39 @@ class ActionOut(BaseModel):
 ModelRef = ModelInfo
 
 
+class ExpectedOrders(BaseModel):
+    days_90: float = Field(description="Expected repeat purchases in the next 90 days (BG/NBD).")
+    days_365: float = Field(description="Expected repeat purchases in the next 365 days (BG/NBD).")
+
+
+class ValueInterval(BaseModel):
+    p05: float = Field(description="5th percentile of residual_value under parameter uncertainty.")
+    p95: float = Field(description="95th percentile of residual_value under parameter uncertainty.")
+
+
+class ClvOut(BaseModel):
+    """Customer lifetime value: money the customer is expected to bring from ``as_of`` on."""
+
+    residual_value: float = Field(
+        description="Expected value over the rest of the relationship, discounted to as_of at "
+        "annual_discount_rate: LightGBM's spend within the churn horizon, BG/NBD + Gamma-Gamma beyond it. "
+        "Contribution (margin less cost to serve) or revenue, as basis says; can be negative."
+    )
+    value_1y: float = Field(
+        description="Expected value of the next 365 days, discounted like residual_value."
+    )
+    historic_value: float = Field(
+        description="Net spend so far (times the margin on a contribution basis), undiscounted."
+    )
+    p_alive: float = Field(ge=0, le=1, description="BG/NBD probability the customer is still active.")
+    expected_orders: ExpectedOrders
+    expected_order_value: float = Field(description="Gamma-Gamma expected value of one order (revenue).")
+    basis: str = Field(description="'contribution' (an economics config is in force) or 'revenue' (none).")
+    annual_discount_rate: float = Field(description="Yearly rate future money is discounted at.")
+    interval: ValueInterval | None = Field(description="Uncertainty band of residual_value, if known.")
+    model: str = Field(description="What produced these figures.")
+
+
 class CustomerScore(BaseModel):
     customer_id: str
     as_of: str = Field(description="Scores use events strictly before this date.")
@@ -53,8 +89,24 @@ class CustomerScore(BaseModel):
         ge=0, le=1, description="Calibrated probability of churning in the horizon."
     )
     risk_tier: str = Field(description="low, medium or high.")
-    clv: float = Field(description="Expected spend over the horizon.")
-    value_at_risk: float = Field(description="churn_probability x clv.")
+    expected_revenue_90d: float | None = Field(
+        default=None,
+        description="LightGBM forecast of spend (revenue) over the model's churn horizon (90 days by "
+        "default; see GET /v1/model), undiscounted. Not lifetime value.",
+    )
+    clv: ClvOut | None = Field(
+        default=None,
+        description="Lifetime value (see its fields); null when it cannot be computed (a model without a "
+        "value model, or features lacking orders_total, tenure_days, recency_days or spend_total).",
+    )
+    value_at_risk: float | None = Field(
+        default=None,
+        description="churn_probability x the residual value the customer would bring if retained "
+        "(discounted; 0 when that value is <= 0); null when lifetime value is unavailable.",
+    )
+    value_basis: str | None = Field(
+        default=None, description="'contribution' or 'revenue': what every value field measures."
+    )
     segment: str = Field(
         description="Value segment: the customer's class in value x risk (e.g. 'valuable, at risk'); "
         "not a segment attribute of the customer data."
@@ -62,6 +114,14 @@ class CustomerScore(BaseModel):
     reasons: list[Reason]
     action: ActionOut
     model: ModelRef
+
+    @model_validator(mode="before")
+    @classmethod
+    def _stored_value(cls, data: Any) -> Any:
+        """A stored score keeps lifetime value flat (``clv`` = residual value) and whole in ``clv_detail``."""
+        if isinstance(data, dict) and "clv_detail" in data:
+            data = {**data, "clv": data.get("clv_detail")}
+        return data
 
 
 class BatchRequest(BaseModel):

@@ -39,6 +39,30 @@ def _backtest(evaluation: Evaluation) -> str:
     )
 
 
+def _value_section(bundle: ModelBundle) -> str:
+    model = bundle.value_model
+    if model is None:
+        return "\nNo lifetime value model: `clv` and `value_at_risk` are null (see the warnings).\n"
+    m = model.method
+    return f"""
+## Lifetime value: what each part does
+- **LightGBM** gives the churn probability p and the spend within the {bundle.horizon_days}-day horizon,
+  where its features (service, trends, discounts) know most.
+- **BG/NBD + Gamma-Gamma** ({m.get("purchases")}; {m.get("spend")}), fitted on the purchase summary at
+  {m.get("fitted_at")} ({m.get("customers")} customers, {m.get("repeat_customers")} with repeat purchases),
+  extrapolate beyond the horizon: discounted expected purchases x expected order value.
+- `residual_value` = LightGBM's horizon spend (discounted, x margin, less cost to serve) + BTYD's value beyond
+  the horizon x (1 - p) / BTYD's own P(purchase in the horizon), the ratio clipped to [0, 3]: the ML model's
+  view of whether the customer stays moves the long-run value.
+- `value_at_risk` = p x BTYD's residual value for a customer known to be alive (value if retained).
+- Basis: **{model.basis}**, discounted at {model.annual_discount_rate:.0%} a year. Customers whose residual
+  value is <= 0 are a graceful exit: never a paid action.
+- Interval: {m.get("interval")} (parameter uncertainty only). Customers without a repeat purchase get the
+  mean observed repeat order value ({m.get("prior_order_value", 0):,.2f}), not Gamma-Gamma's population
+  mean, which heavy-tailed order values inflate.
+"""
+
+
 def model_card(
     *, bundle: ModelBundle, evaluation: Evaluation, context: RunContext, size_table: pd.DataFrame
 ) -> str:
@@ -68,7 +92,9 @@ def model_card(
     return f"""# Model card: {context.settings.model_name}
 {_warnings(list(meta.get("warnings", [])))}
 Predicts, for every customer known at a cutoff, the probability of churning (no purchase, or a
-cancellation) in the next **{bundle.horizon_days} days**, the spend expected over those days (CLV), and why.
+cancellation) in the next **{bundle.horizon_days} days**, the spend expected over those days
+(`expected_revenue_{bundle.horizon_days}d`), the customer's lifetime value (`clv`), and why.
+{_value_section(bundle)}
 
 ## Data
 {files}
@@ -83,7 +109,7 @@ Calibration: {bundle.calibration.method}. Model size chosen for accuracy per uni
 
 {_table(size_table)}
 {_backtest(evaluation)}
-## CLV model vs baseline (validation cutoff)
+## Spend over the horizon: LightGBM vs BG/NBD + Gamma-Gamma vs run rate (validation cutoff)
 {_table(evaluation.clv_table)}
 
 CLV calibration by decile of predicted CLV:
@@ -98,7 +124,8 @@ CLV calibration by decile of predicted CLV:
 
 ## Known limits
 - Customer attributes are taken as they are now, not as they were at each cutoff.
-- CLV is spend (revenue) over the horizon, not margin: weigh it with your own margins.
+- `expected_revenue_{bundle.horizon_days}d` is revenue over the horizon; lifetime value (`clv`) is
+  contribution only when training was given an economics config (see "Lifetime value").
 - "Churn" for non-contract customers means no purchase within the horizon; seasonal buyers with longer
   natural gaps can look at risk when they are not.
 - Expect drift as customer behaviour changes: retrain regularly.

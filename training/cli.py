@@ -61,8 +61,17 @@ def train(
         ),
     ] = False,
     mapping: MappingOpt = None,
+    economics: Annotated[
+        Path | None,
+        typer.Option(
+            "--economics",
+            help="Economics YAML (gross margin, costs to serve, discount rate): value becomes contribution "
+            "[default: $CHURNGUARD_ECONOMICS; without one, value is revenue].",
+        ),
+    ] = None,
 ) -> None:
     """Build snapshots, fit, evaluate out of time, log to MLflow and register a new version."""
+    from features.economics import economics_from_env
     from features.progress import stage_progress
     from features.settings import get_settings
     from training.config import load_train_config
@@ -89,7 +98,15 @@ def train(
         tune_trials=tune,
     )
     with stage_progress("training") as report:
-        result = run_training(data, cfg, settings, promote=promote, mapping=mapping, report=report)
+        result = run_training(
+            data,
+            cfg,
+            settings,
+            promote=promote,
+            mapping=mapping,
+            report=report,
+            economics=economics_from_env(economics),
+        )
     print_result(out, result, settings)
 
 

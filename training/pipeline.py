@@ -7,6 +7,7 @@ registry and the current champion untouched.
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,12 +16,22 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from features.btyd import ModelFitError
 from features.bundle import FeatureInfo, ModelBundle, to_model_input
+from features.economics import EconomicsConfig
 from features.loading import Dataset, load_dataset
 from features.progress import Report
 from features.settings import ChurnguardSettings
 from features.snapshots import build_snapshots, model_features, snapshot_cutoffs
 from features.spec import FeatureDef
+from features.value import (
+    ValueModel,
+    attach_parts,
+    btyd_horizon_revenue,
+    fit_value_model,
+    revenue_field,
+    value_inputs,
+)
 from training import evaluate as ev
 from training import fit
 from training.artifacts import write_artifacts
@@ -133,7 +144,28 @@ def fit_models(frames: Frames, defs: list[FeatureDef], context: RunContext, repo
     return Models(infos, churn, reference, recency, logistic)
 
 
-def bundle_of(fitted: Fitted, features: list[FeatureInfo], cfg: TrainConfig) -> ModelBundle:
+def fit_value(
+    dataset: Dataset, frames: Frames, cfg: TrainConfig, economics: EconomicsConfig | None
+) -> tuple[ValueModel | None, str | None]:
+    """BG/NBD + Gamma-Gamma on the purchase summary at the newest labelled cutoff, and the validation
+    frame given each customer's value parts (so evaluation and thresholds read exact summaries). When the
+    purchase models cannot be fitted the bundle has no value model and the warning says why."""
+    cutoff = max(frames.snapshots)
+    try:
+        model = fit_value_model(dataset.transactions, cutoff, economics=economics, seed=cfg.seed)
+    except ModelFitError as exc:
+        return None, f"no lifetime value model: {exc}"
+    frame = frames.snapshots[cutoff]
+    inputs = value_inputs(dataset.transactions, cutoff, frame["customer_id"], economics)
+    with_parts = attach_parts(model, frame, dataset.transactions, cutoff, horizon_days=cfg.horizon_days)
+    with_parts["btyd_revenue"] = btyd_horizon_revenue(model, inputs, cfg.horizon_days)
+    frames.snapshots[cutoff] = with_parts
+    return model, None
+
+
+def bundle_of(
+    fitted: Fitted, features: list[FeatureInfo], cfg: TrainConfig, value_model: ValueModel | None = None
+) -> ModelBundle:
     return ModelBundle(
         features=features,
         churn_model=fitted.churn,
@@ -143,6 +175,7 @@ def bundle_of(fitted: Fitted, features: list[FeatureInfo], cfg: TrainConfig) -> 
         thresholds={**cfg.risk_thresholds, "high_value": 0.0},
         metadata={},
         clv_scale=fitted.clv_scale,
+        value_model=value_model,
     )
 
 
@@ -152,16 +185,17 @@ def evaluate_out_of_time(
     """The candidate (fitted on the training cutoffs) and the baselines on the validation cutoff."""
     cfg, valid = context.cfg, frames.valid
     scored = bundle_of(candidate, models.features, cfg).predict(valid)
+    revenue = scored[revenue_field(cfg.horizon_days)].to_numpy()
     y, spend = valid["churned"].to_numpy(int), valid["future_spend"].to_numpy(float)
     churn_scores = {
         "churnguard": scored["churn_probability"].to_numpy(),
         "rfm_logistic": fit.predict_rfm_logistic(models.logistic, valid),
         "recency_rule": fit.predict_recency(models.recency, valid),
     }
-    clv_scores = {
-        "churnguard": scored["clv"].to_numpy(),
-        "run_rate": fit.run_rate_clv(valid, cfg.horizon_days),
-    }
+    clv_scores = {"churnguard": revenue, "run_rate": fit.run_rate_clv(valid, cfg.horizon_days)}
+    if "btyd_revenue" in valid.columns:  # the probabilistic model on the same holdout
+        clv_scores["btyd_bgnbd_gammagamma"] = valid["btyd_revenue"].to_numpy(float)
+        churn_scores["btyd_bgnbd"] = 1.0 - valid["value_btyd_keeps"].to_numpy(float)
     churn_table = pd.DataFrame([{"model": k, **ev.churn_metrics(y, v)} for k, v in churn_scores.items()])
     ece = float(churn_table.set_index("model").loc["churnguard", "ece"])
     warning = calibration_warning(ece, cfg.promotion)
@@ -205,11 +239,21 @@ def refit_through_validation(frames: Frames, recipe: Recipe, *, reference: bool)
 
 
 def assemble_bundle(
-    deployed: Fitted, models: Models, evaluation: Evaluation, context: RunContext, refit: dict
+    deployed: Fitted,
+    models: Models,
+    evaluation: Evaluation,
+    context: RunContext,
+    refit: dict,
+    value_model: ValueModel | None = None,
 ) -> ModelBundle:
     """The deployable bundle, with the metadata serving shows (metrics, cutoffs, warnings)."""
-    bundle = bundle_of(deployed, models.features, context.cfg)
-    bundle.thresholds["high_value"] = float(np.quantile(bundle.predict(evaluation.frame)["clv"], 0.8))
+    bundle = bundle_of(deployed, models.features, context.cfg, value_model)
+    scored = bundle.predict(evaluation.frame)
+    # Valuable = top fifth by lifetime value (residual value), or by horizon revenue without a value model.
+    value = scored["residual_value"].dropna()
+    if not len(value):
+        value = scored[revenue_field(context.cfg.horizon_days)]
+    bundle.thresholds["high_value"] = float(np.quantile(value, 0.8))
     bundle.metadata = {
         "trained_at": context.trained_at,
         "horizon_days": context.cfg.horizon_days,
@@ -220,6 +264,7 @@ def assemble_bundle(
         "refit": refit,
         "explanation_cost": fit.explanation_cost(deployed.churn),
         "warnings": list(evaluation.warnings),
+        "value_model": None if value_model is None else value_model.method,
     }
     return bundle
 
@@ -232,6 +277,7 @@ def train(
     promote: bool = True,
     mapping: Path | None = None,
     report: Report = _noop,
+    economics: EconomicsConfig | None = None,
 ) -> TrainResult:
     """Train, evaluate out of time, log and register a version; promote it if the policy allows."""
     watch = Stopwatch()
@@ -244,6 +290,9 @@ def train(
         cfg=cfg, settings=settings, fingerprint=dataset.fingerprint(), cutoffs=frames.cutoffs, watch=watch
     )
     models = fit_models(frames, model_features(dataset), context, report)
+    report("fitting the lifetime value model", 0.52)
+    with watch("value_model"):
+        value_model, value_warning = fit_value(dataset, frames, cfg, economics)
     recipe = Recipe(
         cfg=cfg,
         features=models.features,
@@ -258,10 +307,12 @@ def train(
     with watch("evaluate"):
         candidate = backtest.at_validation[capacity]
         evaluation = evaluate_out_of_time(candidate, models, frames, context, backtest.backtest)
+        if value_warning:
+            evaluation = dataclasses.replace(evaluation, warnings=(*evaluation.warnings, value_warning))
     report("refitting through the newest labelled cutoff", 0.7)
     with watch("refit"):
         deployed, refit = refit_through_validation(frames, recipe, reference=backtest.use_reference)
-        bundle = assemble_bundle(deployed, models, evaluation, context, refit)
+        bundle = assemble_bundle(deployed, models, evaluation, context, refit, value_model)
     report("explaining and plotting", 0.75)
     with tempfile.TemporaryDirectory(prefix="churnguard-train-") as tmp:
         folder = Path(tmp)

@@ -1,0 +1,156 @@
+"""Lifetime value: the combination of LightGBM and BTYD, value at risk, contribution and graceful exit."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from features.economics import EconomicsConfig, cost_per_year, load_economics
+from features.errors import ConfigError
+from features.value import (
+    PART_COLUMNS,
+    ValueModel,
+    combine,
+    fit_value_model,
+    inputs_from_features,
+    parts_for_frame,
+)
+from serving.actions import NO_ACTION, Action, Playbook, decide_actions
+
+
+@pytest.fixture(scope="module")
+def transactions(tmp_path_factory: pytest.TempPathFactory) -> pd.DataFrame:
+    from features.loading import load_dataset
+    from features.synthetic import generate_dataset
+
+    root = tmp_path_factory.mktemp("value") / "crm"
+    generate_dataset(root, n_customers=1000, seed=11)
+    return load_dataset(root).transactions
+
+
+@pytest.fixture(scope="module")
+def cutoff(transactions: pd.DataFrame) -> pd.Timestamp:
+    return transactions["timestamp"].max().normalize() - pd.Timedelta(days=100)
+
+
+@pytest.fixture(scope="module")
+def model(transactions: pd.DataFrame, cutoff: pd.Timestamp) -> ValueModel:
+    return fit_value_model(transactions, cutoff, economics=None)
+
+
+def _parts(**overrides: float) -> pd.DataFrame:
+    base = dict.fromkeys(PART_COLUMNS, 0.0) | {"value_margin": 1.0, "value_p_alive": 0.8}
+    return pd.DataFrame([base | overrides])
+
+
+def test_value_at_risk_on_a_hand_checked_customer(model: ValueModel) -> None:
+    parts = _parts(
+        value_btyd_keeps=0.5, value_lifetime=1000.0, value_btyd_horizon=100.0, value_btyd_year=350.0
+    )
+    value = combine(
+        model, parts, churn_probability=np.array([0.4]), expected_revenue=np.array([120.0]), horizon_days=90
+    )
+    factor = -math.expm1(-math.log1p(0.10) / 365.25 * 90) / (math.log1p(0.10) / 365.25 * 90)
+    keeps = (1 - 0.4) / 0.5  # ML thinks the customer likelier to stay than BG/NBD does
+    assert value.residual_value[0] == pytest.approx(120 * factor + keeps * 900)
+    assert value.value_1y[0] == pytest.approx(120 * factor + keeps * 250)
+    # value if retained = BG/NBD lifetime value of a customer known to be alive: 1000 / 0.8
+    assert value.value_at_risk(np.array([0.4]))[0] == pytest.approx(0.4 * 1250)
+
+
+def test_actions_weigh_value_at_risk_and_never_pay_for_a_graceful_exit() -> None:
+    playbook = Playbook(
+        actions=(Action(name="call", label="Call", addresses=("engagement",), cost=5, success_rate=0.5),)
+    )
+    decisions = decide_actions(
+        playbook,
+        np.array([0.5, 0.5]),
+        np.array([500.0, 500.0]),
+        [{"engagement"}, {"engagement"}],
+        basis="contribution",
+        lifetime=np.array([800.0, -40.0]),
+    ).as_dicts()
+    assert decisions[0]["name"] == "call"
+    assert decisions[0]["expected_net_value"] == pytest.approx(500 * 0.5 - 5)
+    assert decisions[1]["name"] == NO_ACTION
+    assert "Graceful exit" in str(decisions[1]["why"]) and "-40.00" in str(decisions[1]["why"])
+
+
+def test_without_economics_value_is_revenue(model: ValueModel) -> None:
+    assert model.basis == "revenue"
+    assert model.annual_discount_rate == pytest.approx(0.10)
+
+
+def test_cost_to_serve_lowers_the_value_of_heavy_support_users(model: ValueModel) -> None:
+    economics = EconomicsConfig(gross_margin=0.4, cost_per_support_contact=15.0)
+    priced = ValueModel(model.purchases, model.spend, economics, model.interval_low, model.interval_high)
+    customer = {"orders_total": 8, "tenure_days": 400, "recency_days": 20, "spend_total": 600.0}
+    frame = pd.DataFrame([customer | {"support_365d": 0}, customer | {"support_365d": 12}])
+    values = []
+    for m in (model, priced):
+        parts = parts_for_frame(m, frame, horizon_days=90)
+        values.append(
+            combine(
+                m,
+                parts,
+                churn_probability=np.full(2, 0.2),
+                expected_revenue=np.full(2, 80.0),
+                horizon_days=90,
+            ).residual_value
+        )
+    revenue, contribution = values
+    assert revenue[0] == pytest.approx(revenue[1])  # revenue ignores cost to serve
+    assert contribution[0] < revenue[0]  # margin
+    assert contribution[1] < contribution[0]  # twelve contacts a year cost value
+    assert priced.basis == "contribution"
+
+
+def test_value_is_null_not_zero_when_features_lack_the_summary(model: ValueModel) -> None:
+    frame = pd.DataFrame({"recency_days": [10.0], "orders_total": [3.0]})  # no tenure or spend
+    inputs = inputs_from_features(frame)
+    assert inputs.isna().all(axis=None)
+    parts = parts_for_frame(model, frame, horizon_days=90)
+    value = combine(
+        model, parts, churn_probability=np.array([0.3]), expected_revenue=np.array([10.0]), horizon_days=90
+    )
+    assert np.isnan(value.residual_value[0]) and not value.available[0]
+
+
+def test_the_value_model_survives_its_stored_form(model: ValueModel) -> None:
+    frame = pd.DataFrame(
+        {"orders_total": [5], "tenure_days": [300], "recency_days": [15], "spend_total": [250.0]}
+    )
+    again = ValueModel.from_dict(model.to_dict())
+    a, b = (parts_for_frame(m, frame, horizon_days=90) for m in (model, again))
+    pd.testing.assert_frame_equal(a, b)
+
+
+def test_lifetime_value_exceeds_one_year_and_rises_with_margin(model: ValueModel) -> None:
+    frame = pd.DataFrame(
+        {"orders_total": [6], "tenure_days": [500], "recency_days": [10], "spend_total": [400.0]}
+    )
+    parts = parts_for_frame(model, frame, horizon_days=90)
+    value = combine(
+        model, parts, churn_probability=np.array([0.1]), expected_revenue=np.array([60.0]), horizon_days=90
+    )
+    assert value.residual_value[0] > value.value_1y[0] > 0
+    assert value.p05[0] <= value.residual_value[0] <= value.p95[0]
+
+
+def test_economics_errors_name_the_key(tmp_path: Path) -> None:
+    path = tmp_path / "economics.yaml"
+    path.write_text("gross_margin: 1.5\ncost_per_return: -2\n")
+    with pytest.raises(ConfigError, match="gross_margin") as caught:
+        load_economics(path)
+    assert "cost_per_return" in str(caught.value)
+    path.write_text("gross_margin: 0.3\nmargin_by_channel: {web: 2}\n")
+    with pytest.raises(ConfigError, match=r"margin_by_channel\.web"):
+        load_economics(path)
+    path.write_text("gross_margin: 0.3\ncost_per_support_contact: 5\ncost_per_late_delivery: 2\n")
+    economics = load_economics(path)
+    costs = cost_per_year(pd.DataFrame({"support_365d": [2], "late_deliveries_365d": [3]}), economics)
+    assert costs[0] == pytest.approx(2 * 5 + 3 * 2)
