@@ -23,14 +23,17 @@ from features.engine import compute_features
 from features.io import write_frame_atomic
 from features.loading import Dataset
 from features.progress import Report, silent
+from features.value import attach_parts
 from serving.encoding import FILE_COLUMNS, input_rows, spreadsheet_safe
 from serving.history import recent_history
+from serving.monitor import HistoryPolicy, RunInputs, record_run
 from serving.scoring import ModelOutputs, Scorer, model_outputs
 from serving.store import ScoreStore
 
 __all__ = [
     "FILE_COLUMNS",
     "BatchResult",
+    "HistoryPolicy",
     "PublishRequest",
     "Published",
     "ScoresFile",
@@ -46,6 +49,7 @@ class BatchResult:
     customers: int
     seconds: float
     as_of: str
+    run_id: int | None = None  # the run kept in the store's history, if any
 
     @property
     def per_second(self) -> float:
@@ -86,8 +90,10 @@ def score_dataset(
     chunk_rows: int = 20_000,
     threads: int = 2,
     report: Report = silent,
+    features: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Scores for every customer active at ``as_of``, with reasons, action, inputs and recent history.
+    ``features``: the frame of ``compute_features(dataset, as_of)`` when the caller already has it.
 
     Reasons, action and model are JSON text, written once here and kept as is by the file and the store;
     ``features`` holds each customer's model inputs as a JSON array in the order of
@@ -96,11 +102,17 @@ def score_dataset(
     Both cores stay busy: the next chunk's SHAP values and CLV are computed in LightGBM (C code, off the
     interpreter lock) while this chunk's reasons and actions are written in Python, and the recent history
     is gathered on another thread meanwhile (numpy, Arrow and DuckDB)."""
-    report("computing features", 0.05)
-    features = compute_features(dataset, as_of, threads)
+    if features is None:
+        report("computing features", 0.05)
+        features = compute_features(dataset, as_of, threads)
     stamp = str(as_of.date())
     ids = features["customer_id"].astype(str).tolist()
     bundle = scorer.bundle
+    if bundle.value_model is not None:  # lifetime value: one BTYD pass for all customers (features.value)
+        report("valuing customers", 0.15)
+        features = attach_parts(
+            bundle.value_model, features, dataset.transactions, as_of, horizon_days=bundle.horizon_days
+        )
     with ThreadPoolExecutor(max_workers=1) as background, ThreadPoolExecutor(max_workers=1) as trees:
         histories = background.submit(recent_history, dataset, as_of, ids, threads)
         chunks = [features.iloc[start : start + chunk_rows] for start in range(0, len(features), chunk_rows)]
@@ -139,27 +151,38 @@ def run_batch(
     *,
     out_file: ScoresFile | None = None,
     store: ScoreStore | None = None,
+    history: HistoryPolicy | None = None,
     threads: int = 2,
     report: Report = silent,
 ) -> BatchResult:
-    """Score, then write the file (atomically) and refresh the store (one transaction)."""
+    """Score, then write the file (atomically) and refresh the store (one transaction); with ``history``,
+    the store also keeps the run's dated snapshot and drift report (:func:`serving.monitor.record_run`)."""
     started = time.perf_counter()
-    scores = score_dataset(dataset, as_of, scorer, threads=threads, report=report)
+    report("computing features", 0.05)
+    features = compute_features(dataset, as_of, threads)
+    scores = score_dataset(dataset, as_of, scorer, threads=threads, report=report, features=features)
     report("writing", 0.9)
     if out_file is not None:
         out_file.write(scores)
+    run_id = None
     if store is not None:
+        scored_at = datetime.now(UTC).replace(microsecond=0).isoformat()
         store.replace_all(
             scores,
             {
                 "as_of": str(as_of.date()),
                 "model": scorer.info.as_dict(),
-                "scored_at": datetime.now(UTC).replace(microsecond=0).isoformat(),
+                "scored_at": scored_at,
                 "customers": len(scores),
                 "feature_names": scorer.bundle.feature_names,
             },
         )
-    return BatchResult(len(scores), time.perf_counter() - started, str(as_of.date()))
+        if history is not None:
+            report("recording history", 0.95)
+            model = {**scorer.info.as_dict(), "metrics": scorer.bundle.metadata.get("metrics", {})}
+            run = RunInputs(scores, features, dataset, as_of, scorer.bundle, model, scored_at)
+            run_id = record_run(store, run, keep_runs=history.keep_runs, limits=history.limits)
+    return BatchResult(len(scores), time.perf_counter() - started, str(as_of.date()), run_id)
 
 
 @dataclass(frozen=True)
@@ -180,6 +203,7 @@ class PublishRequest:
     playbook: Path | None = None
     out_file: ScoresFile | None = None
     store: ScoreStore | None = field(default=None, compare=False)
+    history: HistoryPolicy | None = None
     top_k: int = 5
     threads: int = 2
 
@@ -220,6 +244,7 @@ def publish_scores(request: PublishRequest, report: Report = silent) -> Publishe
         scorer,
         out_file=request.out_file,
         store=request.store,
+        history=request.history,
         threads=request.threads,
         report=report,
     )

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Set as AbstractSet
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 
@@ -50,6 +53,43 @@ class Metrics:
             "Requests refused with 429 after repeated failed authentication from the same client",
             registry=self.registry,
         )
+
+        self.drift_psi = Gauge(
+            "churnguard_drift_psi",
+            "PSI of each column of the latest batch run against the model's reference "
+            "(0.1 warn, 0.2 alert); columns: the model's features and outputs, the contract's event columns",
+            ["column"],
+            registry=self.registry,
+        )
+        self.drift_status = Gauge(
+            "churnguard_drift_status",
+            "Drift of the latest batch run: 0 ok, 1 warn, 2 alert",
+            registry=self.registry,
+        )
+        self.retrain = Gauge(
+            "churnguard_retrain_advised",
+            "1 when drift is at alert or the newest matured run degraded (churnguard monitor exits 3)",
+            registry=self.registry,
+        )
+        self.realised_auc = Gauge(
+            "churnguard_realised_roc_auc",
+            "ROC AUC the newest matured batch run achieved (NaN before any run matured)",
+            registry=self.registry,
+        )
+
+    def set_monitoring(self, health: dict[str, Any], allowed: AbstractSet[str]) -> None:
+        """Gauges from a :func:`serving.monitor.model_health` report; only ``allowed`` columns get a series,
+        and series of columns no longer reported are removed."""
+        drift = health.get("drift") or {}
+        self.drift_psi.clear()
+        for column in drift.get("columns", []):
+            if column["name"] in allowed:
+                self.drift_psi.labels(column=column["name"]).set(column["psi"])
+        self.drift_status.set({"ok": 0, "warn": 1, "alert": 2}.get(drift.get("status", "ok"), 0))
+        self.retrain.set(1 if health.get("retrain") else 0)
+        performance = health.get("performance") or []
+        auc = performance[-1].get("roc_auc") if performance else None
+        self.realised_auc.set(float("nan") if auc is None else auc)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

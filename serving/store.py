@@ -10,6 +10,14 @@ kept once in ``meta`` and put back on read, and repeated keys are left out: a ro
 it is ``meta["model"]``; its ``features`` may be a JSON array of values in the order of
 ``meta["feature_names"]``; its reasons may be arrays (``stored_reasons``) and its history column-wise.
 The columns and these forms live in :mod:`serving.encoding`. Reads return the full shapes.
+
+History: besides the latest set, every batch run keeps a dated snapshot per customer in ``score_history``
+(:data:`HISTORY_COLUMNS`), keyed (run_id, customer_id) so a run appends at the end of the table and a
+customer's history is one key lookup per kept run. Only what trends need is kept, as integers: the
+probability in millionths, CLV in cents, segment and action as codes of ``history_labels``. A ``runs``
+table holds each run's date, model and summary, ``run_reports`` its drift and realised-performance reports
+(JSON). Retention keeps the newest ``keep_runs`` runs; a model version's drift reference (kind
+``reference``) outlives its run.
 """
 
 from __future__ import annotations
@@ -19,7 +27,7 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,19 +48,59 @@ from serving.encoding import (
 
 _COLUMNS = tuple(STORE_COLUMNS)
 _SHARED = "(SELECT value FROM meta WHERE key = '{}')"
-_LIST_COLUMNS = ", ".join(
-    f"COALESCE(model, {_SHARED.format('model')}) AS model" if c == "model" else c
-    for c in _COLUMNS
-    if c not in INPUT_COLUMNS
-)
-_ALL_COLUMNS = (
-    f"{_LIST_COLUMNS}, {', '.join(INPUT_COLUMNS)}, {_SHARED.format('feature_names')} AS feature_names"
-)
+
+
+def _select_lists(present: frozenset[str]) -> tuple[str, str]:
+    """(list columns, all columns) to SELECT from a scores table holding ``present`` columns.
+
+    A store written by an earlier version lacks newer columns: they read as NULL until the next refresh.
+    Before the lifetime-value fields its ``clv`` was the spend forecast over the horizon, so it is read
+    as ``expected_revenue_90d`` and the lifetime ``clv`` is unknown (NULL), never mislabelled."""
+    before_value = "expected_revenue_90d" not in present
+
+    def expression(column: str) -> str:
+        if column == "model":
+            return f"COALESCE(model, {_SHARED.format('model')}) AS model"
+        if before_value and column == "expected_revenue_90d" and "clv" in present:
+            return "clv AS expected_revenue_90d"
+        if before_value and column == "clv":
+            return "NULL AS clv"
+        return column if column in present else f"NULL AS {column}"
+
+    listed = ", ".join(expression(c) for c in _COLUMNS if c not in INPUT_COLUMNS)
+    inputs = ", ".join(expression(c) for c in INPUT_COLUMNS)
+    return listed, f"{listed}, {inputs}, {_SHARED.format('feature_names')} AS feature_names"
+
+
+_LIST_COLUMNS, _ALL_COLUMNS = _select_lists(frozenset(_COLUMNS))
 _CREATE_SCORES = f"CREATE TABLE scores ({', '.join(f'{c} {t}' for c, t in STORE_COLUMNS.items())})"
 _INDEXED = ("value_at_risk", "churn_probability", "clv", "segment", "risk_tier", "action_name")
 _PAGE_SIZE = 16384  # for a new store: rows of a few KiB fill big pages well
 _BULK_CACHE_KIB = 65536  # page cache while a refresh writes (SQLite's default is 2 MiB)
 SORTABLE = ("value_at_risk", "churn_probability", "clv", "customer_id", "expected_net_value")
+
+# What a run keeps per customer (the snapshot's columns, as :meth:`SqliteScoreStore.snapshot` returns them).
+HISTORY_COLUMNS = (
+    "customer_id",
+    "churn_probability",
+    "expected_revenue",  # spend expected over the model's horizon (what realised performance checks)
+    "clv",  # lifetime value, when the model has a value model (else null)
+    "value_at_risk",
+    "segment",
+    "action_name",
+)
+_HISTORY_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS runs (run_id INTEGER PRIMARY KEY, as_of TEXT NOT NULL, scored_at TEXT, "
+    "model_version TEXT, model TEXT, customers INTEGER, summary TEXT)",
+    "CREATE TABLE IF NOT EXISTS score_history (run_id INTEGER NOT NULL, customer_id TEXT NOT NULL, "
+    "churn_ppm INTEGER, revenue_cents INTEGER, clv_cents INTEGER, risk_cents INTEGER, segment INTEGER, "
+    "action INTEGER, "
+    "PRIMARY KEY (run_id, customer_id)) WITHOUT ROWID",
+    "CREATE TABLE IF NOT EXISTS history_labels (code INTEGER PRIMARY KEY, label TEXT UNIQUE NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS run_reports (run_id INTEGER NOT NULL, kind TEXT NOT NULL, body TEXT, "
+    "PRIMARY KEY (run_id, kind))",
+)
+KEPT_REPORTS = ("reference",)  # report kinds retention never deletes
 
 
 @dataclass(frozen=True)
@@ -80,6 +128,13 @@ class ScoreStore(Protocol):
     def iter_query(self, q: CustomerQuery) -> Iterator[dict[str, Any]]: ...
     def summary(self) -> dict[str, Any]: ...
     def meta(self) -> dict[str, Any]: ...
+    # Score history (see "History" below): one compact snapshot per batch run, the newest ``keep_runs`` kept.
+    def record_run(self, snapshot: pd.DataFrame, run: Mapping[str, Any], keep_runs: int) -> int: ...
+    def runs(self) -> list[dict[str, Any]]: ...
+    def snapshot(self, run_id: int) -> pd.DataFrame: ...
+    def history(self, customer_id: str) -> list[dict[str, Any]]: ...
+    def save_report(self, run_id: int, kind: str, report: Mapping[str, Any]) -> None: ...
+    def reports(self, kind: str) -> dict[int, dict[str, Any]]: ...
 
 
 class SqliteScoreStore:
@@ -114,6 +169,13 @@ class SqliteScoreStore:
             con.execute("ROLLBACK")
             raise
         con.execute("COMMIT")
+
+    def _select(self, con: sqlite3.Connection) -> tuple[str, str]:
+        """The SELECT lists for the scores table as it is now (it changes only at a refresh)."""
+        present = frozenset(r[1] for r in con.execute("PRAGMA table_info(scores)"))
+        if present == frozenset(_COLUMNS):
+            return _LIST_COLUMNS, _ALL_COLUMNS
+        return _select_lists(present)
 
     def _has_scores(self, con: sqlite3.Connection) -> bool:
         row = con.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='scores'").fetchone()
@@ -159,9 +221,10 @@ class SqliteScoreStore:
     def get_many(self, customer_ids: Sequence[str], with_inputs: bool = True) -> dict[str, dict[str, Any]]:
         """Scores by id; ``with_inputs=False`` skips the model inputs and history (the API's fast read)."""
         con = self._connect()
-        columns = _ALL_COLUMNS if with_inputs else _LIST_COLUMNS
         if not customer_ids or not self._has_scores(con):
             return {}
+        listed, every = self._select(con)
+        columns = every if with_inputs else listed
         found: dict[str, dict[str, Any]] = {}
         for start in range(0, len(customer_ids), 500):
             chunk = list(customer_ids[start : start + 500])
@@ -197,7 +260,7 @@ class SqliteScoreStore:
             return [], 0
         where, params = self._where(q)
         total = con.execute(f"SELECT COUNT(*) FROM scores{where}", params).fetchone()[0]
-        sql = f"SELECT {_ALL_COLUMNS} FROM scores{where}{self._order(q)} LIMIT ? OFFSET ?"
+        sql = f"SELECT {self._select(con)[1]} FROM scores{where}{self._order(q)} LIMIT ? OFFSET ?"
         rows = [_record(r) for r in con.execute(sql, [*params, q.limit, q.offset])]
         return rows, int(total)
 
@@ -207,7 +270,7 @@ class SqliteScoreStore:
         if not self._has_scores(con):
             return
         where, params = self._where(q)
-        sql = f"SELECT {_LIST_COLUMNS} FROM scores{where}{self._order(q)}"
+        sql = f"SELECT {self._select(con)[0]} FROM scores{where}{self._order(q)}"
         yield from (_record(r) for r in con.execute(sql, params))
 
     def summary(self) -> dict[str, Any]:
@@ -251,6 +314,168 @@ class SqliteScoreStore:
             return {}
         return {r["key"]: json.loads(r["value"]) for r in con.execute("SELECT key, value FROM meta")}
 
+    # -- history -----------------------------------------------------------------------------------------
+    def _has_history(self, con: sqlite3.Connection) -> bool:
+        row = con.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='runs'").fetchone()
+        return row is not None
+
+    def record_run(self, snapshot: pd.DataFrame, run: Mapping[str, Any], keep_runs: int) -> int:
+        """Append one run (``snapshot``: :data:`HISTORY_COLUMNS`; ``run``: ``as_of``, ``scored_at``,
+        ``model`` (a dict with ``version``), ``summary``) and drop all but the newest ``keep_runs`` runs, in
+        one transaction. Returns the new run's id (increasing)."""
+        con = self._connect()
+        model = dict(run.get("model") or {})
+        with self._transaction():
+            for statement in _HISTORY_SCHEMA:
+                con.execute(statement)
+            cursor = con.execute(
+                "INSERT INTO runs (as_of, scored_at, model_version, model, customers, summary) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    str(run["as_of"]),
+                    run.get("scored_at"),
+                    None if model.get("version") is None else str(model["version"]),
+                    json.dumps(model, default=str),
+                    len(snapshot),
+                    json.dumps(run.get("summary") or {}, default=str),
+                ),
+            )
+            run_id = int(cursor.lastrowid or 0)
+            codes = _label_codes(con, [*snapshot["segment"].unique(), *snapshot["action_name"].unique()])
+            rows = zip(
+                [run_id] * len(snapshot),
+                snapshot["customer_id"].astype(str).tolist(),
+                _scaled(snapshot["churn_probability"], 1e6),
+                _scaled(snapshot["expected_revenue"], 100.0),
+                _scaled(snapshot["clv"], 100.0),
+                _scaled(snapshot["value_at_risk"], 100.0),
+                snapshot["segment"].map(codes).tolist(),
+                snapshot["action_name"].map(codes).tolist(),
+                strict=True,
+            )
+            con.executemany("INSERT INTO score_history VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            old = [
+                r[0]
+                for r in con.execute(
+                    "SELECT run_id FROM runs ORDER BY run_id DESC LIMIT -1 OFFSET ?", (max(keep_runs, 1),)
+                )
+            ]
+            for old_id in old:
+                con.execute("DELETE FROM score_history WHERE run_id = ?", (old_id,))
+                kept = ",".join("?" * len(KEPT_REPORTS))
+                con.execute(
+                    f"DELETE FROM run_reports WHERE run_id = ? AND kind NOT IN ({kept})",
+                    (old_id, *KEPT_REPORTS),
+                )
+                con.execute("DELETE FROM runs WHERE run_id = ?", (old_id,))
+        self._shrink_log(con)
+        return run_id
+
+    def runs(self) -> list[dict[str, Any]]:
+        """Every kept run, oldest first: run_id, as_of, scored_at, model_version, model, customers, summary."""
+        con = self._connect()
+        if not self._has_history(con):
+            return []
+        out = []
+        for row in con.execute("SELECT * FROM runs ORDER BY run_id"):
+            record = dict(row)
+            record["model"] = json.loads(record["model"] or "{}")
+            record["summary"] = json.loads(record["summary"] or "{}")
+            out.append(record)
+        return out
+
+    def snapshot(self, run_id: int) -> pd.DataFrame:
+        """One run's rows (:data:`HISTORY_COLUMNS`), by customer id; empty if unknown."""
+        con = self._connect()
+        if not self._has_history(con):
+            return _history_frame([], {})
+        rows = con.execute(
+            f"SELECT customer_id, {_STORED} FROM score_history WHERE run_id = ? ORDER BY customer_id",
+            (run_id,),
+        ).fetchall()
+        return _history_frame(rows, _labels(con))
+
+    def history(self, customer_id: str) -> list[dict[str, Any]]:
+        """The customer's score at each kept run that scored them, oldest first (one key lookup per run)."""
+        con = self._connect()
+        if not self._has_history(con):
+            return []
+        rows = con.execute(
+            f"SELECT r.run_id, r.as_of, r.model_version, h.customer_id, {_STORED} FROM runs r "
+            "JOIN score_history h ON h.run_id = r.run_id AND h.customer_id = ? ORDER BY r.run_id",
+            (customer_id,),
+        ).fetchall()
+        frame = _history_frame([r[3:] for r in rows], _labels(con)).drop(columns="customer_id")
+        runs = pd.DataFrame([r[:3] for r in rows], columns=["run_id", "as_of", "model_version"], dtype=object)
+        records = pd.concat([runs, frame], axis=1).astype(object)
+        return [
+            {k: (None if isinstance(v, float) and v != v else v) for k, v in r.items()}
+            for r in records.to_dict("records")
+        ]
+
+    def save_report(self, run_id: int, kind: str, report: Mapping[str, Any]) -> None:
+        """Attach (or replace) a JSON report of one kind (``drift``, ``performance``, ``reference``) to a run."""
+        con = self._connect()
+        with self._transaction():
+            for statement in _HISTORY_SCHEMA:
+                con.execute(statement)
+            con.execute(
+                "INSERT OR REPLACE INTO run_reports VALUES (?, ?, ?)",
+                (run_id, kind, json.dumps(report, default=str, allow_nan=False)),
+            )
+
+    def reports(self, kind: str) -> dict[int, dict[str, Any]]:
+        """Every stored report of one kind, by run id."""
+        con = self._connect()
+        if not self._has_history(con):
+            return {}
+        rows = con.execute("SELECT run_id, body FROM run_reports WHERE kind = ? ORDER BY run_id", (kind,))
+        return {int(r[0]): json.loads(r[1]) for r in rows}
+
+
+def _scaled(values: pd.Series, scale: float) -> list[int | None]:
+    """Numbers as integers in ``1/scale`` units (None for unknown): a varint is 2-4 bytes, a REAL 8."""
+    scaled = (pd.to_numeric(values, errors="coerce") * scale).round()
+    return [None if v != v else int(v) for v in scaled.tolist()]
+
+
+def _label_codes(con: sqlite3.Connection, labels: Sequence[Any]) -> dict[Any, int]:
+    """Each label's code in ``history_labels``, adding the new ones."""
+    known = {label: code for code, label in con.execute("SELECT code, label FROM history_labels")}
+    for label in labels:
+        text = str(label)
+        if text not in known:
+            cursor = con.execute("INSERT INTO history_labels (label) VALUES (?)", (text,))
+            known[text] = int(cursor.lastrowid or 0)
+    return {label: known[str(label)] for label in labels}
+
+
+def _labels(con: sqlite3.Connection) -> dict[int, str]:
+    return {int(code): str(label) for code, label in con.execute("SELECT code, label FROM history_labels")}
+
+
+_STORED = "churn_ppm, revenue_cents, clv_cents, risk_cents, segment, action"
+
+
+def _history_frame(rows: Sequence[Sequence[Any]], labels: Mapping[int, str]) -> pd.DataFrame:
+    """Stored history rows (customer_id then :data:`_STORED`) as :data:`HISTORY_COLUMNS`."""
+    frame = pd.DataFrame(rows, columns=["customer_id", *_STORED.split(", ")])
+
+    def scaled(column: str, scale: float) -> pd.Series:
+        return pd.to_numeric(frame[column], errors="coerce").astype(float) / scale
+
+    return pd.DataFrame(
+        {
+            "customer_id": frame["customer_id"].astype(str),
+            "churn_probability": scaled("churn_ppm", 1e6),
+            "expected_revenue": scaled("revenue_cents", 100.0),
+            "clv": scaled("clv_cents", 100.0),
+            "value_at_risk": scaled("risk_cents", 100.0),
+            "segment": frame["segment"].map(labels).astype(object),
+            "action_name": frame["action"].map(labels).astype(object),
+        }
+    )
+
 
 def _rows(scores: pd.DataFrame, shared_model: str | None) -> Iterator[tuple[Any, ...]]:
     """Table rows from scores; JSON columns may hold text (kept as is) or values (encoded here)."""
@@ -266,7 +491,9 @@ def _rows(scores: pd.DataFrame, shared_model: str | None) -> Iterator[tuple[Any,
         action_name = [a["name"] for a in action]
         expected = [a["expected_net_value"] for a in action]
     model = [None if m == shared_model else m for m in _texts(column("model"))]
-    values = {c: column(c) for c in FIGURE_COLUMNS} | {
+    values = {
+        c: _json_or_null(column(c)) if c in STORE_JSON_COLUMNS else column(c) for c in FIGURE_COLUMNS
+    } | {
         "as_of": scores["as_of"].astype(str).tolist(),
         "action_name": action_name,
         "expected_net_value": expected,
@@ -276,6 +503,14 @@ def _rows(scores: pd.DataFrame, shared_model: str | None) -> Iterator[tuple[Any,
         **{c: _texts(column(c)) for c in INPUT_COLUMNS},
     }
     return zip(*(values[c] for c in STORE_COLUMNS), strict=True)
+
+
+def _json_or_null(values: list[Any]) -> list[str | None]:
+    """A JSON figure column (``clv_detail``): text kept, values encoded, missing stays NULL."""
+    return [
+        None if v is None else v if isinstance(v, str) else json.dumps(v, default=_json_default)
+        for v in values
+    ]
 
 
 def _texts(values: list[Any]) -> list[str]:

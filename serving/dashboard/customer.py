@@ -12,6 +12,7 @@ from fastapi.responses import HTMLResponse
 from features.bundle import FeatureInfo
 from serving.dashboard.charts import Bar, signed_bars
 from serving.dashboard.context import SessionDep, StateDep
+from serving.dashboard.monitoring import customer_trend
 from serving.dashboard.render import render
 from serving.model_source import LoadedModel
 
@@ -173,4 +174,5 @@ def customer_page(customer_id: str, request: Request, session: SessionDep, state
         interactions=history_table(list(history.get("interactions") or [])),
         attributes=customer_attributes(loaded, record),
         horizon_days=loaded.info.horizon_days if loaded else (record.get("model") or {}).get("horizon_days"),
+        trend=customer_trend(state.store.history(customer_id)),
     )

@@ -145,7 +145,13 @@ def test_the_store_reads_rows_written_before_the_compact_form(tmp_path: Path) ->
         con.execute("INSERT INTO meta VALUES ('model', ?)", [json.dumps({"version": "2"})])
         values = [json.dumps(v) if isinstance(v, dict | list) else v for v in record.values()]
         con.execute(f"INSERT INTO scores VALUES ({','.join('?' * len(record))})", values)
-    assert SqliteScoreStore(db).get("C1") == record
+    read = SqliteScoreStore(db).get("C1")
+    assert read is not None
+    # before the lifetime-value fields, clv was the spend forecast over the horizon: read under its new name
+    assert read.pop("expected_revenue_90d") == record.pop("clv") and read.pop("clv") is None
+    newer = {k: v for k, v in read.items() if k not in record}
+    assert all(v is None for v in newer.values()), newer
+    assert {k: v for k, v in read.items() if k in record} == record
 
 
 def test_a_refresh_leaves_no_write_ahead_log_behind(tmp_path: Path, trained) -> None:

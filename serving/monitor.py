@@ -1,0 +1,526 @@
+"""Loyalty measured continuously: what each batch run keeps, how far the data drifted, what past runs
+really achieved, and whether to retrain.
+
+- :func:`record_run` (called by batch scoring after the store refresh): the run's compact snapshot, its
+  summary (segment mix, moves since the previous run, signup cohorts, the value held by loyal customers)
+  and its drift against the model's reference.
+- :func:`measure_matured_runs` (``churnguard monitor``, also run by ``score``): for every kept run whose
+  horizon has passed in the data, the outcomes (labels from the raw tables at the run's as-of date, the
+  same definition as training) against what the run said: ROC AUC, Brier, ECE, CLV error and total ratio,
+  overall and by value segment.
+- :func:`model_health`: the latest drift, the realised performance over time against the validation
+  figures the model was promoted with, and the verdict (``ok`` / ``warn`` / ``retrain``) a scheduler acts on.
+
+The drift reference is the bundle's ``metadata["reference"]`` (built by training with
+:func:`features.drift.reference_profile`); a model without one takes its first scoring run as reference,
+and the health output says so.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from features.drift import DriftReport, DriftThresholds, compare, reference_profile
+from features.engine import compute_features
+from serving.store import ScoreStore
+
+if TYPE_CHECKING:
+    from features.bundle import ModelBundle
+    from features.loading import Dataset
+    from serving.settings import ServingSettings
+
+OUTPUT_COLUMNS = ("churn_probability", "expected_revenue", "clv", "value_at_risk")  # compared besides inputs
+LOYAL = ("valuable, loyal", "low value, loyal")  # the segments below the medium-risk threshold
+MIN_OUTCOMES = 50  # fewer matured customers than this: no realised figures for the run
+
+
+@dataclass(frozen=True)
+class MonitorLimits:
+    """When drift or realised performance counts as a problem (``CHURNGUARD_DRIFT_*``/``DEGRADE_*``).
+
+    Degraded: realised ROC AUC below the validation AUC by more than ``auc_drop``, realised ECE above the
+    validation ECE by more than ``ece_rise``, or the CLV total ratio (predicted / actual) off 1 by more than
+    ``clv_ratio`` (relative, either way)."""
+
+    drift: DriftThresholds = field(default_factory=DriftThresholds)
+    auc_drop: float = 0.05
+    ece_rise: float = 0.05
+    clv_ratio: float = 0.25
+
+    @classmethod
+    def from_settings(cls, settings: ServingSettings) -> MonitorLimits:
+        return cls(
+            DriftThresholds(settings.drift_psi_warn, settings.drift_psi_alert, settings.drift_p_value),
+            settings.degrade_auc_drop,
+            settings.degrade_ece_rise,
+            settings.degrade_clv_ratio,
+        )
+
+
+# ------------------------------------------------------------------------------------------ one run
+@dataclass(frozen=True)
+class HistoryPolicy:
+    """How a batch run is kept: the newest ``keep_runs`` runs, drift judged by ``limits``."""
+
+    keep_runs: int = 36
+    limits: MonitorLimits = field(default_factory=MonitorLimits)
+
+    @classmethod
+    def from_settings(cls, settings: ServingSettings) -> HistoryPolicy:
+        return cls(settings.history_runs, MonitorLimits.from_settings(settings))
+
+
+@dataclass(frozen=True)
+class RunInputs:
+    """What a scoring run hands to :func:`record_run`: its scores, the features it scored (model inputs by
+    name), the dataset (for signup cohorts) and the model."""
+
+    scores: pd.DataFrame
+    features: pd.DataFrame
+    dataset: Dataset
+    as_of: pd.Timestamp
+    bundle: ModelBundle
+    model: dict[str, Any]
+    scored_at: str
+
+
+def record_run(store: ScoreStore, run: RunInputs, *, keep_runs: int, limits: MonitorLimits) -> int:
+    """Keep the run's snapshot and summary, compare it with the model's reference, store the drift report.
+    Returns the run id."""
+    snapshot = history_snapshot(run.scores)
+    kept = store.runs()
+    previous = store.snapshot(kept[-1]["run_id"]) if kept else None
+    summary = {
+        **run_summary(snapshot, previous, run.bundle.thresholds),
+        "previous_run": kept[-1]["run_id"] if kept else None,
+        "cohorts": signup_cohorts(run.dataset, snapshot, run.as_of),
+    }
+    record = {
+        "as_of": str(run.as_of.date()),
+        "scored_at": run.scored_at,
+        "model": run.model,
+        "summary": summary,
+    }
+    run_id = store.record_run(snapshot, record, keep_runs)
+    frames = drift_frames(run.dataset, run.as_of, _with_outputs(run.features, snapshot, run.bundle))
+    reference, source = _reference(store, run, run_id, frames)
+    report = compare_frames(reference, frames, limits.drift)
+    store.save_report(run_id, "drift", {**report.as_dict(), "reference": source})
+    return run_id
+
+
+EVENT_WINDOW_DAYS = 30  # raw events compared: those of the month before the as-of date
+EVENT_TABLES = ("transactions", "interactions")
+_NOT_COMPARED = {"customer_id", "timestamp", "order_id"}
+
+
+def history_snapshot(scores: pd.DataFrame) -> pd.DataFrame:
+    """What a run keeps per customer (:data:`serving.store.HISTORY_COLUMNS`) from its scores or from
+    ``ModelBundle.predict``: the horizon's expected revenue is ``expected_revenue_<H>d`` (``clv`` in
+    models without a value model, whose ``clv`` is that revenue); the lifetime value is ``clv`` or
+    ``residual_value`` when there is a value model."""
+    revenue_columns = [c for c in scores.columns if c.startswith("expected_revenue_")]
+    nan = pd.Series(np.nan, index=scores.index)
+    if revenue_columns:
+        revenue = scores[revenue_columns[0]]
+        clv = scores["residual_value"] if "residual_value" in scores.columns else scores.get("clv", nan)
+    else:
+        revenue = clv = scores["clv"]
+    probability = scores["churn_probability"]
+    at_risk = scores["value_at_risk"] if "value_at_risk" in scores.columns else probability * revenue
+    return pd.DataFrame(
+        {
+            "customer_id": scores["customer_id"].astype(str) if "customer_id" in scores.columns else nan,
+            "churn_probability": probability.astype(float),
+            "expected_revenue": pd.to_numeric(revenue, errors="coerce"),
+            "clv": pd.to_numeric(clv, errors="coerce"),
+            "value_at_risk": pd.to_numeric(at_risk, errors="coerce"),
+            "segment": scores["segment"] if "segment" in scores.columns else nan,
+            "action_name": scores["action_name"] if "action_name" in scores.columns else nan,
+        }
+    ).reset_index(drop=True)
+
+
+def _value(snapshot: pd.DataFrame) -> pd.Series:
+    """A customer's value for summaries: lifetime value where known, else the horizon's revenue."""
+    return snapshot["clv"].fillna(snapshot["expected_revenue"]).astype(float)
+
+
+def _with_outputs(features: pd.DataFrame, outputs: pd.DataFrame, bundle: ModelBundle) -> pd.DataFrame:
+    """The model inputs the features hold, then the model's outputs (``OUTPUT_COLUMNS``)."""
+    names = [n for n in bundle.feature_names if n in features.columns]
+    frame = features[names].reset_index(drop=True)
+    for column in OUTPUT_COLUMNS:
+        frame[column] = outputs[column].to_numpy()
+    return frame
+
+
+def drift_frames(dataset: Dataset, as_of: pd.Timestamp, customers: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """What drift compares: one row per customer (model inputs and outputs), and the raw events of the
+    ``EVENT_WINDOW_DAYS`` before ``as_of`` per event table. The events show a change in the data within
+    a month (a logistics failure quadruples late deliveries at once), where 90-day customer features
+    dilute it for a quarter."""
+    frames = {"customers": customers}
+    for table in EVENT_TABLES:
+        events = getattr(dataset, table, None)
+        if events is None or not len(events):
+            continue
+        stamps = events["timestamp"]
+        window = events[(stamps >= as_of - pd.Timedelta(days=EVENT_WINDOW_DAYS)) & (stamps < as_of)]
+        frames[table] = window[[c for c in window.columns if c not in _NOT_COMPARED]].reset_index(drop=True)
+    return frames
+
+
+def compare_frames(
+    reference: dict[str, Any], frames: dict[str, pd.DataFrame], thresholds: DriftThresholds
+) -> DriftReport:
+    """:func:`features.drift.compare` of each frame with its part of the reference; event columns are
+    named ``table.column``. A plain profile (the bundle's, from training) is the customers' part."""
+    parts = reference if "columns" not in reference else {"customers": reference}
+    columns, missing = [], []
+    for name, frame in frames.items():
+        if name not in parts:
+            continue
+        report = compare(parts[name], frame, thresholds)
+        prefix = "" if name == "customers" else f"{name}."
+        columns += [dataclasses.replace(c, name=prefix + c.name) for c in report.columns]
+        missing += [prefix + m for m in report.missing]
+    return DriftReport(columns, thresholds, missing)
+
+
+def _profiles(frames: dict[str, pd.DataFrame]) -> dict[str, Any]:
+    return {name: reference_profile(frame) for name, frame in frames.items()}
+
+
+def _reference(
+    store: ScoreStore, run: RunInputs, run_id: int, frames: dict[str, pd.DataFrame]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(reference, where it came from), in order of preference:
+
+    1. the bundle's ``metadata["reference"]`` (training's :func:`features.drift.reference_profile`);
+    2. the one stored for this model version by an earlier run;
+    3. rebuilt from this run's data at the model's training cutoffs (``metadata["cutoffs"]``), when the
+       data covers them: the training frame's distributions, pooled over its cutoffs (seasons included);
+    4. this run itself: the first scoring run of a model version becomes its reference.
+
+    3 and 4 are stored (kind ``reference``) for the runs after this one."""
+    version = str(run.model.get("version"))
+    shipped = run.bundle.metadata.get("reference")
+    if isinstance(shipped, dict) and shipped.get("columns"):
+        return shipped, {"source": "training", "model_version": version}
+    for reference_run, body in store.reports("reference").items():
+        if str(body.get("model_version")) == version:
+            return body["profile"], {
+                **{k: v for k, v in body.items() if k != "profile"},
+                "run_id": reference_run,
+            }
+    cutoffs = _training_cutoffs(run.bundle.metadata, run.dataset)
+    if cutoffs:
+        pooled: dict[str, list[pd.DataFrame]] = {}
+        for cutoff in cutoffs:
+            features = compute_features(run.dataset, cutoff)
+            at = drift_frames(
+                run.dataset, cutoff, _with_outputs(features, _outputs(run.bundle, features), run.bundle)
+            )
+            for name, frame in at.items():
+                pooled.setdefault(name, []).append(frame)
+        profile = _profiles({n: pd.concat(f, ignore_index=True) for n, f in pooled.items()})
+        note = {"source": "training_cutoffs", "cutoffs": [str(c.date()) for c in cutoffs]}
+    else:
+        profile = _profiles(frames)
+        note = {"source": "first_run", "as_of": str(run.as_of.date())}
+    store.save_report(run_id, "reference", {**note, "model_version": version, "profile": profile})
+    return profile, {**note, "model_version": version, "run_id": run_id}
+
+
+def _outputs(bundle: ModelBundle, features: pd.DataFrame) -> pd.DataFrame:
+    """The model's outputs for a features frame as a run keeps them (no reasons: no SHAP cost)."""
+    return history_snapshot(bundle.predict(features).reset_index(drop=True))
+
+
+def _training_cutoffs(metadata: dict[str, Any], dataset: Dataset) -> list[pd.Timestamp]:
+    """The model's training and validation cutoffs that ``dataset`` covers (empty if any is outside it)."""
+    from features.snapshots import observed_until
+
+    cutoffs = metadata.get("cutoffs")
+    if not isinstance(cutoffs, dict):
+        return []
+    dates = [*cutoffs.get("train", []), *([cutoffs["validation"]] if cutoffs.get("validation") else [])]
+    stamps = [pd.Timestamp(d) for d in dates]
+    first, end = dataset.transactions["timestamp"].min(), observed_until(dataset)
+    return stamps if stamps and all(first < s <= end for s in stamps) else []
+
+
+def run_summary(
+    snapshot: pd.DataFrame, previous: pd.DataFrame | None, thresholds: dict[str, float]
+) -> dict[str, Any]:
+    """Segment mix, the share of CLV held by loyal customers and the moves between value segments since
+    the previous run (customers in both runs; ``new`` and ``gone`` counted apart), each with its CLV."""
+    clv = _value(snapshot)
+    total = float(clv.sum())
+    loyal = float(clv[snapshot["churn_probability"] < thresholds.get("medium", 0.3)].sum())
+    segments = (
+        snapshot.assign(clv=clv)
+        .groupby("segment", sort=True)
+        .agg(customers=("customer_id", "size"), clv=("clv", "sum"), value_at_risk=("value_at_risk", "sum"))
+        .reset_index()
+    )
+    out: dict[str, Any] = {
+        "customers": len(snapshot),
+        "clv": total,
+        "loyal_clv_share": loyal / total if total > 0 else None,
+        "segments": _records(segments),
+        "moves": [],
+        "moved_customers": 0,
+        "moved_clv": 0.0,
+        "new_customers": len(snapshot),
+        "gone_customers": 0,
+    }
+    if previous is None:
+        return out
+    both = previous.assign(clv=_value(previous))[["customer_id", "segment", "clv"]].merge(
+        snapshot.assign(clv=clv)[["customer_id", "segment", "clv"]],
+        on="customer_id",
+        how="outer",
+        suffixes=("_from", "_to"),
+    )
+    stayed = both.dropna(subset=["segment_from", "segment_to"])
+    moved = stayed[stayed["segment_from"] != stayed["segment_to"]]
+    moves = (
+        moved.groupby(["segment_from", "segment_to"], sort=True)
+        .agg(customers=("customer_id", "size"), clv=("clv_to", "sum"))
+        .reset_index()
+        .rename(columns={"segment_from": "from", "segment_to": "to"})
+    )
+    out.update(
+        moves=_records(moves),
+        moved_customers=len(moved),
+        moved_clv=float(moved["clv_to"].sum()),
+        new_customers=int(both["segment_from"].isna().sum()),
+        gone_customers=int(both["segment_to"].isna().sum()),
+    )
+    return out
+
+
+def signup_cohorts(dataset: Dataset, scores: pd.DataFrame, as_of: pd.Timestamp) -> list[dict[str, Any]]:
+    """Per signup quarter: customers who had signed up by ``as_of``, how many are still active (scored)
+    and their CLV. Empty when the data has no signup dates."""
+    customers = dataset.customers
+    if "signup_date" not in customers.columns:
+        return []
+    signup = pd.to_datetime(customers["signup_date"], errors="coerce")
+    known = customers.loc[signup < as_of, ["customer_id"]].assign(
+        cohort=signup[signup < as_of].dt.to_period("Q").astype(str).to_numpy()
+    )
+    known["customer_id"] = known["customer_id"].astype(str)
+    active = known.merge(
+        scores.assign(clv=_value(scores))[["customer_id", "clv"]], on="customer_id", how="left"
+    )
+    table = (
+        active.groupby("cohort", sort=True)
+        .agg(signed_up=("customer_id", "size"), active=("clv", "count"), clv=("clv", "sum"))
+        .reset_index()
+    )
+    return _records(table)
+
+
+def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    return [
+        {k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()}
+        for row in frame.to_dict("records")
+    ]
+
+
+# --------------------------------------------------------------------------------- realised performance
+def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 10) -> float:
+    """Mean |observed rate - mean predicted| over equal-count bins of the ranked predictions, weighted by
+    count: training's definition (``training.evaluate``), which serving may not import."""
+    order = np.argsort(p, kind="stable")
+    gaps = [(abs(y[c].mean() - p[c].mean()), len(c)) for c in np.array_split(order, bins) if len(c)]
+    return float(sum(g * n for g, n in gaps) / sum(n for _, n in gaps)) if gaps else math.nan
+
+
+def outcome_metrics(y: np.ndarray, p: np.ndarray, clv: np.ndarray, spend: np.ndarray) -> dict[str, Any]:
+    """What predictions achieved against outcomes: churn (AUC, Brier, ECE, rates) and spend over the
+    horizon (``clv``: the expected revenue forecast; MAE and total ratio against the actual spend)."""
+    from sklearn.metrics import brier_score_loss, roc_auc_score
+
+    y = np.asarray(y, dtype=int)
+    both = 0 < y.sum() < len(y)
+    actual = float(spend.sum())
+    return {
+        "customers": len(y),
+        "churn_rate": float(y.mean()) if len(y) else None,
+        "mean_probability": float(p.mean()) if len(y) else None,
+        "roc_auc": float(roc_auc_score(y, p)) if both else None,
+        "brier": float(brier_score_loss(y, p)) if len(y) else None,
+        "ece": expected_calibration_error(y, p) if len(y) else None,
+        "clv_mae": float(np.mean(np.abs(clv - spend))) if len(y) else None,
+        "clv_predicted": float(clv.sum()),
+        "clv_actual": actual,
+        "clv_total_ratio": float(clv.sum() / actual) if actual > 0 else None,
+    }
+
+
+def realised_performance(snapshot: pd.DataFrame, labels: pd.DataFrame) -> dict[str, Any]:
+    """A run's predictions (its snapshot) against the labels at its as-of date, overall and by segment.
+    Customers are those present in both (scored at the run and known to the labels)."""
+    joined = snapshot.merge(
+        labels[["customer_id", "churned", "future_spend"]].astype({"customer_id": str}), on="customer_id"
+    )
+
+    def figures(part: pd.DataFrame) -> dict[str, Any]:
+        return outcome_metrics(
+            part["churned"].to_numpy(dtype=int),
+            part["churn_probability"].to_numpy(dtype=float),
+            part["expected_revenue"].to_numpy(dtype=float),
+            part["future_spend"].to_numpy(dtype=float),
+        )
+
+    return {
+        **figures(joined),
+        "segments": {str(s): figures(part) for s, part in joined.groupby("segment", sort=True)},
+    }
+
+
+def degradation(realised: dict[str, Any], validation: dict[str, Any], limits: MonitorLimits) -> list[str]:
+    """Why realised figures count as degraded against the validation figures (empty: not degraded)."""
+    reasons = []
+    auc, val_auc = realised.get("roc_auc"), validation.get("churn_roc_auc")
+    if auc is not None and isinstance(val_auc, int | float) and auc < val_auc - limits.auc_drop:
+        reasons.append(
+            f"ROC AUC {auc:.3f} is below the validation {val_auc:.3f} by more than {limits.auc_drop}"
+        )
+    ece, val_ece = realised.get("ece"), validation.get("churn_ece")
+    if ece is not None and isinstance(val_ece, int | float) and ece > val_ece + limits.ece_rise:
+        reasons.append(f"ECE {ece:.3f} is above the validation {val_ece:.3f} by more than {limits.ece_rise}")
+    ratio = realised.get("clv_total_ratio")
+    if ratio is not None and abs(math.log(max(ratio, 1e-9))) > math.log1p(limits.clv_ratio):
+        reasons.append(
+            f"CLV total ratio {ratio:.2f} (predicted/actual) is off 1 by more than {limits.clv_ratio:.0%}"
+        )
+    return reasons
+
+
+def measure_matured_runs(
+    store: ScoreStore, dataset: Dataset, *, limits: MonitorLimits, threads: int = 2
+) -> list[int]:
+    """Realised performance of every kept run whose horizon has passed in ``dataset`` and that has none
+    yet; returns the run ids measured. Labels come from the raw tables (``compute_labels``)."""
+    from features.engine import compute_labels
+    from features.snapshots import observed_until
+
+    end = observed_until(dataset)
+    done = store.reports("performance")
+    measured = []
+    for run in store.runs():
+        horizon = int(run["model"].get("horizon_days") or 0)
+        as_of = pd.Timestamp(run["as_of"])
+        if run["run_id"] in done or horizon <= 0 or as_of + pd.Timedelta(days=horizon) > end:
+            continue
+        labels = compute_labels(dataset, as_of, horizon, threads)
+        realised = realised_performance(store.snapshot(run["run_id"]), labels)
+        if realised["customers"] < MIN_OUTCOMES:
+            continue
+        validation = run["model"].get("metrics") or {}
+        report = {
+            **realised,
+            "horizon_days": horizon,
+            "matured_on": str((as_of + pd.Timedelta(days=horizon)).date()),
+            "degraded": degradation(realised, validation, limits),
+        }
+        store.save_report(run["run_id"], "performance", _finite(report))
+        measured.append(run["run_id"])
+    return measured
+
+
+def _finite(value: Any) -> Any:
+    """NaN and infinities as None (stored JSON must be standard JSON)."""
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+# ------------------------------------------------------------------------------------------- health
+def model_health(
+    store: ScoreStore, validation: dict[str, Any], limits: MonitorLimits, model_version: str | None = None
+) -> dict[str, Any]:
+    """The health a person or a scheduler reads: the latest run's drift (columns at warn or worse), the
+    realised performance of matured runs against ``validation`` (the bundle's ``metadata["metrics"]``), and
+    the verdict: ``retrain`` when the latest drift is at alert or the newest matured run degraded, ``warn``
+    when drift is at warn, else ``ok`` (``unknown`` before any run)."""
+    runs = store.runs()
+    drifts = store.reports("drift")
+    performance = store.reports("performance")
+    latest = runs[-1] if runs else None
+    drift = drifts.get(latest["run_id"]) if latest else None
+    report = DriftReport.from_dict(drift) if drift else None
+    timeline = [
+        {
+            "run_id": r["run_id"],
+            "as_of": r["as_of"],
+            "model_version": r["model_version"],
+            **_headline(performance[r["run_id"]]),
+        }
+        for r in runs
+        if r["run_id"] in performance
+    ]
+    reasons: list[str] = []
+    verdict = "unknown" if latest is None else "ok"
+    if report is not None and report.status != "ok":
+        flagged = ", ".join(f"{c.name} (PSI {c.psi:.2f})" for c in report.flagged()[:5])
+        reasons.append(f"drift {report.status}: {flagged}")
+        verdict = "retrain" if report.status == "alert" else "warn"
+    if timeline and timeline[-1]["degraded"]:
+        reasons += [f"run {timeline[-1]['as_of']}: {r}" for r in timeline[-1]["degraded"]]
+        verdict = "retrain"
+    return {
+        "status": verdict,
+        "retrain": verdict == "retrain",
+        "reasons": reasons,
+        "model_version": model_version,
+        "runs": len(runs),
+        "latest_run": None
+        if latest is None
+        else {k: latest[k] for k in ("run_id", "as_of", "model_version")},
+        "drift": None
+        if report is None or drift is None
+        else {
+            "status": report.status,
+            "reference": drift.get("reference"),
+            "thresholds": asdict(report.thresholds),
+            "flagged": [asdict(c) for c in report.flagged()],
+            "columns": [asdict(c) for c in report.columns],
+        },
+        "performance": timeline,
+        "validation": {
+            k: validation.get(k)
+            for k in ("churn_roc_auc", "churn_brier", "churn_ece", "clv_predicted_to_actual")
+        },
+        "limits": {"auc_drop": limits.auc_drop, "ece_rise": limits.ece_rise, "clv_ratio": limits.clv_ratio},
+    }
+
+
+def _headline(report: dict[str, Any]) -> dict[str, Any]:
+    keys = (
+        "customers",
+        "churn_rate",
+        "roc_auc",
+        "brier",
+        "ece",
+        "clv_mae",
+        "clv_total_ratio",
+        "matured_on",
+        "degraded",
+    )
+    return {k: report.get(k) for k in keys}
