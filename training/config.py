@@ -92,11 +92,12 @@ class PromotionConfig(BaseModel):
         default=0.03, gt=0, le=1, description="Calibration guard: never promote above this."
     )
     baseline_tolerance: float = Field(
-        default=0.01,
+        default=0.02,
         ge=0,
         le=0.2,
-        description="A first model within this much of the best baseline on the metric (one validation "
-        "cutoff's noise at a few thousand customers) still becomes champion, with a warning.",
+        description="A first model within this much of the best baseline on the metric still becomes "
+        "champion, with a warning: one validation cutoff of about 2,000 customers has a PR AUC standard "
+        "error of 0.01-0.015, so a smaller gap is noise.",
     )
 
 
