@@ -31,17 +31,19 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_api
 import bench_batch
+import bench_quality
 import bench_shap
 import bench_train
 from common import REPO, TrainedHome, load_average, machine_info, parse_count, table, trained_home
 
-BENCHES = ("features", "train", "shap", "batch", "api")
+BENCHES = ("features", "train", "shap", "batch", "api", "quality")
 TITLES = {
     "features": "Feature build: Ibis on DuckDB vs pandas",
     "train": "Training end to end",
     "shap": "Explanations: exact TreeSHAP per row",
     "batch": "Batch scoring",
     "api": "HTTP API vs mlflow models serve",
+    "quality": "Model quality on every generator world, against baselines and the oracle",
 }
 
 
@@ -51,11 +53,17 @@ class Sizes:
     train: list[int] = field(default_factory=lambda: [10_000, 100_000, 1_000_000])
     model: int = 100_000
     batch: int = 1_000_000
+    quality: int = 8_000  # customers per generator world in the model-quality benchmark
     features_at_target: bool = True  # also at bench_features.TARGET_ROWS, judged against its targets
 
 
 QUICK = Sizes(
-    features=[3_000, 10_000], train=[1_500, 3_000], model=3_000, batch=10_000, features_at_target=False
+    features=[3_000, 10_000],
+    train=[1_500, 3_000],
+    model=3_000,
+    batch=10_000,
+    quality=2_000,
+    features_at_target=False,
 )
 
 
@@ -68,10 +76,10 @@ def parse_sizes(tokens: list[str], base: Sizes) -> Sizes:
             sizes.features, sizes.train = counts, counts
         elif name in ("features", "train"):
             setattr(sizes, name, counts)
-        elif name in ("model", "batch"):
+        elif name in ("model", "batch", "quality"):
             setattr(sizes, name, counts[0])
         else:
-            raise SystemExit(f"--sizes: unknown name {name!r} (features, train, model, batch)")
+            raise SystemExit(f"--sizes: unknown name {name!r} (features, train, model, batch, quality)")
     return sizes
 
 
@@ -181,6 +189,7 @@ def _runners(s: Session) -> dict[str, Callable[[], dict[str, Any]]]:
         "shap": lambda: bench_shap.run(s.home(), s.quick),
         "batch": lambda: bench_batch.run(s.home(), s.sizes.batch, s.work_dir),
         "api": lambda: bench_api.run(s.home(), s.api_plan, s.work_dir),
+        "quality": lambda: bench_quality.run(s.sizes.quality, s.work_dir),
     }
 
 
@@ -189,6 +198,7 @@ TARGETS: dict[str, Callable[[dict[str, Any]], list[list[str]]]] = {
     "train": bench_train.targets,
     "batch": bench_batch.targets,
     "api": bench_api.targets,
+    "quality": bench_quality.targets,
 }
 MARKDOWN: dict[str, Callable[[dict[str, Any]], str]] = {
     "features": features_markdown,
@@ -196,6 +206,7 @@ MARKDOWN: dict[str, Callable[[dict[str, Any]], str]] = {
     "shap": bench_shap.to_markdown,
     "batch": bench_batch.to_markdown,
     "api": bench_api.to_markdown,
+    "quality": bench_quality.to_markdown,
 }
 
 

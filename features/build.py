@@ -1,5 +1,5 @@
-"""Point-in-time features and labels as Ibis expressions: engine-neutral, so they run on DuckDB now and
-on Spark later without change.
+"""Point-in-time features and labels as Ibis expressions: engine-neutral, so the same expressions run on
+DuckDB and on Spark (``tests/features/test_spark_parity.py`` holds them equal).
 
 The windows are half-open and meet exactly: features see events with ``timestamp < cutoff``; labels see
 events in ``[cutoff, cutoff + horizon)``. Nothing here executes anything: see :mod:`features.engine`.
@@ -180,6 +180,8 @@ def _purchase_features(orders: ir.Table, channels: tuple[str, ...] | None = None
         "spend_prev_180d": o.amount.sum(where=(o.age >= 180) & (o.age < 360)),
     }
     # months with a purchase among the last 12, as a 12-bit mask: far cheaper than COUNT(DISTINCT month)
+    # (3x on DuckDB) or twelve conditional counts (1.4-1.7x on that pass). Ibis's Spark compiler lacks the
+    # rule for bit_or, which Spark SQL has: features.engine.spark adds it.
     month = (o.age / _MONTH_DAYS).floor().cast("int64")
     aggs["_months"] = (ibis.literal(1, type="int64") << month).bit_or(where=o.age < 365)
     for w in WINDOWS:

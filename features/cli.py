@@ -97,6 +97,14 @@ DuplicatesOpt = Annotated[
         "Overrides `duplicates:` in columns.yaml.",
     ),
 ]
+EngineOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--engine",
+        help="duckdb (one machine, the default) or spark (the `spark` extra; master and settings from "
+        "CHURNGUARD_SPARK_MASTER / CHURNGUARD_SPARK_CONF). Default: $CHURNGUARD_ENGINE, else duckdb.",
+    ),
+]
 AsOfOpt = Annotated[
     str | None,
     typer.Option(
@@ -246,8 +254,14 @@ def features(
     as_of: AsOfOpt = None,
     mapping: MappingOpt = None,
     duplicates: DuplicatesOpt = None,
+    engine: EngineOpt = None,
 ) -> None:
-    """Compute one row of point-in-time features per customer known at the as-of date."""
+    """Compute one row of point-in-time features per customer known at the as-of date.
+
+    With --engine spark, Spark reads the folder itself and writes --out as a Parquet folder."""
+    if chosen_engine(engine) == "spark":
+        _features_on_spark(data, out_file, as_of, mapping, duplicates)
+        return
     from features.engine import compute_features
     from features.io import write_frame_atomic
     from features.loading import load_dataset
@@ -268,6 +282,49 @@ def features(
         report("writing", 0.9)
         write_frame_atomic(frame, out_file)
     out.print(f"wrote {len(frame):,} customers x {len(names)} features as of {cutoff.date()} to {out_file}")
+
+
+def chosen_engine(value: str | None) -> str:
+    """The ``--engine`` in force: the option, else the settings' (``CHURNGUARD_ENGINE``), checked."""
+    from features.settings import get_settings
+
+    engine = value or get_settings().engine
+    if engine not in ("duckdb", "spark"):
+        raise typer.BadParameter(f"--engine must be duckdb or spark, not {engine!r}")
+    if engine == "spark":
+        import shutil
+        from importlib.util import find_spec
+
+        from features.errors import ConfigError
+
+        if find_spec("pyspark") is None:
+            raise ConfigError("--engine spark needs pyspark: pip install 'churnguard[spark]'")
+        if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
+            raise ConfigError("--engine spark needs Java 17 or newer (java not found on PATH; set JAVA_HOME)")
+    return engine
+
+
+def _features_on_spark(
+    data: Path, out_file: Path, as_of: str | None, mapping: Path | None, duplicates: str | None
+) -> None:
+    from features.engine.spark_jobs import FeatureRequest, write_features
+    from features.progress import stage_progress
+    from features.settings import get_settings
+
+    request = FeatureRequest(
+        data,
+        out_file,
+        parse_date(as_of, "--as-of") if as_of else None,
+        mapping,
+        duplicates_policy(duplicates),
+    )
+    with stage_progress("features (spark)") as report:
+        report("reading and checking on Spark", 0.1)
+        written = write_features(get_settings(), request)
+    out.print(
+        f"wrote {written.customers:,} customers x {len(written.features)} features as of "
+        f"{written.as_of.date()} to {out_file} (Parquet folder, Spark)"
+    )
 
 
 def _merge_package_commands() -> None:

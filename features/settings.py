@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -29,6 +30,26 @@ class ChurnguardSettings(BaseSettings):
     )
     model_name: str = Field(default="churnguard", description="Name of the registered MLflow model.")
     threads: int = Field(default=2, ge=1, le=256, description="Threads for LightGBM, DuckDB and SHAP.")
+    engine: Literal["duckdb", "spark"] = Field(
+        default="duckdb",
+        description="Feature and batch-scoring engine: embedded DuckDB (one machine), or Apache Spark "
+        "(the `spark` extra and Java 17) for data beyond one machine.",
+    )
+    spark_master: str = Field(
+        default="local[2]",
+        description="Spark master URL (local[N], yarn, spark://host:7077, k8s://...); ignored under "
+        "spark-submit, which sets its own.",
+    )
+    spark_conf: dict[str, str] = Field(
+        default_factory=dict,
+        description="Extra Spark settings, as spark-defaults.conf gives them; in the environment as JSON, "
+        'e.g. CHURNGUARD_SPARK_CONF=\'{"spark.executor.memory": "8g"}\'.',
+    )
+    spark_shuffle_partitions: int | None = Field(
+        default=None,
+        ge=1,
+        description="spark.sql.shuffle.partitions (default: 4 per local core, Spark's own on a cluster).",
+    )
 
     @field_validator("home")
     @classmethod

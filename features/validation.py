@@ -3,17 +3,24 @@ search for repeated rows and values, which has to stay fast on tens of millions 
 
 from __future__ import annotations
 
-import contextlib
+import warnings
 
-import duckdb
 import numpy as np
 import pandas as pd
-import pandera.pandas as pa
 import pyarrow
-from pandera.errors import SchemaErrors
 
 from features.contract import Kind, TableSpec
+from features.engine.hashing import quiet, rows_with_repeated_hash
 from features.errors import DataProblem
+
+with warnings.catch_warnings():
+    # with pyspark installed (the spark extra) pandera imports pyspark.pandas, which warns that pandas 3
+    # is not fully supported: noise on every command, and an error where warnings are errors
+    warnings.filterwarnings("ignore", message="PySpark does not yet fully support", category=FutureWarning)
+    import pandera.pandas as pa
+    from pandera.errors import SchemaErrors
+
+__all__ = ["check_values", "duplicated_rows", "quiet"]  # quiet: moved to features.engine.hashing
 
 _EARLIEST = pd.Timestamp("1970-01-01")
 
@@ -78,13 +85,6 @@ def check_values(
             )
 
 
-def quiet(con: duckdb.DuckDBPyConnection) -> None:
-    """No DuckDB progress bar: it would write over the command's own. Inside Jupyter DuckDB draws it as a
-    widget and refuses the setting when ipywidgets is missing; the bar is harmless there, so leave it."""
-    with contextlib.suppress(duckdb.Error):
-        con.execute("SET enable_progress_bar = false")
-
-
 def duplicated_rows(frame: pd.DataFrame, *, pandas_below: int = 100_000) -> pd.Series:
     """Exactly ``frame.duplicated(keep="first")``, fast on tens of millions of rows.
 
@@ -104,10 +104,7 @@ def duplicated_rows(frame: pd.DataFrame, *, pandas_below: int = 100_000) -> pd.S
 
 
 def _rows_with_repeated_hash(frame: pd.DataFrame) -> np.ndarray:
-    """Positions, ascending, of the rows whose hash over the equality keys occurs more than once.
-
-    Two passes: the first finds the repeated hashes, and in clean data (none) is the only one run.
-    """
+    """Positions, ascending, of the rows whose hash over the equality keys occurs more than once."""
     if len(frame) < 2:
         return np.arange(0)
     keys = {}
@@ -115,24 +112,7 @@ def _rows_with_repeated_hash(frame: pd.DataFrame) -> np.ndarray:
         key = _equality_key(column)
         if key is not None:
             keys[f"k{i}"] = key
-    if not keys:
-        return np.arange(len(frame))
-    table = pyarrow.table(keys)
-    row_hash = f"hash({', '.join(keys)})"
-    con = duckdb.connect()
-    quiet(con)
-    try:
-        con.register("keys", table)
-        con.execute(
-            f"create temp table repeated as select {row_hash} as h from keys group by all having count(*) > 1"
-        )
-        if not con.execute("select count(*) from repeated").fetchall()[0][0]:
-            return np.arange(0)
-        con.register("numbered", table.append_column("pos", pyarrow.array(np.arange(len(frame)))))
-        found = con.sql(f"select pos from numbered where {row_hash} in (select h from repeated) order by pos")
-        return np.asarray(found.fetchnumpy()["pos"], dtype=np.int64)
-    finally:
-        con.close()
+    return rows_with_repeated_hash(keys, len(frame))
 
 
 def _equality_key(column: pd.Series) -> pyarrow.Array | pyarrow.ChunkedArray | None:

@@ -30,3 +30,37 @@ def test_api_benchmark_requests_carry_each_customers_stored_inputs(trained) -> N
     assert {k: v for k, v in zip(split["columns"], split["data"][0], strict=True) if v is not None} == first[
         "features"
     ]
+
+
+def test_the_quality_benchmark_cuts_a_world_without_changing_its_shape(tmp_path: Path) -> None:
+    """The cut keeps each file's own shape (a shop export stays an invoice CSV read through its
+    columns.yaml) and nothing dated at or after the scoring date."""
+    import bench_quality
+    import pandas as pd
+
+    from features.loading import load_dataset
+    from features.snapshots import observed_until
+    from features.synthetic import generate_dataset
+
+    world = tmp_path / "shop"
+    generate_dataset(world, 300, 2, scenario="shop_export")
+    full = load_dataset(world)
+    cut_at = observed_until(full) - pd.Timedelta(days=90)
+    bench_quality.cut_folder(world, tmp_path / "cut", cut_at)
+    assert sorted(p.name for p in (tmp_path / "cut").iterdir()) == ["columns.yaml", "invoices.csv"]
+    seen = load_dataset(tmp_path / "cut")
+    assert seen.transactions["timestamp"].max() < cut_at
+    before = full.transactions[full.transactions["timestamp"] < cut_at]
+    assert len(seen.transactions) == len(before)
+
+
+def test_the_first_train_on_a_bare_purchase_log_leaves_a_champion_that_scores(tmp_path: Path) -> None:
+    """Issue #11's promise on one world per run of the suite (the benchmark checks every world)."""
+    import bench_quality
+    from common import DATA_ROOT
+
+    quality = bench_quality.evaluate_world("purchase_log", 1500, 5, tmp_path)
+    assert quality.champion, quality.promotion
+    assert quality.customers_scored > 300 and 0.5 < quality.auc <= 1.0
+    assert quality.auc >= quality.auc_recency - 0.03  # never clearly worse than a recency rule
+    assert DATA_ROOT.exists()

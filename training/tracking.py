@@ -21,7 +21,8 @@ import numpy as np
 import pandas as pd
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
-from mlflow.models import infer_signature
+from mlflow.models import ModelSignature, infer_signature
+from mlflow.types.schema import AnyType, ColSpec, Schema
 
 from features.bundle import ModelBundle
 from features.errors import ChurnguardError
@@ -131,10 +132,23 @@ def _log_run(folder: Path, bundle: ModelBundle, evaluation: Evaluation, context:
         name="model",
         python_model=_pyfunc_file(),
         artifacts={"bundle": str(folder / "bundle")},
-        signature=infer_signature(example, bundle.predict(example)),
+        signature=_signature(example, bundle),
         input_example=example,
         pip_requirements=requirements(),
     )
+
+
+def _signature(example: pd.DataFrame, bundle: ModelBundle) -> ModelSignature:
+    """Numeric inputs untyped: the feature table keeps counts as int64 (long on Spark), which MLflow refuses
+    for a double column ("Can not safely convert int64 to float64"); the pyfunc casts every number to
+    float64 itself (``features.pyfunc_model.as_model_numbers``). Categoricals are strings."""
+    inputs = Schema(
+        [
+            ColSpec("string" if info.categories is not None else AnyType(), info.name, required=False)
+            for info in bundle.features
+        ]
+    )
+    return ModelSignature(inputs=inputs, outputs=infer_signature(example, bundle.predict(example)).outputs)
 
 
 def _log_backtest(backtest: Backtest | None) -> None:
@@ -180,14 +194,18 @@ def log_and_register(
                 rows = _comparison_rows(evaluation)
                 p = evaluation.churn_scores["churnguard"][rows]
                 candidate = {**ev.churn_metrics(evaluation.y[rows], p), "ece": candidate["ece"]}
-            decision = decide(
-                candidate, table.drop(index="churnguard").to_dict("index"), champion, context.cfg.promotion
-            )
+            baselines = table.loc[table.index.isin(PROMOTION_BASELINES)].to_dict("index")
+            decision = decide(candidate, baselines, champion, context.cfg.promotion)
             promoted, reason = decision.promoted, decision.reason
             if promoted:
                 promote(client, name, version)
         client.set_model_version_tag(name, version, "promotion", reason)
     return Registration(run.info.run_id, version, promoted, reason)
+
+
+# The rules a first model must not clearly lose to (training.promotion). BG/NBD's churn probability is
+# reported beside them, not a gate: on small purchase logs it can rank as well as the first model.
+PROMOTION_BASELINES = ("recency_rule", "rfm_logistic")
 
 
 def _current_champion(

@@ -1,21 +1,21 @@
-"""Where the Ibis expressions meet an engine: embedded DuckDB by default.
-
-The only engine-specific module of the package; a Spark backend plugs in here.
-"""
+"""The default engine: the Ibis expressions run on an in-process DuckDB over a loaded dataset's frames."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import ibis
 import ibis.expr.types as ir
 import pandas as pd
 
 from features.build import Tables, feature_table, label_table
-from features.loading import Dataset
-from features.validation import quiet
+from features.engine.hashing import quiet
+
+if TYPE_CHECKING:
+    from features.loading import Dataset
 
 
 @contextmanager
@@ -38,7 +38,7 @@ def duckdb_tables(dataset: Dataset, threads: int = 2) -> Iterator[Tables]:
             interactions,
             cancellations,
             rows_are_orders=dataset.rows_are_orders,
-            channels=_small_vocabulary(dataset.transactions["channel"]),
+            channels=small_vocabulary(dataset.transactions["channel"]),
             has_returns=dataset.has_returns,
         )
     finally:
@@ -48,7 +48,7 @@ def duckdb_tables(dataset: Dataset, threads: int = 2) -> Iterator[Tables]:
 _MAX_CHANNELS = 16  # past this, one count per channel in the purchase pass costs more than a grouping
 
 
-def _small_vocabulary(column: pd.Series) -> tuple[str, ...] | None:
+def small_vocabulary(column: pd.Series) -> tuple[str, ...] | None:
     """Every value of a categorical column without nulls, if there are few (see ``Tables.channels``)."""
     if not isinstance(column.dtype, pd.CategoricalDtype) or column.isna().any():
         return None
