@@ -1,10 +1,13 @@
 """Benchmark the HTTP API against ``mlflow models serve`` of the same registered model, in one run.
 
     python benchmarks/bench_api.py [--customers 100k] [--quick] [--seconds 10] [--generator auto|wrk|python]
+        [--stores sqlite,postgres] [--workers 1,2] [--concurrency 1,8,32]
 
-Both servers bind 127.0.0.1 and run side by side on the same home: ``churnguard serve`` (one uvicorn
-worker) and ``mlflow models serve -m models:/churnguard@champion --env-manager local -w 1``. Three
-endpoints, each at concurrency 1, 8 and 32:
+Both servers bind 127.0.0.1 and run side by side on the same home: ``mlflow models serve -m
+models:/churnguard@champion --env-manager local -w 1`` throughout, and ``churnguard serve`` in each
+variant in turn: every store (the SQLite file; PostgreSQL in a fresh database on
+``CHURNGUARD_BENCH_PG``, default 127.0.0.1:5432, dropped after) with every number of uvicorn workers.
+Three endpoints, each at every concurrency (default 1, 8 and 32):
 
 * ``GET /v1/customers/{id}``: stored scores of random known customers;
 * ``POST /v1/score``: one record of feature values (reasons by exact TreeSHAP);
@@ -40,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import TrainedHome, parse_count, serving_home, table, trained_home, verdict
+from common import TrainedHome, load_average, parse_count, serving_home, table, trained_home, verdict
 
 HOST = "127.0.0.1"
 CONCURRENCY = (1, 8, 32)
@@ -170,8 +173,8 @@ def _env(home: Path) -> dict[str, str]:
     return env
 
 
-def churnguard_command(port: int) -> list[str]:
-    return [_bin("churnguard"), "serve", "--host", HOST, "--port", str(port), "--workers", "1"]
+def churnguard_command(port: int, workers: int = 1) -> list[str]:
+    return [_bin("churnguard"), "serve", "--host", HOST, "--port", str(port), "--workers", str(workers)]
 
 
 def mlflow_command(port: int) -> list[str]:
@@ -376,12 +379,25 @@ def choose_generator(name: str) -> str:
 
 # -- the benchmark --------------------------------------------------------------------------------------
 @dataclass(frozen=True)
+class Variant:
+    """One way to run churnguard serve: its serving store and its number of worker processes."""
+
+    store: str = "sqlite"  # or "postgres" (a fresh database on CHURNGUARD_BENCH_PG, dropped after)
+    workers: int = 1
+
+    @property
+    def label(self) -> str:
+        return f"{self.store}, {self.workers} worker{'s' if self.workers > 1 else ''}"
+
+
+@dataclass(frozen=True)
 class Plan:
     seconds: float = 10.0
     warmup: float = 2.0
     max_requests: int = 100_000
     concurrency: tuple[int, ...] = CONCURRENCY
     generator: str = "auto"
+    variants: tuple[Variant, ...] = (Variant(),)
 
 
 def _measure(
@@ -396,92 +412,186 @@ def _measure(
     return {**runner(load, work_dir), "settled": settled}
 
 
+PG_ADMIN = os.environ.get("CHURNGUARD_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+@contextlib.contextmanager
+def postgres_store(home: Path) -> Iterator[tuple[str, str]]:
+    """A fresh PostgreSQL database holding the home's scores and a key; yields (url, key), then drops it."""
+    import pandas as pd
+    import psycopg
+
+    from serving.keys import KeyStore
+    from serving.pg_auth import PostgresKeys
+    from serving.pg_store import PostgresScoreStore
+    from serving.store import CustomerQuery, SqliteScoreStore
+
+    name = f"churnguard_bench_{os.getpid()}"
+    url = PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        source = SqliteScoreStore(home / "scores.db")
+        store = PostgresScoreStore(url).open()
+        rows, _ = source.query(CustomerQuery(limit=10_000_000))
+        frame = pd.DataFrame(rows)
+        for column in ("reasons", "action", "model", "features", "history", "clv_detail"):
+            if column in frame.columns:
+                frame[column] = [
+                    v if v is None or isinstance(v, str) else json.dumps(v) for v in frame[column]
+                ]
+        store.replace_all(frame, source.meta())
+        _, key = KeyStore(backend=PostgresKeys(store)).create("benchmarks")
+        store.close()
+        yield url, key
+    finally:
+        with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _measure_all(
+    endpoints: dict[str, tuple[int, list[Any], dict[str, str]]],
+    label: str,
+    plan: Plan,
+    context: tuple[str, Path, tuple[int, ...]],
+) -> list[dict[str, Any]]:
+    """Every endpoint at every concurrency against running servers; one row each."""
+    generator, work_dir, groups = context
+    rows = []
+    for concurrency in plan.concurrency:
+        for endpoint, (port, requests, headers) in endpoints.items():
+            load = Load(port, requests, headers, concurrency, plan.seconds, plan.max_requests)
+            figures = _measure(load, plan, generator, work_dir, groups)
+            rows.append({"endpoint": endpoint, "variant": label, "concurrency": concurrency, **figures})
+            print(
+                f"    {label:<22} {endpoint:<28} c={concurrency:<3} {figures['rps']:8,.0f} req/s  "
+                f"p50 {figures['p50_ms']:7.2f} ms  p99 {figures['p99_ms']:7.2f} ms  errors {figures['errors']}",
+                flush=True,
+            )
+    return rows
+
+
 def run(trained: TrainedHome, plan: Plan, work_dir: Path) -> dict[str, Any]:
-    """Fill the home's store, start both servers and measure every endpoint at every concurrency."""
+    """Fill the home's store, then measure ``mlflow models serve`` and churnguard in every variant
+    (store x workers) at every concurrency; mlflow runs throughout, each churnguard variant in turn."""
     generator = choose_generator(plan.generator)
     home = serving_home(trained)
     pools = request_pools(home.home, home.api_key)
-    ports = {"churnguard": free_port(), "mlflow": free_port()}
     env = _env(home.home)
     logs = Path(work_dir)
     results, samples = [], {}
-    with (
-        server(
-            churnguard_command(ports["churnguard"]),
-            env,
-            ports["churnguard"],
-            "/ready",
-            logs / "churnguard.log",
-        ) as churnguard_group,
-        server(
-            mlflow_command(ports["mlflow"]), env, ports["mlflow"], "/ping", logs / "mlflow.log"
-        ) as mlflow_group,
-    ):
-        groups = (churnguard_group, mlflow_group)
-        port_of = {GET: ports["churnguard"], SCORE: ports["churnguard"], MLFLOW: ports["mlflow"]}
-        for endpoint in ENDPOINTS:
-            requests, headers = pools[endpoint]
-            samples[endpoint] = check_once(port_of[endpoint], requests[0], headers)
-        for concurrency in plan.concurrency:
-            for endpoint in ENDPOINTS:
-                requests, headers = pools[endpoint]
-                load = Load(
-                    port_of[endpoint], requests, headers, concurrency, plan.seconds, plan.max_requests
+    load_before = load_average()
+    mlflow_port = free_port()
+    with server(mlflow_command(mlflow_port), env, mlflow_port, "/ping", logs / "mlflow.log") as mlflow_group:
+        requests, headers = pools[MLFLOW]
+        samples[MLFLOW] = check_once(mlflow_port, requests[0], headers)
+        mlflow_only = {MLFLOW: (mlflow_port, requests, headers)}
+        results += _measure_all(mlflow_only, "mlflow, 1 worker", plan, (generator, work_dir, (mlflow_group,)))
+        for variant in plan.variants:
+            with contextlib.ExitStack() as stack:
+                variant_env, key = dict(env), home.api_key
+                if variant.store == "postgres":
+                    url, key = stack.enter_context(postgres_store(home.home))
+                    variant_env["CHURNGUARD_STORE_URL"] = url
+                port = free_port()
+                log = logs / f"churnguard-{variant.store}-{variant.workers}.log"
+                group = stack.enter_context(
+                    server(churnguard_command(port, variant.workers), variant_env, port, "/ready", log)
                 )
-                figures = _measure(load, plan, generator, work_dir, groups)
-                results.append({"endpoint": endpoint, "concurrency": concurrency, **figures})
-                print(
-                    f"    {endpoint:<28} c={concurrency:<3} {figures['rps']:8,.0f} req/s  "
-                    f"p50 {figures['p50_ms']:7.2f} ms  p99 {figures['p99_ms']:7.2f} ms  "
-                    f"errors {figures['errors']}",
-                    flush=True,
-                )
+                mine = {
+                    e: (port, pools[e][0], {**pools[e][1], "Authorization": f"Bearer {key}"})
+                    for e in (GET, SCORE)
+                }
+                for endpoint, (_, requests, headers) in mine.items():
+                    samples[f"{endpoint} ({variant.label})"] = check_once(port, requests[0], headers)
+                context = (generator, work_dir, (group, mlflow_group))
+                results += _measure_all(mine, variant.label, plan, context)
     return {
         "runs": results,
         "generator": generator,
         "plan": asdict(plan),
         "model_customers": trained.n_customers,
         "samples": samples,
+        "load_average": {"before": load_before, "after": load_average()},
     }
 
 
-def _find(figures: dict[str, Any], endpoint: str, concurrency: int) -> dict[str, Any] | None:
+def _find(
+    figures: dict[str, Any], endpoint: str, concurrency: int, variant: str | None = None
+) -> dict[str, Any] | None:
     return next(
-        (r for r in figures["runs"] if r["endpoint"] == endpoint and r["concurrency"] == concurrency), None
+        (
+            r
+            for r in figures["runs"]
+            if r["endpoint"] == endpoint
+            and r["concurrency"] == concurrency
+            and (variant is None or r.get("variant") == variant)
+        ),
+        None,
     )
 
 
+def _variants(figures: dict[str, Any]) -> list[str]:
+    return list(dict.fromkeys(r["variant"] for r in figures["runs"] if r["endpoint"] != MLFLOW))
+
+
 def targets(figures: dict[str, Any]) -> list[list[str]]:
-    """[target, measured, verdict] rows."""
+    """[target, measured, verdict] rows: the issue's targets for every variant (named first), and workers."""
     rows = []
-    get1, score1 = _find(figures, GET, 1), _find(figures, SCORE, 1)
-    if get1:
-        rows.append(["GET p50 at c=1 ≤ 5 ms", f"{get1['p50_ms']:.2f} ms", verdict(get1["p50_ms"] <= 5)])
-        rows.append(["GET p99 at c=1 ≤ 20 ms", f"{get1['p99_ms']:.2f} ms", verdict(get1["p99_ms"] <= 20)])
-    if score1:
-        rows.append(
-            [
-                "POST /v1/score p50 at c=1 ≤ 10 ms",
-                f"{score1['p50_ms']:.2f} ms",
-                verdict(score1["p50_ms"] <= 10),
-            ]
-        )
     base = _find(figures, MLFLOW, 8)
-    for endpoint, factor in ((SCORE, 5), (GET, 15)):
-        run8 = _find(figures, endpoint, 8)
-        if run8 and base and base["rps"]:
-            ratio = run8["rps"] / base["rps"]
-            name = endpoint.split(" ")[0] + " " + endpoint.split(" ")[1]
+    for variant in _variants(figures):
+        get1, get8 = _find(figures, GET, 1, variant), _find(figures, GET, 8, variant)
+        for c in (8, 32):
+            run_c = _find(figures, GET, c, variant)
+            if run_c:
+                rows.append(
+                    [
+                        f"{variant}: GET p99 at c={c} ≤ 20 ms",
+                        f"{run_c['p99_ms']:.2f} ms",
+                        verdict(run_c["p99_ms"] <= 20),
+                    ]
+                )
+        if get1 and get8:
             rows.append(
-                [f"{name} req/s at c=8 ≥ {factor}x mlflow", f"{ratio:.1f}x", verdict(ratio >= factor)]
+                [
+                    f"{variant}: GET req/s at c=8 ≥ c=1",
+                    f"{get8['rps']:,.0f} vs {get1['rps']:,.0f}",
+                    verdict(get8["rps"] >= get1["rps"]),
+                ]
             )
+        score8 = _find(figures, SCORE, 8, variant)
+        if score8 and base and base["rps"]:
+            ratio = score8["rps"] / base["rps"]
+            rows.append(
+                [
+                    f"{variant}: POST /v1/score req/s at c=8 ≥ 10x mlflow",
+                    f"{ratio:.1f}x",
+                    verdict(ratio >= 10),
+                ]
+            )
+    for store in ("sqlite", "postgres"):
+        one, two = f"{store}, 1 worker", f"{store}, 2 workers"
+        for endpoint in (GET, SCORE):
+            a, b = _find(figures, endpoint, 32, one), _find(figures, endpoint, 32, two)
+            if a and b:
+                name = " ".join(endpoint.split(" ")[:2])
+                rows.append(
+                    [
+                        f"{store}: {name} req/s at c=32, 2 workers > 1",
+                        f"{b['rps']:,.0f} vs {a['rps']:,.0f}",
+                        verdict(b["rps"] > a["rps"]),
+                    ]
+                )
     return rows
 
 
 def to_markdown(figures: dict[str, Any]) -> str:
     plan = figures["plan"]
+    order = ["mlflow, 1 worker", *_variants(figures)]
     rows = [
         [
+            r["variant"],
             r["endpoint"],
             str(r["concurrency"]),
             f"{r['requests']:,}"
@@ -494,9 +604,13 @@ def to_markdown(figures: dict[str, Any]) -> str:
             f"{r['max_ms']:.1f}",
             str(r["errors"]),
         ]
-        for r in sorted(figures["runs"], key=lambda r: (ENDPOINTS.index(r["endpoint"]), r["concurrency"]))
+        for r in sorted(
+            figures["runs"],
+            key=lambda r: (order.index(r["variant"]), ENDPOINTS.index(r["endpoint"]), r["concurrency"]),
+        )
     ]
     headers = [
+        "server",
         "endpoint",
         "concurrency",
         "requests",
@@ -505,36 +619,23 @@ def to_markdown(figures: dict[str, Any]) -> str:
         "p95 ms",
         "p99 ms",
         "max ms",
-        "errors",
     ]
-    ratio_rows = []
-    for c in plan["concurrency"]:
-        base = _find(figures, MLFLOW, c)
-        cells = [str(c)]
-        for endpoint in (GET, SCORE):
-            mine = _find(figures, endpoint, c)
-            ok = mine and base and base["rps"]
-            cells.append(f"{mine['rps'] / base['rps']:.1f}x" if ok else "–")  # type: ignore[index]
-            cells.append(f"{mine['p50_ms'] / base['p50_ms']:.2f}x" if ok else "–")  # type: ignore[index]
-        ratio_rows.append(cells)
-    ratio_headers = ["concurrency", "GET req/s ÷ mlflow", "GET p50 ÷ mlflow", "score req/s ÷ mlflow"]
-    ratio_headers.append("score p50 ÷ mlflow")
+    headers.append("errors")
     generator = "wrk" if figures["generator"] == "wrk" else "a Python generator (threads, keep-alive)"
+    before, after = figures["load_average"]["before"], figures["load_average"]["after"]
     return "\n".join(
         [
             f"Model trained on {figures['model_customers']:,} customers; store holds its scored customers. "
             f"Load by {generator} on the same machine (it competes with the server for the cores); each run "
             f"{plan['seconds']:g} s or {plan['max_requests']:,} requests, whichever first, after an excluded "
-            f"{plan['warmup']:g} s warm-up. One uvicorn worker each; mlflow serves the same registered version.",
+            f"{plan['warmup']:g} s warm-up. mlflow serves the same registered version with one worker. "
+            f"Load average (1/5/15 min) {before[0]:.2f}/{before[1]:.2f}/{before[2]:.2f} before, "
+            f"{after[0]:.2f}/{after[1]:.2f}/{after[2]:.2f} after.",
             "",
-            table(headers, rows),
+            table(headers, rows, left=2),
             "",
             f"† fewer than {FEW} requests completed: percentiles are rough. ‡ a server was still busy with the "
             "previous run's backlog after 60 s. Errors: socket errors, timeouts (10 s) and non-2xx answers.",
-            "",
-            "Ratios to `mlflow models serve` at the same concurrency (req/s: higher is better; p50: lower is better):",
-            "",
-            table(ratio_headers, ratio_rows),
             "",
             "Targets:",
             "",
@@ -549,6 +650,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--seconds", type=float, default=None, help="each load run (default 10, quick 3)")
     parser.add_argument("--generator", choices=("auto", "wrk", "python"), default="auto")
+    parser.add_argument(
+        "--stores", default="sqlite", help="serving stores to measure, comma-separated: sqlite,postgres"
+    )
+    parser.add_argument("--workers", default="1", help="worker counts to measure, comma-separated: 1,2")
+    parser.add_argument("--concurrency", default="1,8,32", help="concurrency levels, comma-separated")
     parser.add_argument("--load-worker", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.load_worker is not None:  # the Python load generator's own process
@@ -557,7 +663,20 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(python_load(Load(**spec))))
         return 0
     seconds = args.seconds or (3.0 if args.quick else 10.0)
-    plan = Plan(seconds=seconds, warmup=1.0 if args.quick else 2.0, generator=args.generator)
+    variants = tuple(
+        Variant(store.strip(), int(workers))
+        for store in args.stores.split(",")
+        for workers in args.workers.split(",")
+    )
+    if any(v.store not in ("sqlite", "postgres") for v in variants):
+        parser.error("--stores takes sqlite and/or postgres")
+    plan = Plan(
+        seconds=seconds,
+        warmup=1.0 if args.quick else 2.0,
+        generator=args.generator,
+        variants=variants,
+        concurrency=tuple(int(c) for c in args.concurrency.split(",")),
+    )
     with tempfile.TemporaryDirectory(prefix="churnguard-bench-api-") as tmp:
         trained = trained_home(Path(tmp), parse_count(args.customers), args.quick)
         print(to_markdown(run(trained, plan, Path(tmp))))

@@ -11,10 +11,10 @@ from fastapi import FastAPI
 
 from features.model_store import connect
 from serving.actions import load_playbook
-from serving.api import customers, model, ops, score
+from serving.api import campaigns, customers, model, monitoring, ops, score
 from serving.api.errors import install_error_handlers
+from serving.backends import open_backends
 from serving.dashboard import install_dashboard
-from serving.keys import KeyStore
 from serving.metrics import Metrics
 from serving.middleware import (
     ApiHeadersMiddleware,
@@ -26,7 +26,6 @@ from serving.middleware import (
 from serving.model_source import ModelHolder
 from serving.settings import ServingSettings, get_serving_settings
 from serving.state import AppState
-from serving.store import SqliteScoreStore
 
 log = logging.getLogger("churnguard.api")
 
@@ -52,21 +51,26 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
             connect(settings)
         except Exception as exc:  # tracking store down at start: serve a local model if one is configured
             log.warning("tracking store unavailable at start-up: %s", exc.__class__.__name__)
+        backends = open_backends(settings)  # a server store is migrated here, once per process
+        await backends.aopen()
         holder = ModelHolder(settings.model_uri, settings.poll_seconds)
         holder.load()
         holder.start()
         app.state.churnguard = AppState(
             settings=settings,
             models=holder,
-            store=SqliteScoreStore(settings.store_file),
-            keys=KeyStore(settings.keys_file),
+            store=backends.store,
+            keys=backends.keys,
             playbook=load_playbook(settings.playbook),
             metrics=metrics,
+            reads=backends.reads,
+            sessions=backends.sessions,
         )
         try:
             yield
         finally:
             holder.stop()
+            await backends.aclose()
 
     app = FastAPI(
         title="churnguard",
@@ -77,7 +81,14 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         docs_url="/docs" if settings.api_docs else None,
         redoc_url="/redoc" if settings.api_docs else None,
     )
-    for router in (ops.router, customers.router, score.router, model.router):
+    for router in (
+        ops.router,
+        monitoring.router,
+        customers.router,
+        score.router,
+        model.router,
+        campaigns.router,
+    ):
         app.include_router(router)
     install_dashboard(app)
     install_error_handlers(app)

@@ -11,6 +11,7 @@ import tempfile
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Protocol
 
 from features.errors import ConfigError
 
@@ -34,7 +35,23 @@ def _hash(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8", "backslashreplace")).hexdigest()  # any text: no 500
 
 
-class KeyStore:
+class KeyRecords(Protocol):
+    """Where key records are kept: a JSON file (:class:`KeyFile`) or the PostgreSQL store
+    (:class:`serving.pg_auth.PostgresKeys`), chosen by the store URL."""
+
+    def load(self) -> list[KeyRecord]:
+        """The records as last seen (may be a moment old: it is called on every request)."""
+        ...
+
+    def fresh(self) -> list[KeyRecord]:
+        """The records as they are now (called when a token matched none of :meth:`load`'s)."""
+        ...
+
+    def add(self, record: KeyRecord) -> None: ...
+    def remove(self, key_id: str) -> bool: ...
+
+
+class KeyFile:
     """Key hashes in a JSON file (mode 600). Reloaded when the file changes, so new keys work at once."""
 
     def __init__(self, path: Path) -> None:
@@ -42,7 +59,7 @@ class KeyStore:
         self._records: list[KeyRecord] = []
         self._mtime: float | None = None
 
-    def _load(self) -> list[KeyRecord]:
+    def load(self) -> list[KeyRecord]:
         try:
             mtime = self.path.stat().st_mtime
         except FileNotFoundError:
@@ -60,35 +77,18 @@ class KeyStore:
             self._mtime = mtime
         return self._records
 
-    def records(self) -> list[KeyRecord]:
-        return list(self._load())
+    fresh = load  # the file's modification time is checked on every load
 
-    def create(self, name: str) -> tuple[KeyRecord, str]:
-        """A new key; the plain token is returned here and never stored."""
-        key_id = secrets.token_hex(4)
-        token = f"{PREFIX}{key_id}_{secrets.token_urlsafe(32)}"
-        record = KeyRecord(key_id, name, _hash(token), datetime.now(UTC).replace(microsecond=0).isoformat())
-        self._write([*self._load(), record])
-        return record, token
+    def add(self, record: KeyRecord) -> None:
+        self._write([*self.load(), record])
 
-    def revoke(self, key_id: str) -> bool:
-        records = self._load()
+    def remove(self, key_id: str) -> bool:
+        records = self.load()
         kept = [r for r in records if r.key_id != key_id]
         if len(kept) == len(records):
             return False
         self._write(kept)
         return True
-
-    def verify(self, token: str | None) -> KeyRecord | None:
-        """The key's record if the token is valid. Every stored hash is compared, in constant time."""
-        if not token:
-            return None
-        digest = _hash(token)
-        match = None
-        for record in self._load():
-            if hmac.compare_digest(digest, record.sha256):
-                match = record
-        return match
 
     def _write(self, records: list[KeyRecord]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -101,3 +101,59 @@ class KeyStore:
         finally:
             Path(tmp).unlink(missing_ok=True)
         self._mtime = None
+
+
+class KeyStore:
+    """API keys: created once and shown once, kept as hashes in a file (``KeyStore(path)``) or in the
+    PostgreSQL store (``KeyStore(backend=PostgresKeys(...))``: every replica accepts the same keys)."""
+
+    def __init__(self, path: Path | None = None, *, backend: KeyRecords | None = None) -> None:
+        if backend is None:
+            if path is None:
+                raise ValueError("KeyStore needs a key file path or a backend")
+            backend = KeyFile(path)
+        self.backend = backend
+
+    def records(self) -> list[KeyRecord]:
+        return list(self.backend.load())
+
+    def create(self, name: str) -> tuple[KeyRecord, str]:
+        """A new key; the plain token is returned here and never stored."""
+        key_id = secrets.token_hex(4)
+        token = f"{PREFIX}{key_id}_{secrets.token_urlsafe(32)}"
+        record = KeyRecord(key_id, name, _hash(token), datetime.now(UTC).replace(microsecond=0).isoformat())
+        self.backend.add(record)
+        return record, token
+
+    def revoke(self, key_id: str) -> bool:
+        return self.backend.remove(key_id)
+
+    def find(self, key_id: str) -> KeyRecord | None:
+        """The record of a key id (read again once when it is not among the records in memory)."""
+        seen = self.backend.load()
+        match = next((r for r in seen if r.key_id == key_id), None)
+        if match is None and (now := self.backend.fresh()) is not seen:
+            match = next((r for r in now if r.key_id == key_id), None)
+        return match
+
+    def verify(self, token: str | None) -> KeyRecord | None:
+        """The key's record if the token is valid. Every stored hash is compared, in constant time; a
+        token matching none is checked once more against the records as they are now."""
+        if not token:
+            return None
+        digest = _hash(token)
+        seen = self.backend.load()
+        match = _match(digest, seen)
+        if match is None:
+            now = self.backend.fresh()
+            if now is not seen:
+                match = _match(digest, now)
+        return match
+
+
+def _match(digest: str, records: list[KeyRecord]) -> KeyRecord | None:
+    match = None
+    for record in records:
+        if hmac.compare_digest(digest, record.sha256):
+            match = record
+    return match

@@ -69,5 +69,11 @@ class ModelHolder:
             self._thread.join(timeout=5)
 
     def _watch(self) -> None:
-        while not self._stop.wait(self.poll_seconds):
+        """Check the alias every ``poll_seconds`` at a fixed rate (a slow registry answer does not push the
+        next check back), so every replica notices a promotion within one interval and then serves the
+        new version as soon as its files are loaded."""
+        due = time.monotonic() + self.poll_seconds
+        while not self._stop.wait(max(0.0, due - time.monotonic())):
+            due += self.poll_seconds
             self.load()
+            due = max(due, time.monotonic())  # after a load longer than the interval, check again at once

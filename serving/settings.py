@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from features.settings import ChurnguardSettings
 
@@ -20,6 +20,15 @@ class ServingSettings(ChurnguardSettings):
     )
     store_path: Path | None = Field(
         default=None, description="Serving store file (default <home>/scores.db)."
+    )
+    store_url: SecretStr | None = Field(
+        default=None,
+        description="A PostgreSQL serving store shared by several API processes or hosts "
+        "(postgresql://user@host:5432/db); it also holds the API keys and dashboard sessions. "
+        "Unset: the embedded SQLite file (store_path) and the key file (keys_path).",
+    )
+    store_pool_size: int = Field(
+        default=16, ge=1, le=200, description="Most connections one API process opens to a server store."
     )
     keys_path: Path | None = Field(default=None, description="API key hashes (default <home>/api_keys.json).")
     playbook: Path | None = Field(default=None, description="Retention playbook YAML (default: shipped one).")
@@ -66,12 +75,70 @@ class ServingSettings(ChurnguardSettings):
         default=30.0, gt=0, le=100_000, description="How fast a client's failure allowance refills."
     )
 
+    history_runs: int = Field(
+        default=36,
+        ge=2,
+        le=10_000,
+        description="Batch runs whose per-customer snapshot the store keeps (score history, realised "
+        "performance once a run's horizon has passed); older runs are deleted.",
+    )
+    drift_psi_warn: float = Field(
+        default=0.1, gt=0, le=10, description="PSI from which a column's drift is a warning."
+    )
+    drift_psi_alert: float = Field(
+        default=0.2, gt=0, le=10, description="PSI from which a column's drift is an alert (retrain signal)."
+    )
+    drift_p_value: float = Field(
+        default=0.01,
+        gt=0,
+        lt=1,
+        description="p-value below which the two-sample test (KS, chi-square) calls a shift significant "
+        "(reported; the alert comes from the PSI).",
+    )
+    degrade_auc_drop: float = Field(
+        default=0.05, gt=0, le=1, description="Realised ROC AUC this far below validation: degraded."
+    )
+    degrade_ece_rise: float = Field(
+        default=0.05, gt=0, le=1, description="Realised ECE this far above validation: degraded."
+    )
+    degrade_clv_ratio: float = Field(
+        default=0.25,
+        gt=0,
+        le=10,
+        description="Realised CLV total ratio (predicted/actual) off 1 by more than this share: degraded.",
+    )
+
+    @model_validator(mode="after")
+    def _warn_below_alert(self) -> ServingSettings:
+        if self.drift_psi_warn >= self.drift_psi_alert:
+            raise ValueError(
+                f"drift_psi_warn ({self.drift_psi_warn}) must be below drift_psi_alert ({self.drift_psi_alert})"
+            )
+        return self
+
     @field_validator("model_uri")
     @classmethod
     def _not_empty(cls, value: str) -> str:
         if not value.strip():
             raise ValueError("model_uri must not be empty")
         return value
+
+    @field_validator("store_url")
+    @classmethod
+    def _postgres_only(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None
+        if not value.get_secret_value().startswith(("postgresql://", "postgres://")):
+            raise ValueError(
+                "store_url must be a PostgreSQL URL (postgresql://user@host:5432/database); "
+                "leave it unset for the embedded SQLite store"
+            )
+        return value
+
+    @property
+    def server_store_url(self) -> str | None:
+        """The PostgreSQL store's URL when one is configured, else None (the SQLite default)."""
+        return self.store_url.get_secret_value() if self.store_url else None
 
     @field_validator("metrics_key")
     @classmethod

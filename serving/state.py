@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from serving.actions import Playbook
 from serving.keys import KeyStore
@@ -10,6 +11,10 @@ from serving.metrics import Metrics
 from serving.model_source import ModelHolder
 from serving.settings import ServingSettings
 from serving.store import ScoreStore
+
+if TYPE_CHECKING:
+    from serving.backends import AsyncReads
+    from serving.dashboard.session import SharedSessions
 
 
 @dataclass
@@ -20,4 +25,6 @@ class AppState:
     keys: KeyStore
     playbook: Playbook
     metrics: Metrics
+    reads: AsyncReads | None = None  # the store's awaitable reads (hot API routes)
+    sessions: SharedSessions | None = None  # dashboard session state of a server store (replicas)
     logged_not_ready: str | None = None  # the last not-ready reason logged by /ready (logged once each)

@@ -10,9 +10,11 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from features.errors import ChurnguardError
 from serving.api.errors import NO_MODEL, UNAVAILABLE
+from serving.backends import AsyncReads, SqliteReads
 from serving.keys import KeyRecord
 from serving.model_source import LoadedModel
 from serving.state import AppState
+from serving.store import SqliteScoreStore
 
 log = logging.getLogger("churnguard.api")
 _bearer = HTTPBearer(auto_error=False, description="An API key from `churnguard keys create`.")
@@ -25,6 +27,17 @@ async def get_state(request: Request) -> AppState:
 
 
 StateDep = Annotated[AppState, Depends(get_state)]
+
+
+def reads_of(state: AppState) -> AsyncReads:
+    """The store's awaitable reads (an app state built without them reads the SQLite store)."""
+    if state.reads is None:
+        if not isinstance(state.store, SqliteScoreStore):
+            raise TypeError("a server store needs its async reads in the app state")
+        state.reads = SqliteReads(state.store)
+    return state.reads
+
+
 BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 

@@ -7,7 +7,9 @@ import logging
 
 from fastapi import APIRouter, HTTPException, Response, status
 
-from serving.api.deps import BearerDep, StateDep, verify_key
+from features.errors import ConfigError
+from serving.api.deps import BearerDep, StateDep, reads_of, verify_key
+from serving.api.monitoring import refresh_gauges
 from serving.keys import same_secret
 from serving.schemas import ErrorResponse, Health, Ready
 from serving.state import AppState
@@ -17,7 +19,7 @@ log = logging.getLogger("churnguard.api")
 
 
 @router.get("/health", response_model=Health, summary="Liveness")
-def health() -> dict[str, str]:
+async def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
@@ -34,14 +36,20 @@ def _log_once(state: AppState, message: str | None) -> None:
     summary="Readiness: a model is loaded; degraded states and model warnings named",
     responses={503: {"model": Ready}},
 )
-def ready(state: StateDep, response: Response) -> dict[str, object]:
+async def ready(state: StateDep, response: Response) -> dict[str, object]:
     models = state.models
     current = models.current
-    as_of = state.store.meta().get("as_of")
+    try:
+        as_of, store_error = (await reads_of(state).meta()).get("as_of"), None
+    except ConfigError as exc:  # a server store that does not answer (the cause goes to the log)
+        as_of, store_error = None, str(exc)
     if current is None:
         response.status_code = 503
         status_text, detail = "not_ready", "no model loaded: the server log says why"
         _log_once(state, models.last_error or "no model loaded")
+    elif store_error is not None:
+        status_text, detail = "degraded", "serving store unreachable: stored scores cannot be read"
+        _log_once(state, store_error)
     elif not models.registry_reachable:
         status_text, detail = "degraded", "model registry unreachable; serving the model already loaded"
         _log_once(state, models.last_error)
@@ -95,4 +103,5 @@ def metrics(state: StateDep, credentials: BearerDep) -> Response:
     current = state.models.current
     if current is not None and current.info.version.isdigit():
         state.metrics.model_version.set(int(current.info.version))
+    refresh_gauges(state)
     return Response(state.metrics.render(), media_type="text/plain; version=0.0.4")

@@ -2,7 +2,7 @@
 
 ``install_dashboard(app)`` adds the session middleware, the static files under ``/static``, the sign-in and
 sign-out routes, the pages (``/``, ``/customers``, ``/customers.csv``, ``/customers/{id}``, evaluation plots
-under ``/plots``) and the redirect (303) to the sign-in page for requests without a valid session.
+under ``/plots``, the monitoring pages ``/movements`` and ``/model-health``) and the redirect (303) to the sign-in page for requests without a valid session.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
-from serving.dashboard import auth, customer, customers, overview
+from serving.dashboard import auth, campaigns, customer, customers, monitoring, overview
 from serving.dashboard.context import SignInRequired
 from serving.dashboard.middleware import SessionMiddleware
 
@@ -27,7 +27,14 @@ async def _to_sign_in(request: Request, exc: Exception) -> RedirectResponse:
 
 def install_dashboard(app: FastAPI) -> None:
     """Mount the dashboard's routes and session handling on the app."""
-    for router in (auth.router, overview.router, customers.router, customer.router):
+    for router in (
+        auth.router,
+        overview.router,
+        monitoring.router,
+        customers.router,
+        customer.router,
+        campaigns.router,
+    ):
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC), name="dashboard-static")
     app.add_exception_handler(SignInRequired, _to_sign_in)

@@ -24,7 +24,9 @@ def signer_for(app_state_holder: State, state: AppState) -> SessionSigner:
     its list of signed-out sessions lives next to the API keys."""
     signer: SessionSigner | None = getattr(app_state_holder, "dashboard_signer", None)
     if signer is None or signer.path.parent != state.settings.home:
-        signer = SessionSigner(state.settings.home, state.settings.keys_file.parent / ENDED_FILE)
+        signer = SessionSigner(
+            state.settings.home, state.settings.keys_file.parent / ENDED_FILE, shared=state.sessions
+        )
         app_state_holder.dashboard_signer = signer
     return signer
 

@@ -5,7 +5,8 @@ with a secret kept in ``<home>/session_secret`` (created once, mode 600). The ke
 A token is valid while its signature matches, it has not expired, its key id still exists in the
 KeyStore (revoking a key ends its sessions) and it was not signed out: signing out records the session's
 nonce in :class:`EndedSessions`, a file next to the API keys that every worker process reads, so a copied
-cookie is dead after sign-out, across processes and restarts. The CSRF token of a session is derived from
+cookie is dead after sign-out, across processes and restarts. With a PostgreSQL serving store the secret
+and the sign-outs live in the database instead (:class:`SharedSessions`), for replicas on several hosts. The CSRF token of a session is derived from
 the session's nonce with the same secret, so it needs no server-side state.
 
 The signature is HMAC-SHA256 (compared in constant time) rather than ``itsdangerous``: the format names the
@@ -28,6 +29,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from serving.keys import KeyRecord, KeyStore, same_secret
 
@@ -132,12 +134,30 @@ class EndedSessions:
         self._seen = None
 
 
-class SessionSigner:
-    """Issues and verifies session tokens with the secret in ``<home>/session_secret``."""
+class SharedSessions(Protocol):
+    """Session state kept in a server store (``serving.pg_auth.PostgresSessions``) instead of files under
+    the home, so a session opened on one replica is valid, and signed out, on every replica."""
 
-    def __init__(self, home: Path, ended_file: Path | None = None) -> None:
+    def secret(self) -> bytes:
+        """The signing secret, created once for every replica."""
+        ...
+
+    def is_ended(self, nonce: str) -> bool: ...
+    def end(self, nonce: str, expires: int) -> None: ...
+
+
+class SessionSigner:
+    """Issues and verifies session tokens with the secret in ``<home>/session_secret``, or with the
+    secret and sign-out list of ``shared`` when the serving store is a server (several replicas)."""
+
+    def __init__(
+        self, home: Path, ended_file: Path | None = None, *, shared: SharedSessions | None = None
+    ) -> None:
         self.path = Path(home) / SECRET_FILE
-        self.ended = EndedSessions(ended_file or Path(home) / ENDED_FILE)
+        self.shared = shared
+        self.ended: EndedSessions | SharedSessions = shared or EndedSessions(
+            ended_file or Path(home) / ENDED_FILE
+        )
         self._secret: bytes | None = None
         self._lock = threading.Lock()
 
@@ -147,7 +167,7 @@ class SessionSigner:
         if self._secret is None:
             with self._lock:
                 if self._secret is None:
-                    self._secret = self._load_or_create()
+                    self._secret = self.shared.secret() if self.shared else self._load_or_create()
         return self._secret
 
     def _load_or_create(self) -> bytes:
@@ -190,7 +210,7 @@ class SessionSigner:
             return None
         if not expires_text.isdigit() or int(expires_text) <= (now if now is not None else time.time()):
             return None
-        record = next((r for r in keys.records() if r.key_id == key_id), None)
+        record = keys.find(key_id)
         if record is None or self.ended.is_ended(nonce):
             return None
         return Session(record, int(expires_text), self._mac("csrf", nonce), nonce)
