@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape  # data values in messages print as text, never as markup
 from typer.core import TyperGroup
@@ -46,6 +47,11 @@ class ChurnguardGroup(TyperGroup):
         except ChurnguardError as exc:
             console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
+        except ValidationError as exc:  # a CHURNGUARD_* setting the settings class refused
+            console.print(
+                f"[bold red]error:[/] {escape(_settings_message(exc))}", highlight=False, soft_wrap=True
+            )
+            raise typer.Exit(2) from None
         except KeyboardInterrupt:
             console.print("interrupted: nothing was written")
             raise typer.Exit(130) from None
@@ -58,6 +64,16 @@ class ChurnguardGroup(TyperGroup):
                 highlight=False,
             )
             raise typer.Exit(1) from None
+
+
+def _settings_message(exc: ValidationError) -> str:
+    """A refused setting named as the user sets it (``CHURNGUARD_STORE_URL``), with what is wrong; the
+    value itself is not echoed (it may be a secret)."""
+    problems = [
+        f"CHURNGUARD_{'_'.join(str(part) for part in error['loc']).upper()}: {error['msg']}"
+        for error in exc.errors()
+    ]
+    return "a setting is not valid: " + "; ".join(problems) + " (fix the environment variable, or unset it)"
 
 
 def _typer(help_text: str) -> typer.Typer:

@@ -110,12 +110,12 @@ def _monitor_after_score(data: Path, mapping: Path | None) -> None:
     """The monitor's findings after a scoring run, as a note: the scores are published whatever they say
     (``churnguard monitor`` is the command whose exit status a scheduler acts on)."""
     from features.loading import load_dataset
+    from serving.backends import open_store
     from serving.monitor import HistoryPolicy, measure_matured_runs, model_health
     from serving.settings import get_serving_settings
-    from serving.store import SqliteScoreStore
 
     settings = get_serving_settings()
-    store = SqliteScoreStore(settings.store_file)
+    store = open_store(settings)
     limits = HistoryPolicy.from_settings(settings).limits
     measure_matured_runs(store, load_dataset(data, mapping), limits=limits, threads=settings.threads)
     runs = store.runs()
@@ -155,15 +155,15 @@ def monitor(
     import json
 
     from features.loading import load_dataset
+    from serving.backends import open_store
     from serving.monitor import HistoryPolicy, measure_matured_runs, model_health
     from serving.settings import get_serving_settings
-    from serving.store import SqliteScoreStore
 
     settings = get_serving_settings()
-    store = SqliteScoreStore(settings.store_file)
+    store = open_store(settings)
     if not store.runs():
         raise ConfigError(
-            f"no scoring runs in {settings.store_file}: run `churnguard score --data DIR` first "
+            f"no scoring runs in {'the PostgreSQL store' if settings.store_url else settings.store_file}: run `churnguard score --data DIR` first "
             "(each run keeps a snapshot the monitor reads)"
         )
     limits = HistoryPolicy.from_settings(settings).limits

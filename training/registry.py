@@ -13,6 +13,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from features.errors import ModelNotFoundError
+from features.locks import advisory_lock, is_postgres_uri
 from features.model_store import connect
 from features.settings import ChurnguardSettings
 
@@ -26,7 +27,12 @@ def store_lock(settings: ChurnguardSettings) -> Iterator[None]:
     """Serialise schema creation and registry writes between processes sharing the embedded SQLite
     store (MLflow's migrations race when two processes open a new store at once). A tracking server
     does its own locking, so nothing is held then."""
-    if not settings.resolved_tracking_uri().startswith("sqlite:"):
+    uri = settings.resolved_tracking_uri()
+    if is_postgres_uri(uri):  # a shared PostgreSQL store: lock in the database, across hosts
+        with advisory_lock(uri):
+            yield
+        return
+    if not uri.startswith("sqlite:"):
         yield
         return
     settings.home.mkdir(parents=True, exist_ok=True)

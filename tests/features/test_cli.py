@@ -144,6 +144,13 @@ def test_usage_mistakes_get_usage_help_and_exit_2_not_a_bug_report(args: tuple[s
     assert "Usage" in result.stderr or "--help" in result.stderr
 
 
+def test_a_setting_the_environment_gets_wrong_is_one_clear_line_not_a_bug(tmp_path: Path) -> None:
+    env = {**os.environ, "CHURNGUARD_HOME": str(tmp_path), "CHURNGUARD_THREADS": "0"}
+    result = churnguard("keys", "list", env=env)
+    assert result.returncode == 2, result.stderr
+    assert "CHURNGUARD_THREADS" in result.stderr and "bug" not in result.stderr.lower()
+
+
 def test_a_missing_version_points_to_a_command_that_exists(tmp_path: Path) -> None:
     env = {**os.environ, "CHURNGUARD_HOME": str(tmp_path / "models")}
     env.pop("MLFLOW_TRACKING_URI", None)

@@ -183,7 +183,7 @@ def test_real_server_locks_routes_limits_bodies_and_keeps_secrets_out_of_logs(
     assert "POST /v1/score" in log and "GET /v1/customers/" in log, "the server's log was not captured"
     for secret in (
         trained.api_key,
-        trained.api_key.split("_")[-1],
+        trained.api_key.split("_", 2)[-1],  # the secret part (cg_<id>_<secret>)
         wrong_key,
         secret_text,
         str(secret_number),

@@ -50,7 +50,7 @@ def test_bundle_keeps_its_clv_level_and_old_bundles_still_load(tmp_path, small_d
     assert loaded.clv_scale == 2.0
     frame = pd.DataFrame({"a": [150.0]})
     raw = float(booster.predict(frame.to_numpy())[0])
-    assert loaded.predict(frame)["clv"].iloc[0] == pytest.approx(2.0 * raw)
+    assert loaded.predict(frame)["expected_revenue_90d"].iloc[0] == pytest.approx(2.0 * raw)
     spec = json.loads((tmp_path / "b" / "bundle.json").read_text())
     spec["format"] = 1
     del spec["clv_scale"]

@@ -36,10 +36,16 @@ def test_champion_loads_with_plain_mlflow_and_predicts(trained, small_data) -> N
     frame = build_snapshot(dataset, cutoff, 90, threads=1).frame
     names = model.metadata.get_input_schema().input_names()
     predicted = model.predict(frame[names].astype({n: "float64" for n in names if frame[n].dtype != "str"}))
-    assert list(predicted.columns) == ["churn_probability", "clv", "value_at_risk"]
+    assert list(predicted.columns)[:2] == ["churn_probability", "expected_revenue_90d"]
+    assert {"residual_value", "value_1y", "p_alive", "value_at_risk", "value_basis"} <= set(predicted.columns)
     assert predicted["churn_probability"].between(0, 1).all()
-    assert (predicted["clv"] >= 0).all()
-    assert np.allclose(predicted["value_at_risk"], predicted["churn_probability"] * predicted["clv"])
+    assert (predicted["expected_revenue_90d"] >= 0).all()
+    assert (predicted["value_basis"] == "revenue").all()  # no economics file: revenue, said so
+    # value at risk: p(churn) x the value if retained, never negative
+    assert (predicted["value_at_risk"].dropna() >= 0).all()
+    exits = predicted["residual_value"] <= 0  # graceful exit: nothing worth keeping is at risk
+    assert (predicted.loc[exits, "value_at_risk"] == 0).all()
+    assert predicted["value_at_risk"].notna().mean() > 0.9
 
 
 def test_run_logs_plots_model_card_and_fingerprint(trained) -> None:
