@@ -144,19 +144,28 @@ def to_output(scores: pd.DataFrame) -> pd.DataFrame:
     return out.assign(model_version=out["model"].map(versions))[list(FILE_COLUMNS)]
 
 
+@dataclass(frozen=True)
+class BatchOutputs:
+    """Where a batch run's scores go: a file (written atomically), the serving store (refreshed in one
+    transaction) and, with ``history``, the run's dated snapshot and drift report in that store."""
+
+    out_file: ScoresFile | None = None
+    store: ScoreStore | None = None
+    history: HistoryPolicy | None = None
+
+
 def run_batch(
     dataset: Dataset,
     as_of: pd.Timestamp,
     scorer: Scorer,
     *,
-    out_file: ScoresFile | None = None,
-    store: ScoreStore | None = None,
-    history: HistoryPolicy | None = None,
+    outputs: BatchOutputs,
     threads: int = 2,
     report: Report = silent,
 ) -> BatchResult:
-    """Score, then write the file (atomically) and refresh the store (one transaction); with ``history``,
-    the store also keeps the run's dated snapshot and drift report (:func:`serving.monitor.record_run`)."""
+    """Score, then write the file (atomically) and refresh the store (one transaction); with a history
+    policy, the store also keeps the run's dated snapshot and drift report (:func:`serving.monitor.record_run`)."""
+    out_file, store, history = outputs.out_file, outputs.store, outputs.history
     started = time.perf_counter()
     report("computing features", 0.05)
     features = compute_features(dataset, as_of, threads)
@@ -242,9 +251,7 @@ def publish_scores(request: PublishRequest, report: Report = silent) -> Publishe
         dataset,
         as_of,
         scorer,
-        out_file=request.out_file,
-        store=request.store,
-        history=request.history,
+        outputs=BatchOutputs(request.out_file, request.store, request.history),
         threads=request.threads,
         report=report,
     )

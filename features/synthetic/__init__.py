@@ -122,10 +122,14 @@ class Period:
 
 @dataclass(frozen=True)
 class Scenario:
-    """A world to simulate: its story (one of :data:`SCENARIOS`) over a period."""
+    """A world to simulate: its story (one of :data:`SCENARIOS`) over a period, optionally with
+    randomised campaigns run or replayed inside it (``tables`` worlds only: the data folder gains
+    ``campaigns.<format>`` and the truth ``campaign_effects.parquet``, see
+    :mod:`features.synthetic.campaigns`)."""
 
     name: str = "base"
     period: Period = Period()
+    campaigns: CampaignSetup | None = None
 
 
 def generate_dataset(
@@ -137,7 +141,6 @@ def generate_dataset(
     truth_dir: Path | None = None,
     file_format: FileFormat = "parquet",
     progress: Report | None = None,
-    campaigns: CampaignSetup | None = None,
 ) -> GenerationSummary:
     """Simulate ``n_customers`` customers of the world ``scenario`` (a name from :data:`SCENARIOS`, or a
     :class:`Scenario` with its own period) and write the tables and their ground truth.
@@ -150,9 +153,8 @@ def generate_dataset(
     dataset. The same seed and scenario give byte-identical files. ``progress(stage, fraction)`` is called
     as the stages ``"simulate"``, ``"write"`` and ``"truth"`` advance.
 
-    ``campaigns`` runs randomised campaigns and replays campaign logs inside the world (``tables`` worlds
-    only): the data folder gains ``campaigns.<format>`` and the truth ``campaign_effects.parquet`` (see
-    :mod:`features.synthetic.campaigns`); without it nothing changes.
+    A :class:`Scenario` with ``campaigns`` also runs randomised campaigns (or replays logged ones) inside
+    the world; without them nothing changes.
 
     Raises ``FileExistsError`` if ``out_dir`` or ``truth_dir`` exists and is not empty (the caller decides
     whether to delete it), and :class:`~features.errors.ConfigError` for invalid arguments.
@@ -161,6 +163,7 @@ def generate_dataset(
     out_dir = Path(out_dir)
     truth_dir = Path(truth_dir) if truth_dir is not None else out_dir.parent / f"{out_dir.name}-truth"
     spec = scenario if isinstance(scenario, Scenario) else Scenario(scenario)
+    campaigns = spec.campaigns
     start, end = spec.period.start, spec.period.end
     _validate_arguments(n_customers, file_format, spec.period, (out_dir, truth_dir))
     calendar = Calendar.between(start, end)

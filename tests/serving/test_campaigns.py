@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -90,7 +91,7 @@ def test_small_groups_are_flagged_and_many_actions_get_a_holm_note() -> None:
 def randomised(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("randomised") / "data"
     design = CampaignDesign("spring", START, (("service_recovery_call", 0.45), ("loyalty_discount", 0.1)))
-    generate_dataset(out, 3000, seed=5, scenario=PERIOD, campaigns=CampaignSetup(designs=(design,)))
+    generate_dataset(out, 3000, seed=5, scenario=replace(PERIOD, campaigns=CampaignSetup(designs=(design,))))
     return out
 
 
@@ -252,7 +253,7 @@ def test_plan_then_simulate_then_report_through_cli_api_and_dashboard(
     assert planned.exit_code == 0, planned.output
     log = pd.read_csv(tmp_path / "campaigns.csv", parse_dates=["assigned_at"])
     after = tmp_path / "after"
-    generate_dataset(after, 1500, seed=7, scenario=PERIOD, campaigns=CampaignSetup(logs=(log,)))
+    generate_dataset(after, 1500, seed=7, scenario=replace(PERIOD, campaigns=CampaignSetup(logs=(log,))))
     reported = runner.invoke(app, ["campaign", "report", "--data", str(after)])
     assert reported.exit_code == 0, reported.output
     assert "service_recovery_call" in reported.output and "retention" in reported.output
