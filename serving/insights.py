@@ -39,12 +39,18 @@ def score_frame(
     return Scorer(model.bundle, playbook or load_playbook(), model.info, top_k).score_frame(frame, as_of)
 
 
+def _residual_value(scores: pd.DataFrame) -> pd.Series:
+    """Each customer's discounted residual value (``clv.residual_value``; NaN without a value model)."""
+    return scores["clv"].map(lambda v: v["residual_value"] if isinstance(v, dict) else v).astype(float)
+
+
 def _action_columns(scores: pd.DataFrame) -> pd.DataFrame:
     actions = pd.DataFrame(scores["action"].tolist(), index=scores.index)
     return scores.assign(
         action_name=actions["name"],
         expected_net_value=actions["expected_net_value"],
         action_cost=actions["cost"],
+        residual_value=_residual_value(scores),
     )
 
 
@@ -59,7 +65,8 @@ def segment_action_summary(scores: pd.DataFrame, outcomes: pd.DataFrame | None =
     aggregations: dict[str, Any] = {
         "customers": ("customer_id", "size"),
         "mean_churn_probability": ("churn_probability", "mean"),
-        "mean_clv": ("clv", "mean"),
+        "mean_residual_value": ("residual_value", "mean"),
+        "mean_expected_revenue_90d": ("expected_revenue_90d", "mean"),
         "value_at_risk": ("value_at_risk", "sum"),
         "expected_net_value": ("expected_net_value", "sum"),
         "campaign_cost": ("action_cost", "sum"),
@@ -128,7 +135,10 @@ def customer_card(scores: pd.DataFrame, customer_id: str) -> pd.Series:
         {
             "customer_id": customer_id,
             "churn probability": f"{row['churn_probability']:.1%} ({row['risk_tier']} risk)",
-            "CLV over the horizon": f"{row['clv']:,.2f}",
+            "expected revenue, next 90 days": f"{row['expected_revenue_90d']:,.2f}",
+            "lifetime value (residual, discounted)": (
+                "unknown" if not isinstance(row["clv"], dict) else f"{row['clv']['residual_value']:,.2f}"
+            ),
             "value at risk": f"{row['value_at_risk']:,.2f}",
             "segment": row["segment"],
             "action": row["action"]["label"],

@@ -104,7 +104,8 @@ class MetricsMiddleware:
 
     def _record(self, scope: Scope, status: int, started: float) -> None:
         route = scope.get("route")
-        name = str(getattr(route, "path", None) or UNMATCHED)
+        # the template without converters ("/v1/customers/{customer_id}", not "...{customer_id:path}")
+        name = str(getattr(route, "path_format", None) or getattr(route, "path", None) or UNMATCHED)
         method = str(scope.get("method", "")).upper()
         method = method if method in METHODS else "other"
         code = str(status) if 100 <= status <= 599 else "other"

@@ -10,11 +10,14 @@ from features.bundle import ModelInfo
 
 
 def _encodable(value: str) -> str:
-    """Refuse text that is not valid Unicode (a lone surrogate such as ``"\\ud800"`` from JSON escapes)."""
+    """Refuse text that is not valid Unicode (a lone surrogate such as ``"\\ud800"`` from JSON escapes) or
+    holds a NUL character (no customer id has one, and a PostgreSQL text value cannot)."""
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
         raise ValueError("not valid Unicode text (a lone surrogate escape such as \\ud800)") from None
+    if "\x00" in value:
+        raise ValueError("contains a NUL character (\\u0000), which no id or value may hold")
     return value
 
 

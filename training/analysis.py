@@ -150,6 +150,19 @@ class EvaluationReport:
     models: list[str] = field(default_factory=list)  # churn score columns, the bundle's first
 
 
+def unseen_rows(bundle: ModelBundle, frame: pd.DataFrame) -> pd.DataFrame:
+    """At the model's own validation cutoff, only the customers no fit ever saw (the deployed model was
+    refitted on the others, so they would flatter it); at any other cutoff, every row."""
+    from training.backtest import held_out
+
+    validation = str(bundle.metadata.get("cutoffs", {}).get("validation", ""))
+    if not len(frame) or "metrics_deployed" not in bundle.metadata:
+        return frame
+    if str(pd.Timestamp(frame["cutoff"].iloc[0]).date()) != validation:
+        return frame
+    return frame[held_out(frame)].reset_index(drop=True)
+
+
 def evaluation_report(
     bundle: ModelBundle,
     frame: pd.DataFrame,
@@ -163,6 +176,7 @@ def evaluation_report(
     from ``frame``'s window. CLV is compared with the run-rate baseline; ``business`` prices the value
     of contacting the top share of customers by value at risk, by probability and at random."""
     business = business or BusinessConfig()
+    frame = unseen_rows(bundle, frame)
     y = frame["churned"].astype(bool).to_numpy(int)
     y_hist = history["churned"].astype(bool).to_numpy(int)
     predicted = bundle.predict(frame)
@@ -173,7 +187,7 @@ def evaluation_report(
     }
     spend = frame["future_spend"].to_numpy(float)
     clv_scores = {
-        "churnguard": predicted["clv"].to_numpy(),
+        "churnguard": predicted[f"expected_revenue_{bundle.horizon_days}d"].to_numpy(),
         "run_rate": fit.run_rate_clv(frame, bundle.horizon_days),
     }
     churn = pd.DataFrame([{"model": k, **ev.churn_metrics(y, v)} for k, v in churn_scores.items()])
@@ -207,13 +221,11 @@ def evaluation_report(
 def recorded_vs_recomputed(bundle: ModelBundle, report: EvaluationReport) -> pd.DataFrame:
     """Churn metrics recorded at training next to those recomputed now (metric, recorded, recomputed).
 
-    On the training data and its validation cutoff both columns agree: the model and the features are
-    reproducible. Differences mean newer data, another cutoff or changed feature code."""
-    recorded = {
-        k.removeprefix("churn_"): v
-        for k, v in bundle.metadata.get("metrics", {}).items()
-        if k.startswith("churn_")
-    }
+    On the training data and its validation cutoff both columns agree (on the customers no fit saw, as
+    training recorded them for the deployed model): the model and the features are reproducible. Differences mean newer data, another cutoff or changed feature code."""
+    metadata = bundle.metadata
+    source = metadata.get("metrics_deployed") or metadata.get("metrics", {})
+    recorded = {k.removeprefix("churn_"): v for k, v in source.items() if k.startswith("churn_")}
     now = report.churn.set_index("model").loc["churnguard"]
     rows = [
         {"metric": k, "recorded": recorded.get(k, np.nan), "recomputed": float(now[k])} for k in now.index

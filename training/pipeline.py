@@ -259,6 +259,9 @@ def assemble_bundle(
         "horizon_days": context.cfg.horizon_days,
         "cutoffs": context.cutoffs,
         "metrics": evaluation.headline(),
+        # the deployed (refitted) model on the validation customers no fit ever saw: what a report on the
+        # training data can reproduce (the refit saw the other validation customers)
+        "metrics_deployed": _unseen_metrics(evaluation, scored["churn_probability"].to_numpy()),
         "calibration": deployed.calibration.method,
         "data": context.fingerprint["rows"],
         "refit": refit,
@@ -267,6 +270,15 @@ def assemble_bundle(
         "value_model": None if value_model is None else value_model.method,
     }
     return bundle
+
+
+def _unseen_metrics(evaluation: Evaluation, p: np.ndarray) -> dict[str, float]:
+    """``churn_*`` metrics of probabilities ``p`` on the validation rows held out of every fit."""
+    rows = evaluation.holdout
+    if rows is None or not rows.any():
+        return {}
+    metrics = ev.churn_metrics(evaluation.y[rows], p[rows])
+    return {f"churn_{k}": float(v) for k, v in metrics.items()} | {"rows": float(rows.sum())}
 
 
 def train(

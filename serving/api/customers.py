@@ -31,7 +31,10 @@ _ERRORS: dict[int | str, dict[str, object]] = {
 async def get_customer(
     customer_id: Annotated[str, Path(max_length=200, examples=["C0000001"])], state: StateDep, _key: ApiKeyDep
 ) -> dict[str, object]:
-    """Churn probability, CLV, value at risk, reasons and action from the latest batch scoring."""
+    """Churn probability, expected revenue over the horizon, lifetime value (``clv``, discounted), value at
+    risk, reasons and action from the latest batch scoring."""
+    if "\x00" in customer_id:  # no id holds a NUL, and a PostgreSQL text value cannot
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "no score for that customer: the id holds a NUL")
     record = (await reads_of(state).get_many([customer_id])).get(customer_id)
     if record is None:
         raise HTTPException(

@@ -131,6 +131,7 @@ USAGE_MISTAKES = [
     ("no-such-command",),
     ("score", "--data", "x", "--as-of", "2026-13-45"),
     ("keys", "create", "--name", " "),
+    ("keys", "create", "--name", ""),
     ("train",),
     ("generate", "--scenario", "mars"),
 ]

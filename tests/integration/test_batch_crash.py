@@ -91,10 +91,11 @@ def test_score_killed_at_any_point_leaves_previous_output_and_store(api_home: Pa
         assert _visible(out_dir) == [out.name], "a partial output is visible"
         assert _store_state(db) == (count, meta, "ok"), "the serving store was touched"
 
-    # 1. In the middle of computing (half the time a full run takes).
-    deadline = time.monotonic() + full_seconds / 2
+    # 1. In the middle of computing (a quarter of the time a full run takes: after publishing, a run also
+    # keeps its history snapshot and measures matured runs, so half the time can already be past the store).
+    deadline = time.monotonic() + full_seconds / 4
     killed, ran = _kill_when(argv, env, lambda: time.monotonic() > deadline, timeout=900)
-    assert killed, f"the run finished in {ran:.0f}s, before the kill at {full_seconds / 2:.0f}s"
+    assert killed, f"the run finished in {ran:.0f}s, before the kill at {full_seconds / 4:.0f}s"
     unchanged()
 
     # 2. While the output file is being written (its hidden temp file exists).
