@@ -18,7 +18,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from serving.migrations import SCHEMA
-from serving.store import KEPT_REPORTS, _history_frame, _scaled
+from serving.store import KEPT_REPORTS, _history_frame, _scaled, run_row
 
 _STORED = "h.customer_id, h.churn_ppm, h.revenue_cents, h.clv_cents, h.risk_cents, h.segment, h.action"
 
@@ -37,19 +37,11 @@ class PostgresHistory:
 
     def record_run(self, snapshot: pd.DataFrame, run: Mapping[str, Any], keep_runs: int) -> int:
         """Append one run and drop all but the newest ``keep_runs``, in one transaction; returns its id."""
-        model = dict(run.get("model") or {})
         with self.connection() as conn, conn.transaction():
             row = conn.execute(
                 f"INSERT INTO {SCHEMA}.runs (as_of, scored_at, model_version, model, customers, summary) "
                 "VALUES (%s, %s, %s, %s, %s, %s) RETURNING run_id",
-                [
-                    str(run["as_of"]),
-                    run.get("scored_at"),
-                    None if model.get("version") is None else str(model["version"]),
-                    json.dumps(model, default=str),
-                    len(snapshot),
-                    json.dumps(run.get("summary") or {}, default=str),
-                ],
+                list(run_row(run, len(snapshot))),
             ).fetchone()
             assert row is not None
             run_id = int(row[0])

@@ -324,21 +324,13 @@ class SqliteScoreStore:
         ``model`` (a dict with ``version``), ``summary``) and drop all but the newest ``keep_runs`` runs, in
         one transaction. Returns the new run's id (increasing)."""
         con = self._connect()
-        model = dict(run.get("model") or {})
         with self._transaction():
             for statement in _HISTORY_SCHEMA:
                 con.execute(statement)
             cursor = con.execute(
                 "INSERT INTO runs (as_of, scored_at, model_version, model, customers, summary) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
-                (
-                    str(run["as_of"]),
-                    run.get("scored_at"),
-                    None if model.get("version") is None else str(model["version"]),
-                    json.dumps(model, default=str),
-                    len(snapshot),
-                    json.dumps(run.get("summary") or {}, default=str),
-                ),
+                run_row(run, len(snapshot)),
             )
             run_id = int(cursor.lastrowid or 0)
             codes = _label_codes(con, [*snapshot["segment"].unique(), *snapshot["action_name"].unique()])
@@ -503,6 +495,20 @@ def _rows(scores: pd.DataFrame, shared_model: str | None) -> Iterator[tuple[Any,
         **{c: _texts(column(c)) for c in INPUT_COLUMNS},
     }
     return zip(*(values[c] for c in STORE_COLUMNS), strict=True)
+
+
+def run_row(run: Mapping[str, Any], customers: int) -> tuple[Any, ...]:
+    """The ``runs`` table's values for one scoring run (as_of, scored_at, model_version, model, customers,
+    summary): one definition for the SQLite and PostgreSQL stores."""
+    model = dict(run.get("model") or {})
+    return (
+        str(run["as_of"]),
+        run.get("scored_at"),
+        None if model.get("version") is None else str(model["version"]),
+        json.dumps(model, default=str),
+        customers,
+        json.dumps(run.get("summary") or {}, default=str),
+    )
 
 
 def _json_or_null(values: list[Any]) -> list[str | None]:
