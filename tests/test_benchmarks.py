@@ -57,10 +57,8 @@ def test_the_quality_benchmark_cuts_a_world_without_changing_its_shape(tmp_path:
 def test_the_first_train_on_a_bare_purchase_log_leaves_a_champion_that_scores(tmp_path: Path) -> None:
     """Issue #11's promise on one world per run of the suite (the benchmark checks every world)."""
     import bench_quality
-    from common import DATA_ROOT
 
     quality = bench_quality.evaluate_world("purchase_log", 1500, 5, tmp_path)
     assert quality.champion, quality.promotion
     assert quality.customers_scored > 300 and 0.5 < quality.auc <= 1.0
     assert quality.auc >= quality.auc_recency - 0.03  # never clearly worse than a recency rule
-    assert DATA_ROOT.exists()
