@@ -503,13 +503,9 @@ def expected_value(
     discounted, minus ``cost_per_year`` (cost to serve) for the time the customer is expected to stay
     alive, discounted alike. ``margin=1`` and no cost give revenue; a margin gives contribution.
     """
-    if horizon_days < 0 or not math.isfinite(horizon_days):
-        raise ConfigError(f"horizon_days is {horizon_days}; use a finite number of days, 0 or more")
-    n_steps = max(1, math.ceil(horizon_days / MONTH_DAYS - 1e-9))
-    edges = np.minimum(np.arange(n_steps + 1) * MONTH_DAYS, horizon_days)
-    return _discounted_value(
-        purchases, spend, summary, edges, _Economics.of(annual_discount_rate, margin, cost_per_year)
-    )
+    economics = _Economics.of(annual_discount_rate, margin, cost_per_year)
+    edges = horizon_edges(horizon_days)
+    return _discounted_value(purchases, spend, summary, edges, economics)
 
 
 def residual_value(
@@ -527,18 +523,33 @@ def residual_value(
     ``1 / (RESIDUAL_STEPS - 1)`` of the value (see the module docstring). Needs a positive discount rate.
     """
     economics = _Economics.of(annual_discount_rate, margin, cost_per_year)
-    if economics.rate_per_day <= 0:
+    edges = residual_edges(annual_discount_rate)
+    return _discounted_value(purchases, spend, summary, edges, economics)
+
+
+def horizon_edges(horizon_days: float) -> Array:
+    """Step edges in days for a finite horizon: monthly, the last step ending at the horizon."""
+    if horizon_days < 0 or not math.isfinite(horizon_days):
+        raise ConfigError(f"horizon_days is {horizon_days}; use a finite number of days, 0 or more")
+    n_steps = max(1, math.ceil(horizon_days / MONTH_DAYS - 1e-9))
+    return np.minimum(np.arange(n_steps + 1) * MONTH_DAYS, horizon_days)
+
+
+def residual_edges(annual_discount_rate: float) -> Array:
+    """Step edges in days to the end of the relationship: ``RESIDUAL_STEPS`` steps equal in discount factor."""
+    delta = _Economics.of(annual_discount_rate, 1.0, 0.0).rate_per_day
+    if delta <= 0:
         raise ConfigError(
             f"annual_discount_rate is {annual_discount_rate}; residual value needs a positive rate "
             "(an undiscounted lifetime has no finite value)"
         )
     factors = 1.0 - np.arange(RESIDUAL_STEPS) / RESIDUAL_STEPS  # 1, ..., 1/RESIDUAL_STEPS
-    edges = -np.log(factors) / economics.rate_per_day
-    return _discounted_value(purchases, spend, summary, edges, economics)
+    return np.asarray(-np.log(factors) / delta)
 
 
 @dataclass(frozen=True)
 class _Economics:
+    annual_rate: float
     rate_per_day: float  # continuous discount rate: ln(1 + annual rate) / 365.25
     margin: float
     cost_per_year: float
@@ -553,7 +564,59 @@ class _Economics:
             raise ConfigError(
                 f"margin {margin} and cost_per_year {cost_per_year} must be finite, cost 0 or more"
             )
-        return cls(math.log1p(annual_discount_rate) / DAYS_PER_YEAR, margin, cost_per_year)
+        rate_per_day = math.log1p(annual_discount_rate) / DAYS_PER_YEAR
+        return cls(annual_discount_rate, rate_per_day, margin, cost_per_year)
+
+
+class DiscountedPurchases:
+    """The BG/NBD side of a value, per customer, for any steps: discounted expected purchases and discounted
+    years alive (both already weighted by P(alive)). Plain arrays in and out, the distinct (frequency, T)
+    pairs found once, so one customer's figures over several horizons cost a few grid evaluations and no
+    pandas (the API scores single customers through this)."""
+
+    def __init__(
+        self,
+        purchases: BetaGeoModel,
+        frequency: ArrayLike,
+        recency: ArrayLike,
+        T: ArrayLike,
+        *,
+        annual_discount_rate: float,
+    ) -> None:
+        self._model = purchases
+        self._rfm = _RFM.of(frequency, recency, T)
+        self._delta = _Economics.of(annual_discount_rate, 1.0, 0.0).rate_per_day
+        self.p_alive = purchases._p_alive(self._rfm)
+
+    def expected_purchases(self, days: float) -> Array:
+        """Expected repeat purchases in the next ``days`` days (undiscounted)."""
+        return self._model._expected_purchases(days / self._model.unit_days_, self._rfm, self.p_alive)
+
+    def over(self, edges_days: Array, *, alive_years: bool = False) -> tuple[Array, Array]:
+        """Discounted expected purchases and (when ``alive_years``, else zeros) discounted years alive over
+        the steps between ``edges_days``: each step's increment at the mean discount factor of the step."""
+        rfm, unit, delta = self._rfm, self._model.unit_days_, self._delta
+        lows, highs = edges_days[:-1], edges_days[1:]
+        widths = highs - lows
+        # exp(-d lo) x (1 - exp(-d w)) / (d w) through expm1: a difference of exponentials loses every
+        # digit to cancellation for tiny rates (1e-10 a year gave a higher value than no discount at all).
+        dw = delta * widths
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean_factor = np.exp(-delta * lows) * np.where(dw > 0, -np.expm1(-dw) / dw, 1.0)
+        # Steps accumulate per distinct (frequency, T) pair, all steps of a block of pairs in one vectorised
+        # evaluation (a loop over steps cost ~30 ms per single-customer request); customers are reached once.
+        orders = np.zeros(len(rfm.pair_x))
+        years = np.zeros(len(rfm.pair_x))
+        block = max(1, _GRID_CELLS // len(highs))
+        for start in range(0, len(rfm.pair_x), block):
+            pairs = slice(start, start + block)
+            now = self._model._purchases_grid(highs / unit, rfm, pairs)
+            orders[pairs] = np.diff(now, axis=1, prepend=0.0) @ mean_factor
+            if alive_years:
+                after = self._model._survival_grid(highs / unit, rfm, pairs)
+                before = np.concatenate([np.ones((after.shape[0], 1)), after[:, :-1]], axis=1)
+                years[pairs] = ((before + after) / 2) @ (mean_factor * widths / DAYS_PER_YEAR)
+        return orders[rfm.pair_index] * self.p_alive, years[rfm.pair_index] * self.p_alive
 
 
 def _discounted_value(
@@ -564,36 +627,17 @@ def _discounted_value(
     economics: _Economics,
 ) -> pd.Series:
     """Sum discounted increments of expected purchases (and of alive time, for the cost) over steps."""
-    unit = _summary_unit(summary, purchases)
-    rfm = _RFM.of(summary["frequency"], summary["recency"], summary["T"])
-    p_alive = purchases._p_alive(rfm)
+    _summary_unit(summary, purchases)
+    steps = DiscountedPurchases(
+        purchases,
+        summary["frequency"],
+        summary["recency"],
+        summary["T"],
+        annual_discount_rate=economics.annual_rate,
+    )
     order_value = spend.expected_order_value(summary["frequency"], summary["monetary_value"])
-    delta = economics.rate_per_day
-    lows, highs = edges_days[:-1], edges_days[1:]
-    widths = highs - lows
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean_factor = np.where(
-            widths * delta > 1e-12,
-            (np.exp(-delta * lows) - np.exp(-delta * highs)) / (delta * widths),
-            np.exp(-delta * lows),
-        )
-    # Steps accumulate per distinct (frequency, T) pair, all steps of a block of pairs in one vectorised
-    # evaluation (a loop over steps cost ~30 ms per single-customer request); customers are reached once.
-    orders = np.zeros(len(rfm.pair_x))
-    alive_years = np.zeros(len(rfm.pair_x))
-    block = max(1, _GRID_CELLS // len(highs))
-    for start in range(0, len(rfm.pair_x), block):
-        pairs = slice(start, start + block)
-        now = purchases._purchases_grid(highs / unit, rfm, pairs)
-        increments = np.diff(now, axis=1, prepend=0.0)
-        orders[pairs] = increments @ mean_factor
-        if economics.cost_per_year > 0:
-            after = purchases._survival_grid(highs / unit, rfm, pairs)
-            before = np.concatenate([np.ones((after.shape[0], 1)), after[:, :-1]], axis=1)
-            alive_years[pairs] = ((before + after) / 2) @ (mean_factor * widths / DAYS_PER_YEAR)
-    value = orders[rfm.pair_index] * p_alive * order_value * economics.margin
-    if economics.cost_per_year > 0:
-        value -= economics.cost_per_year * alive_years[rfm.pair_index] * p_alive
+    orders, years = steps.over(edges_days, alive_years=economics.cost_per_year > 0)
+    value = orders * order_value * economics.margin - economics.cost_per_year * years
     return pd.Series(value, index=summary.index, name="value")
 
 

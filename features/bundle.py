@@ -19,6 +19,7 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
+from features.economics import Columns
 from features.value import CustomerValue, ValueModel, combine, parts_for_frame, revenue_field
 
 # 2: adds ``clv_scale``; 3: adds ``value_model`` (BTYD lifetime value, see features.value). Older formats
@@ -200,12 +201,14 @@ class ModelBundle:
         return pd.DataFrame(out, index=frame.index)
 
     def customer_value(
-        self, frame: pd.DataFrame, probability: np.ndarray, revenue: np.ndarray
+        self, frame: Columns, probability: np.ndarray, revenue: np.ndarray
     ) -> CustomerValue | None:
-        """The value model's figures for rows of features (None without a value model)."""
+        """The value model's figures for rows of features, a DataFrame or column name -> values (None
+        without a value model)."""
         if self.value_model is None:
             return None
-        parts = parts_for_frame(self.value_model, frame, horizon_days=self.horizon_days)
+        rows, horizon = len(probability), self.horizon_days
+        parts = parts_for_frame(self.value_model, frame, rows=rows, horizon_days=horizon)
         return combine(
             self.value_model,
             parts,

@@ -20,8 +20,9 @@ complaints, returned orders and late deliveries, each times its unit cost (:func
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Final
+from typing import Final, TypeAlias
 
 import numpy as np
 import pandas as pd
@@ -29,6 +30,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from features.errors import ConfigError
+
+# Rows of features: a DataFrame, or column name -> values (the API's few records, without pandas).
+Columns: TypeAlias = "pd.DataFrame | Mapping[str, np.ndarray]"
 
 DEFAULT_DISCOUNT_RATE: Final = 0.10
 ENV_VAR: Final = "CHURNGUARD_ECONOMICS"
@@ -88,22 +92,29 @@ def economics_from_env(path: Path | None = None) -> EconomicsConfig | None:
     return None if chosen is None else load_economics(Path(chosen))
 
 
-def cost_per_year(features: pd.DataFrame, economics: EconomicsConfig | None) -> np.ndarray:
+def cost_per_year(features: Columns, rows: int, economics: EconomicsConfig | None) -> np.ndarray:
     """Each customer's yearly cost to serve from their last 365 days (0 without a config).
 
-    Returned orders are ``return_share x orders_365d``; a feature the frame lacks counts as none, so a
-    caller supplying fewer features gets a lower cost, never an error."""
-    n = len(features)
+    ``features``: a DataFrame or a mapping of column name to numbers, ``rows`` long. Returned orders are
+    ``return_share x orders_365d``; a feature the input lacks counts as none, so a caller supplying
+    fewer features gets a lower cost, never an error."""
     if economics is None:
-        return np.zeros(n)
+        return np.zeros(rows)
 
     def column(name: str) -> np.ndarray:
-        if name not in features.columns:
-            return np.zeros(n)
-        return np.nan_to_num(pd.to_numeric(features[name], errors="coerce").to_numpy(dtype=float)).clip(0)
+        if name not in features:
+            return np.zeros(rows)
+        return np.nan_to_num(numeric(features[name])).clip(0)
 
-    cost = np.zeros(n)
+    cost = np.zeros(rows)
     for name, key in COST_FEATURES.items():
         cost += column(name) * float(getattr(economics, key))
     cost += column("return_share") * column("orders_365d") * economics.cost_per_return
     return cost
+
+
+def numeric(values: object) -> np.ndarray:
+    """Numbers as a float array; what is not a number becomes NaN (no pandas work for float arrays)."""
+    if isinstance(values, np.ndarray) and values.dtype.kind == "f":
+        return values.astype(float, copy=False)
+    return np.asarray(pd.to_numeric(pd.Series(values), errors="coerce"), dtype=float)

@@ -32,20 +32,30 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, TypeAlias
 
 import numpy as np
 import pandas as pd
 
 from features.btyd import (
     BetaGeoModel,
+    DiscountedPurchases,
     GammaGammaModel,
     ModelFitError,
     expected_value,
+    horizon_edges,
+    residual_edges,
     residual_value,
     rfm_summary,
 )
-from features.economics import DEFAULT_DISCOUNT_RATE, EconomicsConfig, cost_per_year
+from features.economics import (
+    COST_FEATURES,
+    DEFAULT_DISCOUNT_RATE,
+    Columns,
+    EconomicsConfig,
+    cost_per_year,
+    numeric,
+)
 
 # Columns carrying each customer's purchase summary next to its features (batch scoring and training).
 INPUT_COLUMNS: Final = ("value_frequency", "value_recency", "value_T", "value_monetary", "value_margin")
@@ -54,6 +64,9 @@ MAX_RETENTION_RATIO: Final = 3.0
 SPEND_CAP_QUANTILE: Final = 0.99
 _BOOTSTRAP_DRAWS: Final = 20
 _BOOTSTRAP_CUSTOMERS: Final = 1000
+
+# Per-customer figures by column name, plain arrays of one length.
+Parts: TypeAlias = dict[str, np.ndarray]
 
 
 @dataclass
@@ -254,19 +267,16 @@ def _margins(
     return per_customer.fillna(economics.gross_margin).to_numpy(float)
 
 
-def inputs_from_features(frame: pd.DataFrame, economics: EconomicsConfig | None = None) -> pd.DataFrame:
+def inputs_from_features(features: Columns, rows: int, economics: EconomicsConfig | None = None) -> Parts:
     """The purchase summary approximated from model features, for callers that send features only.
 
     ``frequency = orders_total - 1``, ``T = tenure_days``, ``recency = T - recency_days``, order value
     ``spend_total / orders_total``. Orders stand in for purchase days and the join date for the first
     purchase, so the value is close to, not equal to, what batch scoring gives. Rows lacking one of
     these features get NaN (value unavailable, never 0)."""
-    n = len(frame)
 
     def column(name: str) -> np.ndarray:
-        if name not in frame.columns:
-            return np.full(n, np.nan)
-        return pd.to_numeric(frame[name], errors="coerce").to_numpy(dtype=float)
+        return numeric(features[name]) if name in features else np.full(rows, np.nan)
 
     orders, tenure, recency = column("orders_total"), column("tenure_days"), column("recency_days")
     spend = column("spend_total")
@@ -276,20 +286,15 @@ def inputs_from_features(frame: pd.DataFrame, economics: EconomicsConfig | None 
     last = np.where(np.isnan(recency) & (frequency > 0), np.nan, last)
     with np.errstate(divide="ignore", invalid="ignore"):
         monetary = np.where(orders > 0, np.maximum(spend, 0) / np.maximum(orders, 1), 0.0)
-    margin = 1.0 if economics is None else economics.gross_margin
-    out = pd.DataFrame(
-        {
-            "value_frequency": frequency,
-            "value_recency": last,
-            "value_T": age,
-            "value_monetary": monetary,
-            "value_margin": np.full(n, margin),
-        },
-        index=frame.index,
-    )
     unknown = np.isnan(orders) | np.isnan(tenure) | np.isnan(spend) | np.isnan(last)
-    out.loc[unknown, list(INPUT_COLUMNS)] = np.nan
-    return out
+    inputs = {
+        "value_frequency": frequency,
+        "value_recency": last,
+        "value_T": age,
+        "value_monetary": monetary,
+        "value_margin": np.full(rows, 1.0 if economics is None else economics.gross_margin),
+    }
+    return {name: np.where(unknown, np.nan, values) for name, values in inputs.items()}
 
 
 # -------------------------------------------------------------------------------------------- values
@@ -313,6 +318,17 @@ PART_COLUMNS: Final = (
     "value_frequency",
 )
 
+# The features the value reads when no exact summary is given: the summary's stand-ins and cost to serve.
+FEATURE_INPUTS: Final = (
+    "orders_total",
+    "tenure_days",
+    "recency_days",
+    "spend_total",
+    *COST_FEATURES,
+    "return_share",
+    "orders_365d",
+)
+
 
 @dataclass(frozen=True)
 class ServeCosts:
@@ -322,80 +338,57 @@ class ServeCosts:
     historic_spend: np.ndarray
 
 
-def value_parts(
-    model: ValueModel, inputs: pd.DataFrame, costs: ServeCosts, *, horizon_days: int
-) -> pd.DataFrame:
+def value_parts(model: ValueModel, inputs: Columns, costs: ServeCosts, *, horizon_days: int) -> Parts:
     """The BTYD side of each customer's value in :data:`PART_COLUMNS` (NaN rows: inputs unavailable)."""
-    known = inputs[list(INPUT_COLUMNS)].notna().all(axis=1).to_numpy()
-    parts = pd.DataFrame(np.nan, index=inputs.index, columns=list(PART_COLUMNS))
+    columns = [np.asarray(inputs[name], dtype=float) for name in INPUT_COLUMNS]
+    known = np.logical_and.reduce([~np.isnan(c) for c in columns])
+    rows = len(known)
+    parts = {name: np.full(rows, np.nan) for name in PART_COLUMNS}
     if known.any():
-        rows = inputs.loc[known]
         figures = _btyd_parts(
             model,
-            rows,
+            [c[known] for c in columns],
             ServeCosts(costs.cost_per_year[known], costs.historic_spend[known]),
             float(horizon_days),
         )
         for name, values in figures.items():
-            parts.loc[known, name] = values
+            parts[name][known] = values
     return parts
 
 
 def _btyd_parts(
-    model: ValueModel, inputs: pd.DataFrame, costs: ServeCosts, horizon: float
+    model: ValueModel, inputs: list[np.ndarray], costs: ServeCosts, horizon: float
 ) -> dict[str, np.ndarray]:
-    bg, gg, rate = model.purchases, model.spend, model.annual_discount_rate
-    summary = pd.DataFrame(
-        {
-            "frequency": inputs["value_frequency"].to_numpy(float),
-            "recency": inputs["value_recency"].to_numpy(float),
-            "T": inputs["value_T"].to_numpy(float),
-            "monetary_value": inputs["value_monetary"].to_numpy(float),
-        }
-    )
-    summary.attrs["unit_days"] = bg.unit_days_
-    margin, cost = inputs["value_margin"].to_numpy(float), costs.cost_per_year
-    x, t_x, age = summary["frequency"], summary["recency"], summary["T"]
-    order_value = model.order_value(x.to_numpy(), summary["monetary_value"].to_numpy())
-    per_order = order_value / np.maximum(gg.expected_order_value(x, summary["monetary_value"]), 1e-12)
+    x, t_x, age, monetary, margin = inputs  # in the order of INPUT_COLUMNS
+    bg, rate, cost = model.purchases, model.annual_discount_rate, costs.cost_per_year
+    steps = DiscountedPurchases(bg, x, t_x, age, annual_discount_rate=rate)
+    order_value = model.order_value(x, monetary)
+    with_cost = bool((cost > 0).any())
 
-    def revenue(days: float | None) -> np.ndarray:
-        if days is None:
-            value = residual_value(bg, gg, summary, annual_discount_rate=rate)
-        else:
-            value = expected_value(bg, gg, summary, horizon_days=days, annual_discount_rate=rate)
-        return value.to_numpy() * per_order
+    def contribution(edges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Discounted contribution over the steps, and the discounted cost to serve within it."""
+        orders, alive_years = steps.over(edges, alive_years=with_cost)
+        serve = cost * alive_years
+        return margin * orders * order_value - serve, serve
 
-    def alive_years(days: float | None) -> np.ndarray:
-        if not (cost > 0).any():
-            return np.zeros(len(summary))
-        kw = {"annual_discount_rate": rate, "margin": 0.0, "cost_per_year": 1.0}
-        if days is None:
-            return -residual_value(bg, gg, summary, **kw).to_numpy()
-        return -expected_value(bg, gg, summary, horizon_days=days, **kw).to_numpy()
-
-    def contribution(days: float | None) -> np.ndarray:
-        return margin * revenue(days) - cost * alive_years(days)
-
-    p_alive = bg.p_alive(x, t_x, age)
     r, alpha, unit = bg.params_["r"], bg.params_["alpha"], bg.unit_days_
     no_purchase_if_alive = ((alpha + age) / (alpha + age + horizon / unit)) ** (r + x)
-    horizon_cost = cost * alive_years(horizon)
-    btyd_horizon = margin * revenue(horizon) - horizon_cost
+    lifetime, _ = contribution(residual_edges(rate))
+    btyd_horizon, horizon_cost = contribution(horizon_edges(horizon))
     return {
         "value_margin": margin,
         "value_cost": cost,
         "value_historic": np.maximum(costs.historic_spend, 0.0) * margin,
-        "value_p_alive": p_alive,
-        "value_btyd_keeps": p_alive * (1 - no_purchase_if_alive.to_numpy()),
-        "value_lifetime": contribution(None),
+        "value_p_alive": steps.p_alive,
+        "value_btyd_keeps": steps.p_alive * (1 - no_purchase_if_alive),
+        "value_lifetime": lifetime,
         "value_btyd_horizon": btyd_horizon,
-        "value_btyd_year": contribution(365.0) if horizon < 365 else btyd_horizon,
+        "value_btyd_year": contribution(horizon_edges(365.0))[0] if horizon < 365 else btyd_horizon,
         "value_horizon_cost": horizon_cost,
-        "value_orders_90d": bg.expected_purchases(90 / unit, x, t_x, age),
-        "value_orders_1y": bg.expected_purchases(365 / unit, x, t_x, age),
+        "value_orders_90d": steps.expected_purchases(90.0),
+        "value_orders_1y": steps.expected_purchases(365.0),
         "value_order_value": order_value,
-        "value_frequency": x.to_numpy(),
+        "value_frequency": x,
     }
 
 
@@ -432,7 +425,7 @@ def combine(
     horizon_days: int,
 ) -> CustomerValue:
     """LightGBM within the horizon, BTYD beyond it, scaled by the two models' retention odds (module doc)."""
-    col = {name: parts[name].to_numpy(dtype=float) for name in PART_COLUMNS}
+    col = {name: np.asarray(parts[name], dtype=float) for name in PART_COLUMNS}
     rate, horizon = model.annual_discount_rate, float(horizon_days)
     delta = math.log1p(rate) / 365.25
     mean_factor = -math.expm1(-delta * horizon) / (delta * horizon)
@@ -470,24 +463,29 @@ def _interval(model: ValueModel, frequency: np.ndarray, value: np.ndarray) -> tu
     return np.minimum(a, b), np.maximum(a, b)
 
 
-def parts_for_frame(model: ValueModel, frame: pd.DataFrame, *, horizon_days: int) -> pd.DataFrame:
-    """The BTYD parts of rows of features: precomputed ones (:data:`PART_COLUMNS`) as they are, else from
-    the exact purchase summary (:data:`INPUT_COLUMNS`), else approximated from the features
-    (:func:`inputs_from_features`)."""
-    if all(c in frame.columns for c in PART_COLUMNS):
-        return frame[list(PART_COLUMNS)]
-    if all(c in frame.columns for c in INPUT_COLUMNS):
-        inputs = frame[list(INPUT_COLUMNS)]
+def parts_for_frame(model: ValueModel, frame: Columns, *, rows: int, horizon_days: int) -> Parts:
+    """The BTYD parts of ``rows`` rows of features (a DataFrame or column name -> values): precomputed ones
+    (:data:`PART_COLUMNS`) as they are, else from the exact purchase summary (:data:`INPUT_COLUMNS`),
+    else approximated from the features (:func:`inputs_from_features`)."""
+    if all(c in frame for c in PART_COLUMNS):
+        return {c: numeric(frame[c]) for c in PART_COLUMNS}
+    if all(c in frame for c in INPUT_COLUMNS):
+        inputs = {c: numeric(frame[c]) for c in INPUT_COLUMNS}
     else:
-        inputs = inputs_from_features(frame, model.economics)
-    costs = ServeCosts(cost_per_year(frame, model.economics), _spend_so_far(frame))
+        inputs = inputs_from_features(frame, rows, model.economics)
+    costs = ServeCosts(cost_per_year(frame, rows, model.economics), _spend_so_far(frame, rows))
     return value_parts(model, inputs, costs, horizon_days=horizon_days)
 
 
-def _spend_so_far(frame: pd.DataFrame) -> np.ndarray:
-    if "spend_total" not in frame.columns:
-        return np.full(len(frame), np.nan)
-    return pd.to_numeric(frame["spend_total"], errors="coerce").to_numpy(dtype=float)
+def records_columns(records: list[dict[str, object]]) -> dict[str, np.ndarray]:
+    """The columns the value reads, from a few records (the API path): no DataFrame is built."""
+    present = {name for record in records for name in record}
+    wanted = (*FEATURE_INPUTS, *INPUT_COLUMNS, *PART_COLUMNS)
+    return {name: numeric([record.get(name) for record in records]) for name in wanted if name in present}
+
+
+def _spend_so_far(frame: Columns, rows: int) -> np.ndarray:
+    return numeric(frame["spend_total"]) if "spend_total" in frame else np.full(rows, np.nan)
 
 
 def attach_parts(
@@ -500,10 +498,17 @@ def attach_parts(
 ) -> pd.DataFrame:
     """``features`` with each customer's BTYD parts from the exact purchase summary at ``as_of`` (batch
     scoring and training: one BTYD computation for all customers, read chunk by chunk later)."""
+    rows = len(features)
     inputs = value_inputs(transactions, as_of, features["customer_id"], model.economics)
-    costs = ServeCosts(cost_per_year(features, model.economics), _spend_so_far(features))
+    costs = ServeCosts(cost_per_year(features, rows, model.economics), _spend_so_far(features, rows))
     parts = value_parts(model, inputs, costs, horizon_days=horizon_days)
-    return pd.concat([features.drop(columns=list(PART_COLUMNS), errors="ignore"), parts], axis=1)
+    return pd.concat(
+        [
+            features.drop(columns=list(PART_COLUMNS), errors="ignore"),
+            pd.DataFrame(parts, index=features.index),
+        ],
+        axis=1,
+    )
 
 
 def revenue_field(horizon_days: int) -> str:

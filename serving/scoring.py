@@ -13,8 +13,9 @@ import numpy as np
 import pandas as pd
 
 from features.bundle import ModelBundle, ModelInfo, records_to_matrix
+from features.economics import Columns
 from features.model_store import LoadedModel
-from features.value import CustomerValue
+from features.value import CustomerValue, records_columns
 from serving.actions import Playbook, decide_actions
 from serving.encoding import model_json
 from serving.explain import top_reasons
@@ -128,7 +129,7 @@ class Scorer:
         *,
         encoded: bool = False,
         outputs: ModelOutputs | None = None,
-        frame: pd.DataFrame | None = None,
+        frame: Columns | None = None,
     ) -> dict[str, list[Any]]:
         """Score a model-input matrix; columns of the result are lists aligned with ``customer_ids``.
 
@@ -136,8 +137,8 @@ class Scorer:
         once, never decoded), plus the flat action_name, expected_net_value and top_reason (the strongest
         reason's sentence) and the reasons' compact stored form, stored_reasons; otherwise they are
         dicts, as the API returns them. ``outputs`` are the matrix's model outputs when already computed.
-        ``frame``: the rows' features (with precomputed value parts when batch scoring), for the lifetime
-        value; without it (or without a value model) value fields are null."""
+        ``frame``: the rows' features (a DataFrame, with precomputed value parts when batch scoring, or
+        column name -> values), for the lifetime value; without it (or without a value model) value fields are null."""
         bundle = self.bundle
         outputs = outputs or model_outputs(bundle, matrix)
         contrib, revenue = outputs.contributions, outputs.clv
@@ -220,9 +221,7 @@ class Scorer:
     ) -> list[dict[str, object]]:
         """Score a few records given as dicts (the API path), one result dict per record."""
         matrix = records_to_matrix(records, self.bundle.features)
-        frame = (
-            pd.DataFrame(records, index=range(len(records))) if self.bundle.value_model is not None else None
-        )
-        columns = self.score_matrix(customer_ids, matrix, as_of, frame=frame)
+        values = records_columns(records) if self.bundle.value_model is not None else None
+        columns = self.score_matrix(customer_ids, matrix, as_of, frame=values)
         keys = list(columns)
         return [dict(zip(keys, row, strict=True)) for row in zip(*columns.values(), strict=True)]

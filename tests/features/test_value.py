@@ -18,6 +18,7 @@ from features.value import (
     fit_value_model,
     inputs_from_features,
     parts_for_frame,
+    records_columns,
 )
 from serving.actions import NO_ACTION, Action, Playbook, decide_actions
 
@@ -92,7 +93,7 @@ def test_cost_to_serve_lowers_the_value_of_heavy_support_users(model: ValueModel
     frame = pd.DataFrame([customer | {"support_365d": 0}, customer | {"support_365d": 12}])
     values = []
     for m in (model, priced):
-        parts = parts_for_frame(m, frame, horizon_days=90)
+        parts = parts_for_frame(m, frame, rows=len(frame), horizon_days=90)
         values.append(
             combine(
                 m,
@@ -111,13 +112,31 @@ def test_cost_to_serve_lowers_the_value_of_heavy_support_users(model: ValueModel
 
 def test_value_is_null_not_zero_when_features_lack_the_summary(model: ValueModel) -> None:
     frame = pd.DataFrame({"recency_days": [10.0], "orders_total": [3.0]})  # no tenure or spend
-    inputs = inputs_from_features(frame)
-    assert inputs.isna().all(axis=None)
-    parts = parts_for_frame(model, frame, horizon_days=90)
+    inputs = inputs_from_features(frame, len(frame))
+    assert all(np.isnan(values).all() for values in inputs.values())
+    parts = parts_for_frame(model, frame, rows=len(frame), horizon_days=90)
     value = combine(
         model, parts, churn_probability=np.array([0.3]), expected_revenue=np.array([10.0]), horizon_days=90
     )
     assert np.isnan(value.residual_value[0]) and not value.available[0]
+
+
+def test_a_few_records_are_valued_exactly_as_the_same_rows_in_a_frame(model: ValueModel) -> None:
+    """The API values records without building a DataFrame; batch files read frames. Same figures."""
+    priced = ValueModel(model.purchases, model.spend, EconomicsConfig(gross_margin=0.3, cost_per_return=4.0))
+    records: list[dict[str, object]] = [
+        {"orders_total": 7, "tenure_days": 420, "recency_days": 12, "spend_total": 510.0, "support_365d": 3},
+        {"orders_total": 1, "tenure_days": 30, "recency_days": 30, "spend_total": 40.0, "return_share": 0.5},
+        {"orders_total": None, "tenure_days": 200, "recency_days": 5, "spend_total": 80.0},
+        {"orders_total": "4", "tenure_days": 90, "recency_days": None, "spend_total": 120.0},
+    ]
+    frame = pd.DataFrame(records)
+    for m in (model, priced):
+        a = parts_for_frame(m, records_columns(records), rows=4, horizon_days=90)
+        b = parts_for_frame(m, frame, rows=4, horizon_days=90)
+        for name in PART_COLUMNS:
+            np.testing.assert_allclose(a[name], b[name], rtol=1e-12, equal_nan=True, err_msg=name)
+        assert np.isnan(a["value_lifetime"][2:]).all() and (a["value_lifetime"][:2] != 0).all()
 
 
 def test_the_value_model_survives_its_stored_form(model: ValueModel) -> None:
@@ -125,15 +144,17 @@ def test_the_value_model_survives_its_stored_form(model: ValueModel) -> None:
         {"orders_total": [5], "tenure_days": [300], "recency_days": [15], "spend_total": [250.0]}
     )
     again = ValueModel.from_dict(model.to_dict())
-    a, b = (parts_for_frame(m, frame, horizon_days=90) for m in (model, again))
-    pd.testing.assert_frame_equal(a, b)
+    a, b = (parts_for_frame(m, frame, rows=1, horizon_days=90) for m in (model, again))
+    assert a.keys() == b.keys()
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name])
 
 
 def test_lifetime_value_exceeds_one_year_and_rises_with_margin(model: ValueModel) -> None:
     frame = pd.DataFrame(
         {"orders_total": [6], "tenure_days": [500], "recency_days": [10], "spend_total": [400.0]}
     )
-    parts = parts_for_frame(model, frame, horizon_days=90)
+    parts = parts_for_frame(model, frame, rows=1, horizon_days=90)
     value = combine(
         model, parts, churn_probability=np.array([0.1]), expected_revenue=np.array([60.0]), horizon_days=90
     )
@@ -152,5 +173,5 @@ def test_economics_errors_name_the_key(tmp_path: Path) -> None:
         load_economics(path)
     path.write_text("gross_margin: 0.3\ncost_per_support_contact: 5\ncost_per_late_delivery: 2\n")
     economics = load_economics(path)
-    costs = cost_per_year(pd.DataFrame({"support_365d": [2], "late_deliveries_365d": [3]}), economics)
+    costs = cost_per_year(pd.DataFrame({"support_365d": [2], "late_deliveries_365d": [3]}), 1, economics)
     assert costs[0] == pytest.approx(2 * 5 + 3 * 2)

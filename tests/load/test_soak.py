@@ -114,12 +114,6 @@ def _percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.array(values), q))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known regression from stop 19, to fix first (issues #12, #13): POST /v1/score now computes "
-    "lifetime value per request through pandas (p50 26 ms against 7 ms before; at 25 scores/s the tail "
-    "reached p99 508 ms in clean-clone CI). Strict: once fixed this passes and the marker must go.",
-)
 def test_two_minutes_at_fixed_rate_without_errors_tail_or_memory_growth(
     trained: Trained, api_home: Path, servers: Servers
 ) -> None:
