@@ -4,19 +4,26 @@
 
 The champion of a freshly trained home scores every active customer of a generated dataset, writing a
 Parquet file and a fresh SQLite serving store in a temporary folder, in a spawned process (its peak RSS
-is its own), through ``serving.batch.publish_scores`` as ``churnguard score`` does. Loading the data is
-timed apart; the rate is ``run_batch``'s own (features -> scores -> reasons -> actions -> file -> store).
-Stage times come from the progress callback.
+is its own), through ``serving.batch.publish_scores`` as ``churnguard score`` does, score history kept
+(the run's dated snapshot and drift report, the default history policy). Loading the data is timed apart;
+the rate is ``run_batch``'s own (features -> scores -> reasons -> actions -> file -> store -> history).
+Stage times come from the progress callback. A second run, as of 30 days earlier, into the same store
+gives the store's growth per kept run.
 """
 
 from __future__ import annotations
 
 import argparse
+import sqlite3
 import sys
 import tempfile
 import time
+from contextlib import closing
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, cast
+
+import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (
@@ -66,6 +73,9 @@ class _TimedStore:
             self.store.replace_all(scores, meta)
         self.seconds = t["seconds"]
 
+    def __getattr__(self, name: str) -> Any:  # history and reports go to the store itself
+        return getattr(self.store, name)
+
 
 def _stage_seconds(stages: _Stages, ended: float, store_seconds: float) -> dict[str, float]:
     order = ["features", "scoring", "inputs_history", "writing"]
@@ -76,22 +86,37 @@ def _stage_seconds(stages: _Stages, ended: float, store_seconds: float) -> dict[
 
 
 def measure(home: str, data_dir: str, out_dir: str) -> dict[str, Any]:
-    """Child body: time publish_scores into a file and a fresh store (the rate is run_batch's own;
-    loading the data is timed apart)."""
+    """Child body: time publish_scores into a file and a fresh store, history kept (the rate is
+    run_batch's own; loading the data is timed apart), then once more 30 days earlier into the same store
+    for the growth per kept run."""
     from serving.batch import PublishRequest, ScoresFile, publish_scores
+    from serving.monitor import HistoryPolicy
     from serving.store import SqliteScoreStore
 
     out_file, store_file = Path(out_dir) / "scores.parquet", Path(out_dir) / "scores.db"
     stages, store = _Stages(), _TimedStore(SqliteScoreStore(store_file))
+
+    def store_mib() -> float:
+        """Pages in use (a file keeps freed pages, so its size alone hides what a run adds)."""
+        with closing(sqlite3.connect(store_file)) as con:
+            con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            used = [con.execute(f"PRAGMA {p}").fetchone()[0] for p in ("page_count", "freelist_count")]
+            page = con.execute("PRAGMA page_size").fetchone()[0]
+        return float((used[0] - used[1]) * page / 2**20)
+
     request = PublishRequest(
         Path(data_dir),
         "models:/churnguard@champion",
         out_file=ScoresFile(out_file),
         store=cast(Any, store),
+        history=HistoryPolicy(),
     )
     with churnguard_home(Path(home)):
         published = publish_scores(request, report=stages)
-    ended = time.perf_counter()
+        ended = time.perf_counter()
+        first_mib = store_mib()
+        earlier = pd.Timestamp(published.batch.as_of) - pd.Timedelta(days=30)
+        again = publish_scores(replace(request, as_of=earlier, out_file=None))
     result = published.batch
     return {
         "scored": result.customers,
@@ -100,7 +125,9 @@ def measure(home: str, data_dir: str, out_dir: str) -> dict[str, Any]:
         "load_seconds": published.load_seconds,
         "stages": _stage_seconds(stages, ended, store.seconds),
         "file_mib": out_file.stat().st_size / 2**20,
-        "store_mib": sum(p.stat().st_size for p in Path(out_dir).glob("scores.db*")) / 2**20,
+        "store_mib": first_mib,
+        "second_run_per_second": again.batch.per_second,
+        "growth_mib_per_run": store_mib() - first_mib,
     }
 
 
@@ -131,6 +158,7 @@ def to_markdown(figures: dict[str, Any]) -> str:
     ]
     headers = ["customers in data", "scored (active)", "run_batch s", "customers / s", "vs target 5,000/s"]
     headers += ["peak RSS GiB", "file MiB", "store MiB", "store KiB / customer", "load data s (apart)"]
+    headers += ["2nd run customers / s", "store growth MiB / run"]
     row = [
         f"{figures['customers']:,}",
         f"{figures['scored']:,}",
@@ -142,10 +170,14 @@ def to_markdown(figures: dict[str, Any]) -> str:
         f"{figures['store_mib']:.0f}",
         f"{1024 * figures['store_mib'] / max(figures['scored'], 1):.1f}",
         f"{figures['load_seconds']:.1f}",
+        f"{figures.get('second_run_per_second', float('nan')):,.0f}",
+        f"{figures.get('growth_mib_per_run', float('nan')):.0f}",
     ]
     return "\n".join(
         [
-            f"Model trained on {figures['model_customers']:,} customers; 5 reasons and an action per customer.",
+            f"Model trained on {figures['model_customers']:,} customers; 5 reasons and an action per customer; "
+            "score history kept (dated snapshot and drift report per run). The second run scores 30 days "
+            "earlier into the same store: its growth is what each kept run adds.",
             "",
             table(headers, [row]),
             "",

@@ -44,7 +44,6 @@ from features.btyd import (
     ModelFitError,
     expected_value,
     horizon_edges,
-    residual_edges,
     residual_value,
     rfm_summary,
 )
@@ -365,15 +364,18 @@ def _btyd_parts(
     order_value = model.order_value(x, monetary)
     with_cost = bool((cost > 0).any())
 
-    def contribution(edges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Discounted contribution over the steps, and the discounted cost to serve within it."""
-        orders, alive_years = steps.over(edges, alive_years=with_cost)
+    def contribution(edges: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """Discounted contribution over the steps (None: to the end), and the discounted cost to serve."""
+        if edges is None:
+            orders, alive_years = steps.residual(alive_years=with_cost)
+        else:
+            orders, alive_years = steps.over(edges, alive_years=with_cost)
         serve = cost * alive_years
         return margin * orders * order_value - serve, serve
 
     r, alpha, unit = bg.params_["r"], bg.params_["alpha"], bg.unit_days_
     no_purchase_if_alive = ((alpha + age) / (alpha + age + horizon / unit)) ** (r + x)
-    lifetime, _ = contribution(residual_edges(rate))
+    lifetime, _ = contribution(None)
     btyd_horizon, horizon_cost = contribution(horizon_edges(horizon))
     return {
         "value_margin": margin,
