@@ -23,10 +23,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
+
+if TYPE_CHECKING:
+    from features.bundle import ModelBundle
+    from features.loading import Dataset
 
 PROFILE_FORMAT = 1
 PSI_BINS = 10
@@ -245,3 +249,88 @@ def _categorical(shares: Mapping[str, float], values: pd.Series, stats: Any) -> 
         return value, 0.0, 1.0
     result = stats.chisquare(observed, wanted)
     return value, float(result.statistic), float(result.pvalue)
+
+
+# ------------------------------------------------------------------------------- what a run is compared on
+
+OUTPUT_COLUMNS = ("churn_probability", "expected_revenue", "clv", "value_at_risk")  # compared besides inputs
+REFERENCE_SAMPLE = 50_000  # customers per cutoff a reference is profiled on (deterministic sample)
+EVENT_WINDOW_DAYS = 30  # raw events compared: those of the month before the as-of date
+EVENT_TABLES = ("transactions", "interactions")
+_NOT_COMPARED = {"customer_id", "timestamp", "order_id"}
+
+
+def history_snapshot(scores: pd.DataFrame) -> pd.DataFrame:
+    """What a run keeps per customer (:data:`serving.store.HISTORY_COLUMNS`) from its scores or from
+    ``ModelBundle.predict``: the horizon's expected revenue is ``expected_revenue_<H>d`` (``clv`` in
+    models without a value model, whose ``clv`` is that revenue); the lifetime value is ``clv`` or
+    ``residual_value`` when there is a value model."""
+    revenue_columns = [c for c in scores.columns if c.startswith("expected_revenue_")]
+    nan = pd.Series(np.nan, index=scores.index)
+    if revenue_columns:
+        revenue = scores[revenue_columns[0]]
+        clv = scores["residual_value"] if "residual_value" in scores.columns else scores.get("clv", nan)
+    else:
+        revenue = clv = scores["clv"]
+    probability = scores["churn_probability"]
+    at_risk = scores["value_at_risk"] if "value_at_risk" in scores.columns else probability * revenue
+    return pd.DataFrame(
+        {
+            "customer_id": scores["customer_id"].astype(str) if "customer_id" in scores.columns else nan,
+            "churn_probability": probability.astype(float),
+            "expected_revenue": pd.to_numeric(revenue, errors="coerce"),
+            "clv": pd.to_numeric(clv, errors="coerce"),
+            "value_at_risk": pd.to_numeric(at_risk, errors="coerce"),
+            "segment": scores["segment"] if "segment" in scores.columns else nan,
+            "action_name": scores["action_name"] if "action_name" in scores.columns else nan,
+        }
+    ).reset_index(drop=True)
+
+
+def with_outputs(features: pd.DataFrame, outputs: pd.DataFrame, bundle: ModelBundle) -> pd.DataFrame:
+    """The model inputs the features hold, then the model's outputs (``OUTPUT_COLUMNS``)."""
+    names = [n for n in bundle.feature_names if n in features.columns]
+    frame = features[names].reset_index(drop=True)
+    for column in OUTPUT_COLUMNS:
+        frame[column] = outputs[column].to_numpy()
+    return frame
+
+
+def drift_frames(dataset: Dataset, as_of: pd.Timestamp, customers: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """What drift compares: one row per customer (model inputs and outputs), and the raw events of the
+    ``EVENT_WINDOW_DAYS`` before ``as_of`` per event table. The events show a change in the data within
+    a month (a logistics failure quadruples late deliveries at once), where 90-day customer features
+    dilute it for a quarter."""
+    frames = {"customers": customers}
+    for table in EVENT_TABLES:
+        events = getattr(dataset, table, None)
+        if events is None or not len(events):
+            continue
+        stamps = events["timestamp"]
+        window = events[(stamps >= as_of - pd.Timedelta(days=EVENT_WINDOW_DAYS)) & (stamps < as_of)]
+        frames[table] = window[[c for c in window.columns if c not in _NOT_COMPARED]].reset_index(drop=True)
+    return frames
+
+
+def profiles(frames: Mapping[str, pd.DataFrame]) -> dict[str, Any]:
+    return {name: reference_profile(frame) for name, frame in frames.items()}
+
+
+def model_reference(
+    dataset: Dataset, bundle: ModelBundle, snapshots: Mapping[pd.Timestamp, pd.DataFrame]
+) -> dict[str, Any]:
+    """The drift reference of a model: at each of its training cutoffs, the customers' model inputs and
+    outputs and the month of raw events before it, pooled (seasons included), one profile per part.
+
+    ``snapshots`` are the features at each cutoff (training has them; serving rebuilds them when a model
+    came without a reference). At most :data:`REFERENCE_SAMPLE` customers per cutoff are scored: a
+    profile keeps deciles and a quantile sketch, which a sample of that size pins down."""
+    pooled: dict[str, list[pd.DataFrame]] = {}
+    for cutoff, features in snapshots.items():
+        if len(features) > REFERENCE_SAMPLE:
+            features = features.sample(REFERENCE_SAMPLE, random_state=0)
+        features = features.reset_index(drop=True)
+        outputs = history_snapshot(bundle.predict(features).reset_index(drop=True))
+        for name, frame in drift_frames(dataset, cutoff, with_outputs(features, outputs, bundle)).items():
+            pooled.setdefault(name, []).append(frame)
+    return profiles({name: pd.concat(frames, ignore_index=True) for name, frames in pooled.items()})

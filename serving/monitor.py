@@ -26,7 +26,19 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from features.drift import DriftReport, DriftThresholds, compare, reference_profile
+from features.drift import (
+    OUTPUT_COLUMNS as OUTPUT_COLUMNS,  # what drift compares besides inputs (the API lists it)
+)
+from features.drift import (
+    DriftReport,
+    DriftThresholds,
+    compare,
+    drift_frames,
+    history_snapshot,
+    model_reference,
+    profiles,
+    with_outputs,
+)
 from features.engine import compute_features
 from serving.store import ScoreStore
 
@@ -35,7 +47,6 @@ if TYPE_CHECKING:
     from features.loading import Dataset
     from serving.settings import ServingSettings
 
-OUTPUT_COLUMNS = ("churn_probability", "expected_revenue", "clv", "value_at_risk")  # compared besides inputs
 LOYAL = ("valuable, loyal", "low value, loyal")  # the segments below the medium-risk threshold
 MIN_OUTCOMES = 50  # fewer matured customers than this: no realised figures for the run
 
@@ -108,73 +119,16 @@ def record_run(store: ScoreStore, run: RunInputs, *, keep_runs: int, limits: Mon
         "summary": summary,
     }
     run_id = store.record_run(snapshot, record, keep_runs)
-    frames = drift_frames(run.dataset, run.as_of, _with_outputs(run.features, snapshot, run.bundle))
+    frames = drift_frames(run.dataset, run.as_of, with_outputs(run.features, snapshot, run.bundle))
     reference, source = _reference(store, run, run_id, frames)
     report = compare_frames(reference, frames, limits.drift)
     store.save_report(run_id, "drift", {**report.as_dict(), "reference": source})
     return run_id
 
 
-EVENT_WINDOW_DAYS = 30  # raw events compared: those of the month before the as-of date
-EVENT_TABLES = ("transactions", "interactions")
-_NOT_COMPARED = {"customer_id", "timestamp", "order_id"}
-
-
-def history_snapshot(scores: pd.DataFrame) -> pd.DataFrame:
-    """What a run keeps per customer (:data:`serving.store.HISTORY_COLUMNS`) from its scores or from
-    ``ModelBundle.predict``: the horizon's expected revenue is ``expected_revenue_<H>d`` (``clv`` in
-    models without a value model, whose ``clv`` is that revenue); the lifetime value is ``clv`` or
-    ``residual_value`` when there is a value model."""
-    revenue_columns = [c for c in scores.columns if c.startswith("expected_revenue_")]
-    nan = pd.Series(np.nan, index=scores.index)
-    if revenue_columns:
-        revenue = scores[revenue_columns[0]]
-        clv = scores["residual_value"] if "residual_value" in scores.columns else scores.get("clv", nan)
-    else:
-        revenue = clv = scores["clv"]
-    probability = scores["churn_probability"]
-    at_risk = scores["value_at_risk"] if "value_at_risk" in scores.columns else probability * revenue
-    return pd.DataFrame(
-        {
-            "customer_id": scores["customer_id"].astype(str) if "customer_id" in scores.columns else nan,
-            "churn_probability": probability.astype(float),
-            "expected_revenue": pd.to_numeric(revenue, errors="coerce"),
-            "clv": pd.to_numeric(clv, errors="coerce"),
-            "value_at_risk": pd.to_numeric(at_risk, errors="coerce"),
-            "segment": scores["segment"] if "segment" in scores.columns else nan,
-            "action_name": scores["action_name"] if "action_name" in scores.columns else nan,
-        }
-    ).reset_index(drop=True)
-
-
 def _value(snapshot: pd.DataFrame) -> pd.Series:
     """A customer's value for summaries: lifetime value where known, else the horizon's revenue."""
     return snapshot["clv"].fillna(snapshot["expected_revenue"]).astype(float)
-
-
-def _with_outputs(features: pd.DataFrame, outputs: pd.DataFrame, bundle: ModelBundle) -> pd.DataFrame:
-    """The model inputs the features hold, then the model's outputs (``OUTPUT_COLUMNS``)."""
-    names = [n for n in bundle.feature_names if n in features.columns]
-    frame = features[names].reset_index(drop=True)
-    for column in OUTPUT_COLUMNS:
-        frame[column] = outputs[column].to_numpy()
-    return frame
-
-
-def drift_frames(dataset: Dataset, as_of: pd.Timestamp, customers: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """What drift compares: one row per customer (model inputs and outputs), and the raw events of the
-    ``EVENT_WINDOW_DAYS`` before ``as_of`` per event table. The events show a change in the data within
-    a month (a logistics failure quadruples late deliveries at once), where 90-day customer features
-    dilute it for a quarter."""
-    frames = {"customers": customers}
-    for table in EVENT_TABLES:
-        events = getattr(dataset, table, None)
-        if events is None or not len(events):
-            continue
-        stamps = events["timestamp"]
-        window = events[(stamps >= as_of - pd.Timedelta(days=EVENT_WINDOW_DAYS)) & (stamps < as_of)]
-        frames[table] = window[[c for c in window.columns if c not in _NOT_COMPARED]].reset_index(drop=True)
-    return frames
 
 
 def compare_frames(
@@ -194,10 +148,6 @@ def compare_frames(
     return DriftReport(columns, thresholds, missing)
 
 
-def _profiles(frames: dict[str, pd.DataFrame]) -> dict[str, Any]:
-    return {name: reference_profile(frame) for name, frame in frames.items()}
-
-
 def _reference(
     store: ScoreStore, run: RunInputs, run_id: int, frames: dict[str, pd.DataFrame]
 ) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -212,7 +162,7 @@ def _reference(
     3 and 4 are stored (kind ``reference``) for the runs after this one."""
     version = str(run.model.get("version"))
     shipped = run.bundle.metadata.get("reference")
-    if isinstance(shipped, dict) and shipped.get("columns"):
+    if isinstance(shipped, dict) and ("columns" in shipped or "customers" in shipped):
         return shipped, {"source": "training", "model_version": version}
     for reference_run, body in store.reports("reference").items():
         if str(body.get("model_version")) == version:
@@ -222,26 +172,14 @@ def _reference(
             }
     cutoffs = _training_cutoffs(run.bundle.metadata, run.dataset)
     if cutoffs:
-        pooled: dict[str, list[pd.DataFrame]] = {}
-        for cutoff in cutoffs:
-            features = compute_features(run.dataset, cutoff)
-            at = drift_frames(
-                run.dataset, cutoff, _with_outputs(features, _outputs(run.bundle, features), run.bundle)
-            )
-            for name, frame in at.items():
-                pooled.setdefault(name, []).append(frame)
-        profile = _profiles({n: pd.concat(f, ignore_index=True) for n, f in pooled.items()})
+        snapshots = {cutoff: compute_features(run.dataset, cutoff) for cutoff in cutoffs}
+        profile = model_reference(run.dataset, run.bundle, snapshots)
         note = {"source": "training_cutoffs", "cutoffs": [str(c.date()) for c in cutoffs]}
     else:
-        profile = _profiles(frames)
+        profile = profiles(frames)
         note = {"source": "first_run", "as_of": str(run.as_of.date())}
     store.save_report(run_id, "reference", {**note, "model_version": version, "profile": profile})
     return profile, {**note, "model_version": version, "run_id": run_id}
-
-
-def _outputs(bundle: ModelBundle, features: pd.DataFrame) -> pd.DataFrame:
-    """The model's outputs for a features frame as a run keeps them (no reasons: no SHAP cost)."""
-    return history_snapshot(bundle.predict(features).reset_index(drop=True))
 
 
 def _training_cutoffs(metadata: dict[str, Any], dataset: Dataset) -> list[pd.Timestamp]:
