@@ -1,9 +1,11 @@
 """The input data contract: which tables and columns churnguard reads, and how they are checked.
 
 A data folder holds ``transactions`` (required), ``customers``, ``interactions`` and ``cancellations``
-(optional) as ``<name>.csv`` or ``<name>.parquet``. A column-mapping file (``columns.yaml`` in the folder,
-or one passed explicitly) lets data with other file names, column names, date formats and encodings be
-used unchanged, and tells the loader how a real export records returns, line totals and repeated lines.
+(optional) as ``<name>.csv`` or ``<name>.parquet``, and optionally ``referrals`` (who brought whom: it
+feeds no feature, only ``referral_value``, see :mod:`features.referrals`). A column-mapping file
+(``columns.yaml`` in the folder, or one passed explicitly) lets data with other file names, column names,
+date formats and encodings be used unchanged, and tells the loader how a real export records returns, line
+totals and repeated lines.
 Loading either returns a fully valid :class:`Dataset` or raises one
 :class:`~features.errors.DataValidationError` listing every problem found; a mapping file that cannot be
 understood raises :class:`~features.errors.ConfigError`.
@@ -156,6 +158,22 @@ CANCELLATIONS = TableSpec(
 )
 
 TABLES: Final[tuple[TableSpec, ...]] = (TRANSACTIONS, CUSTOMERS, INTERACTIONS, CANCELLATIONS)
+REFERRALS = TableSpec(
+    "referrals",
+    False,
+    "Who referred whom, one row per referral: adds referral_value to the scores (the discounted value of "
+    "the customers a customer brought); without this table referral_value is null.",
+    (
+        _c("referrer_id", Kind.ID, True, "The customer who referred (an id of customers or transactions)."),
+        _c("referred_id", Kind.ID, True, "The customer brought; only their earliest referral counts."),
+        _c(
+            "timestamp",
+            Kind.TIMESTAMP,
+            True,
+            "When the referral was made; the referred customer's value counts from that day on.",
+        ),
+    ),
+)
 CAMPAIGNS = TableSpec(
     "campaigns",
     False,
@@ -184,8 +202,9 @@ CAMPAIGNS = TableSpec(
         _c("cost", Kind.FLOAT, False, "What the action cost for this customer.", minimum=0.0),
     ),
 )
-# Tables a column mapping may name: the feature tables plus campaigns (loaded by features.campaigns).
-MAPPABLE_TABLES: Final[tuple[TableSpec, ...]] = (*TABLES, CAMPAIGNS)
+# Tables a column mapping may name: the feature tables, referrals (loaded with them, valued by
+# features.referrals) and campaigns (loaded by features.campaigns).
+MAPPABLE_TABLES: Final[tuple[TableSpec, ...]] = (*TABLES, REFERRALS, CAMPAIGNS)
 INTERACTION_TYPES: Final = ("complaint", "support", "inquiry", "survey")
 INTERACTION_CHANNELS: Final = ("phone", "email", "chat", "store", "web")
 

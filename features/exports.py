@@ -64,6 +64,7 @@ class TableReport:
     orders_added_by_split: int = 0
     ids_normalised: int = 0  # ids written as integral floats ("13085.0") read as "13085"
     amount_derived: bool = False
+    skipped: dict[str, int] = field(default_factory=dict)  # other rows left out, by reason (referrals)
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -77,6 +78,7 @@ class TableReport:
             "guest rows (no customer id)": self.guest_rows,
             "exact duplicate rows": self.duplicates_dropped,
             "return lines with amount 0": self.empty_return_lines,
+            **self.skipped,
         }
         return {reason: n for reason, n in reasons.items() if n}
 

@@ -23,6 +23,7 @@ import pyarrow.compute as pc
 from features import exports
 from features.contract import (
     MAPPING_FILE,
+    REFERRALS,
     TABLES,
     TRANSACTIONS,
     DuplicatePolicy,
@@ -35,6 +36,7 @@ from features.contract import (
 from features.errors import DataProblem, DataValidationError
 from features.exports import LoadReport, TableReport
 from features.parsing import InputColumn, parse_attribute, parse_column
+from features.referrals import clean_referrals, without_blank_ids
 from features.validation import check_values, duplicated_rows
 
 __all__ = [
@@ -63,6 +65,9 @@ class Dataset:
     A transaction with a negative amount is a return (credit) line, whichever way the export marked it
     (see :mod:`features.exports`); the features net it into spend and count it as a returned order, and
     ``transactions.returned`` then counts as provided. ``report`` accounts for every row read.
+
+    ``referrals`` (None when the folder has none) feeds no feature, only ``referral_value``; it holds the
+    referrals that can count, see :mod:`features.referrals`.
     """
 
     transactions: pd.DataFrame
@@ -72,6 +77,7 @@ class Dataset:
     provided: frozenset[str] = field(default_factory=frozenset)  # "table" and "table.column" entries
     files: dict[str, Path] = field(default_factory=dict)
     report: LoadReport = field(default_factory=LoadReport)
+    referrals: pd.DataFrame | None = None
 
     @property
     def has_returns(self) -> bool:
@@ -106,6 +112,8 @@ class Dataset:
             "interactions": len(self.interactions),
             "cancellations": len(self.cancellations),
         }
+        if self.referrals is not None:
+            rows["referrals"] = len(self.referrals)
         return {
             "files": files,
             "rows": rows,
@@ -165,7 +173,7 @@ def load_dataset(
     provided: set[str] = set()
     report = LoadReport()
     unique_order_ids = False
-    for spec in TABLES:
+    for spec in (*TABLES, REFERRALS):
         table_mapping = mappings.get(spec.name, TableMapping())
         path = _find_file(data_dir, spec, table_mapping, problems)
         if path is None:
@@ -195,6 +203,8 @@ def load_dataset(
     if unique_order_ids:
         frames["transactions"] = frames["transactions"].drop(columns="order_id")
     _check_references(frames, files, problems)
+    if "referrals" in frames:
+        frames["referrals"] = clean_referrals(frames, files, report.tables["referrals"], problems)
     if problems:
         raise DataValidationError(problems)
     _return_freed_memory()
@@ -206,6 +216,7 @@ def load_dataset(
         provided=frozenset(provided),
         files=files,
         report=report,
+        referrals=frames.get("referrals"),
     )
 
 
@@ -399,7 +410,7 @@ def _to_contract(
     out: dict[str, pd.Series] = {}
     present = [c for c in spec.columns if c.name in frame.columns]
     for column in present:
-        raw = ids if column.name == "customer_id" else InputColumn(frame[column.name])
+        raw = ids if ids is not None and column.name == "customer_id" else InputColumn(frame[column.name])
         out[column.name] = parse_column(raw, column, where, mapping, problems)
         if column.kind is Kind.ID and column.name in out:
             out[column.name], changed = exports.integral_ids(out[column.name])
@@ -493,10 +504,13 @@ def _mapped(frame: pd.DataFrame, source: _Source, problems: list[DataProblem]) -
 
 def _without_guests(
     frame: pd.DataFrame, spec: TableSpec, report: TableReport
-) -> tuple[pd.DataFrame, InputColumn]:
+) -> tuple[pd.DataFrame, InputColumn | None]:
     """Events without a customer id (guest checkouts, anonymous contacts) belong to nobody: skip and count
     them. A customers row needs its id, so there a blank id stays an error. Also returns the customer id
-    column, whose trimmed text the parsing reuses."""
+    column, whose trimmed text the parsing reuses. Referrals name two customers and skip rows lacking
+    either (:func:`features.referrals.without_blank_ids`)."""
+    if spec.name == REFERRALS.name:
+        return without_blank_ids(frame, report), None
     ids = InputColumn(frame["customer_id"])
     if spec.name == "customers" or not ids.blank.any():
         return frame, ids

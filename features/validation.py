@@ -13,10 +13,11 @@ from features.contract import Kind, TableSpec
 from features.engine.hashing import quiet, rows_with_repeated_hash
 from features.errors import DataProblem
 
+_PYSPARK_NOISE = "PySpark does not yet fully support"
 with warnings.catch_warnings():
     # with pyspark installed (the spark extra) pandera imports pyspark.pandas, which warns that pandas 3
     # is not fully supported: noise on every command, and an error where warnings are errors
-    warnings.filterwarnings("ignore", message="PySpark does not yet fully support", category=FutureWarning)
+    warnings.filterwarnings("ignore", message=_PYSPARK_NOISE, category=FutureWarning)
     import pandera.pandas as pa
     from pandera.errors import SchemaErrors
 
@@ -66,7 +67,9 @@ def check_values(
     duplicate policy decides about them, see :mod:`features.exports`)."""
     schema = pa.DataFrameSchema(_column_checks(spec, now), strict=False, coerce=False)
     try:
-        schema.validate(frame, lazy=True)
+        with warnings.catch_warnings():  # pandera's first validation imports pyspark.pandas too
+            warnings.filterwarnings("ignore", message=_PYSPARK_NOISE, category=FutureWarning)
+            schema.validate(frame, lazy=True)
     except SchemaErrors as errors:
         cases = errors.failure_cases
         cases = cases[cases["column"].notna() & cases["check"].notna()]

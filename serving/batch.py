@@ -23,6 +23,7 @@ from features.engine import compute_features
 from features.io import write_frame_atomic
 from features.loading import Dataset
 from features.progress import Report, silent
+from features.referrals import referral_values, referred_values
 from features.value import attach_parts
 from serving.encoding import FILE_COLUMNS, input_rows, spreadsheet_safe
 from serving.history import recent_history
@@ -97,7 +98,8 @@ def score_dataset(
 
     Reasons, action and model are JSON text, written once here and kept as is by the file and the store;
     ``features`` holds each customer's model inputs as a JSON array in the order of
-    ``scorer.bundle.feature_names``.
+    ``scorer.bundle.feature_names``. ``referral_value`` is computed once all customers are scored, from the
+    referred customers' own figures (:func:`referral_column`).
 
     Both cores stay busy: the next chunk's SHAP values and CLV are computed in LightGBM (C code, off the
     interpreter lock) while this chunk's reasons and actions are written in Python, and the recent history
@@ -125,11 +127,27 @@ def score_dataset(
                 upcoming = trees.submit(_model_inputs_and_outputs, bundle, chunks[i + 1])
             parts.append(scorer.score_frame(chunk, stamp, encoded=True, matrix=matrix, outputs=outputs))
         scores = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+        scores["referral_value"] = referral_column(dataset, as_of, bundle, scores)
         report("collecting inputs and history", 0.85)
         # Only the store reads these: kept as Python text, not converted to text columns.
         scores["features"] = pd.Series(input_rows(features, bundle.feature_names), dtype=object)
         scores["history"] = pd.Series(histories.result(), dtype=object)
     return scores
+
+
+def referral_column(
+    dataset: Dataset, as_of: pd.Timestamp, bundle: ModelBundle, scores: pd.DataFrame
+) -> np.ndarray:
+    """Each scored customer's ``referral_value`` (:mod:`features.referrals`), to the cent: the sum, over
+    the customers they referred, of what each brought from the referral on plus their own residual value
+    as scored here (0 for a referred customer no longer active). Null without a referrals table or a value
+    model, where no customer's value is known."""
+    if dataset.referrals is None or bundle.value_model is None or not len(scores):
+        return np.full(len(scores), np.nan)
+    scored = pd.DataFrame({"customer_id": scores["customer_id"], "residual_value": scores["clv"]})
+    referred = referred_values(dataset, as_of, scored, bundle.value_model.economics)
+    values = referral_values(dataset.referrals, referred, as_of, scores["customer_id"])
+    return np.round(values, 2)
 
 
 def _model_inputs_and_outputs(bundle: ModelBundle, chunk: pd.DataFrame) -> tuple[np.ndarray, ModelOutputs]:
@@ -138,8 +156,11 @@ def _model_inputs_and_outputs(bundle: ModelBundle, chunk: pd.DataFrame) -> tuple
 
 
 def to_output(scores: pd.DataFrame) -> pd.DataFrame:
-    """The file form of scores: flat columns a CRM can import, nested parts as JSON text."""
+    """The file form of scores: flat columns a CRM can import, nested parts as JSON text. Scores made
+    without the loaded tables (Spark's partitions) have no referral value: null."""
     out = scores.drop(columns=["features", "history"], errors="ignore")
+    if "referral_value" not in out.columns:
+        out = out.assign(referral_value=np.nan)
     versions = {text: json.loads(text)["version"] for text in out["model"].unique()}
     return out.assign(model_version=out["model"].map(versions))[list(FILE_COLUMNS)]
 

@@ -47,6 +47,9 @@ import pyarrow.compute as pc
 #   value_1y              discounted value of the next 365 days
 #   value_basis           "contribution" (an economics config) or "revenue"
 #   clv_detail            the API's whole clv object as JSON
+#   referral_value        what the customers this one referred brought from their referral on (face value)
+#                         plus their residual value (discounted to the end of their relationships); null
+#                         without a referrals table, 0 with one and no referrals (features.referrals)
 FIGURE_COLUMNS: dict[str, str] = {
     "customer_id": "TEXT PRIMARY KEY",
     "as_of": "TEXT",
@@ -60,6 +63,7 @@ FIGURE_COLUMNS: dict[str, str] = {
     "p_alive": "REAL",
     "value_basis": "TEXT",
     "clv_detail": "TEXT",
+    "referral_value": "REAL",
 }
 DECISION_COLUMNS: dict[str, str] = {"action_name": "TEXT", "expected_net_value": "REAL"}
 NESTED_COLUMNS = ("reasons", "action", "model")  # JSON text in files and the store

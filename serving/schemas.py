@@ -40,10 +40,15 @@ class ActionOut(BaseModel):
     label: str
     description: str
     expected_net_value: float = Field(
-        description="value at risk (x the playbook margin on a revenue basis) x success rate - cost; "
-        "0 for no action. Customers in the 'graceful exit' segment never get a paid action."
+        description="value at risk (to the end of the relationship, discounted to as_of at "
+        "clv.annual_discount_rate; x the playbook margin on a revenue basis) x success rate - cost (paid "
+        "now, undiscounted); 0 for no action. Customers in the 'graceful exit' segment never get a paid "
+        "action."
     )
-    cost: float
+    cost: float = Field(
+        description="What the action costs for this customer, from the playbook: paid once, now "
+        "(at as_of), so undiscounted."
+    )
     success_rate: float
     why: str = Field(description="The figures behind the choice, in words.")
 
@@ -53,34 +58,51 @@ ModelRef = ModelInfo
 
 
 class ExpectedOrders(BaseModel):
-    days_90: float = Field(description="Expected repeat purchases in the next 90 days (BG/NBD).")
-    days_365: float = Field(description="Expected repeat purchases in the next 365 days (BG/NBD).")
+    days_90: float = Field(
+        description="Expected repeat purchases in the 90 days from as_of (BG/NBD): a count, undiscounted."
+    )
+    days_365: float = Field(
+        description="Expected repeat purchases in the 365 days from as_of (BG/NBD): a count, undiscounted."
+    )
 
 
 class ValueInterval(BaseModel):
-    p05: float = Field(description="5th percentile of residual_value under parameter uncertainty.")
-    p95: float = Field(description="95th percentile of residual_value under parameter uncertainty.")
+    p05: float = Field(
+        description="5th percentile of residual_value under parameter uncertainty: to the end of the "
+        "relationship, discounted to as_of like residual_value."
+    )
+    p95: float = Field(
+        description="95th percentile of residual_value under parameter uncertainty: to the end of the "
+        "relationship, discounted to as_of like residual_value."
+    )
 
 
 class ClvOut(BaseModel):
     """Customer lifetime value: money the customer is expected to bring from ``as_of`` on."""
 
     residual_value: float = Field(
-        description="Expected value over the rest of the relationship, discounted to as_of at "
-        "annual_discount_rate: LightGBM's spend within the churn horizon, BG/NBD + Gamma-Gamma beyond it. "
-        "Contribution (margin less cost to serve) or revenue, as basis says; can be negative."
+        description="Expected value from as_of to the end of the relationship, each expected purchase "
+        "discounted to as_of by (1 + annual_discount_rate)^-years: LightGBM's spend within the churn "
+        "horizon, BG/NBD + Gamma-Gamma beyond it. Contribution (margin less cost to serve) or revenue, as "
+        "basis says; can be negative."
     )
     value_1y: float = Field(
-        description="Expected value of the next 365 days, discounted like residual_value."
+        description="Expected value of the 365 days from as_of, discounted to as_of like residual_value."
     )
     historic_value: float = Field(
-        description="Net spend so far (times the margin on a contribution basis), undiscounted."
+        description="Net spend from the first purchase up to as_of (times the margin on a contribution "
+        "basis), at face value: undiscounted."
     )
     p_alive: float = Field(ge=0, le=1, description="BG/NBD probability the customer is still active.")
     expected_orders: ExpectedOrders
-    expected_order_value: float = Field(description="Gamma-Gamma expected value of one order (revenue).")
+    expected_order_value: float = Field(
+        description="Gamma-Gamma expected value of one future order (revenue), undiscounted."
+    )
     basis: str = Field(description="'contribution' (an economics config is in force) or 'revenue' (none).")
-    annual_discount_rate: float = Field(description="Yearly rate future money is discounted at.")
+    annual_discount_rate: float = Field(
+        description="Yearly rate every discounted value field uses: money expected t years after as_of "
+        "counts (1 + rate)^-t."
+    )
     interval: ValueInterval | None = Field(description="Uncertainty band of residual_value, if known.")
     model: str = Field(description="What produced these figures.")
 
@@ -104,8 +126,19 @@ class CustomerScore(BaseModel):
     )
     value_at_risk: float | None = Field(
         default=None,
-        description="churn_probability x the residual value the customer would bring if retained "
-        "(discounted; 0 when that value is <= 0); null when lifetime value is unavailable.",
+        description="churn_probability (within the churn horizon) x the residual value the customer "
+        "would bring if retained (to the end of the relationship, discounted to as_of at "
+        "clv.annual_discount_rate; 0 when that value is <= 0); null when lifetime value is unavailable.",
+    )
+    referral_value: float | None = Field(
+        default=None,
+        description="Value brought by the customers this customer referred (each customer counts for "
+        "their earliest referral only): what they spent from the referral day up to as_of (times the "
+        "margin on a contribution basis), at face value (undiscounted), plus their residual value to the "
+        "end of their relationships, discounted to as_of at clv.annual_discount_rate (0 for one no longer "
+        "active). Shown beside, never added into, this customer's clv or value_at_risk; can be negative. "
+        "Null when the data has no referrals table (or no value model): unknown, not 0; 0 when nobody "
+        "was referred. Batch scores only: null in POST /v1/score.",
     )
     value_basis: str | None = Field(
         default=None, description="'contribution' or 'revenue': what every value field measures."

@@ -415,6 +415,7 @@ def test_repeated_column_after_trimming_spaces_is_reported(tmp_path: Path) -> No
 _NAMES = [
     "customer_id", "timestamp", "amount", "order_id", "quantity", "discount", "channel", "returned",
     "delivery_delay_days", "signup_date", "type", "satisfaction", "nps", "resolved", "resolution_hours",
+    "referrer_id", "referred_id",
 ]
 _HEADER_EXTRAS = st.sampled_from([*_NAMES, " customer_id", "amount ", " timestamp", " type", "nps ", "", "x"])
 _VALUES = st.sampled_from([
@@ -445,7 +446,8 @@ _VALID_TX = "customer_id,timestamp,amount\nC1,2024-01-01,5\nC2,2024-01-02,6\n"
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
-    content=_GARBAGE, target=st.sampled_from(["transactions.csv"] * 2 + ["customers.csv", "interactions.csv"])
+    content=_GARBAGE,
+    target=st.sampled_from(["transactions.csv"] * 2 + ["customers.csv", "interactions.csv", "referrals.csv"]),
 )
 def test_garbage_input_gives_a_dataset_or_a_data_validation_error(content: bytes, target: str) -> None:
     with tempfile.TemporaryDirectory() as tmp:

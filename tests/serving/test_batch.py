@@ -4,7 +4,9 @@ back in full, old rows included) and each customer's recent history."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -24,6 +26,7 @@ from serving.encoding import expand_history, expand_reasons
 from serving.explain import top_reasons
 from serving.history import HISTORY_ROWS, recent_history
 from serving.model_source import load_model
+from serving.schemas import CustomerScore
 from serving.scoring import Scorer
 from serving.store import CustomerQuery, SqliteScoreStore
 
@@ -91,6 +94,8 @@ def test_zero_contributions_are_left_out_and_unknown_values_are_null(champion) -
 def test_file_columns_and_values_match_the_store(trained, stored) -> None:
     file = pd.read_parquet(trained.scores_file)
     assert tuple(file.columns) == FILE_COLUMNS
+    assert file["referral_value"].isna().all()  # no referrals table: unknown, never 0
+    assert all(record["referral_value"] is None for record in stored)
     by_id = file.set_index("customer_id")
     for record in stored[:50]:
         row = by_id.loc[record["customer_id"]]
@@ -240,3 +245,49 @@ def test_score_command_writes_a_spreadsheet_safe_csv_and_says_how(tmp_path: Path
     assert refused.returncode == 2 and "apply to a CSV file" in refused.stderr
     helped = " ".join(churnguard("score", "--help").stdout.split())
     assert "formulas" in helped and "--raw-csv" in helped and "--excel" in helped
+
+
+def test_batch_scores_value_referrals_from_the_referred_customers_own_figures(
+    tmp_path: Path, trained, champion
+) -> None:
+    """A referrer's referral_value is the sum of what each customer they brought shows on their own
+    score (historic value + residual value), or what a customer no longer active spent; it never changes
+    the referrer's own value, and the file and the store carry it."""
+    data = shutil.copytree(trained.data, tmp_path / "crm")
+    plain = load_dataset(data)
+    as_of = observed_until(plain)
+    active = pd.read_parquet(trained.scores_file)["customer_id"].astype(str).tolist()
+    tx = plain.transactions
+    lost = sorted(set(tx["customer_id"].astype(str)) - set(active))[0]
+    referrer, brought, late_referrer = active[0], active[1:3], active[3]
+    before = (tx["timestamp"].min() - pd.Timedelta(days=1)).date()
+    rows = [f"{referrer},{b},{before}" for b in [*brought, lost]]
+    rows.append(f"{late_referrer},{active[4]},{(as_of + pd.Timedelta(days=1)).date()}")  # not yet made
+    (data / "referrals.csv").write_text("referrer_id,referred_id,timestamp\n" + "\n".join(rows) + "\n")
+    dataset = load_dataset(data)
+    scorer = Scorer.for_model(champion, load_playbook())
+
+    scores = score_dataset(dataset, as_of, scorer).set_index("customer_id")
+    without = score_dataset(dataclasses.replace(dataset, referrals=None), as_of, scorer)
+
+    details = {b: json.loads(scores.loc[b, "clv_detail"]) for b in brought}
+    lost_spend = max(
+        float(tx.loc[(tx["customer_id"] == lost) & (tx["timestamp"] < as_of), "amount"].sum()), 0
+    )
+    expected = sum(details[b]["historic_value"] + details[b]["residual_value"] for b in brought) + lost_spend
+    assert scores.loc[referrer, "referral_value"] == pytest.approx(expected, abs=0.05)
+    assert (
+        scores.loc[late_referrer, "referral_value"] == 0.0 and scores.loc[active[5], "referral_value"] == 0.0
+    )
+    assert without["referral_value"].isna().all()
+    pd.testing.assert_series_equal(scores["clv"], without.set_index("customer_id")["clv"])  # never added in
+
+    store = SqliteScoreStore(tmp_path / "scores.db")
+    store.replace_all(scores.reset_index(), {"as_of": str(as_of.date()), "model": scorer.info.as_dict()})
+    record = store.get(referrer, with_inputs=False)
+    assert record is not None
+    assert CustomerScore.model_validate(record).referral_value == scores.loc[referrer, "referral_value"]
+    out = tmp_path / "scores.csv"
+    ScoresFile(out).write(scores.reset_index())
+    file = pd.read_csv(out).set_index("customer_id")
+    assert file.loc[referrer, "referral_value"] == scores.loc[referrer, "referral_value"]

@@ -32,6 +32,7 @@ from serving.encoding import (
     spreadsheet_cell,
     spreadsheet_safe,
 )
+from serving.schemas import BatchResponse, ScoreResponse
 
 AWKWARD = ['"', "\\", "'", "é", "日本", "😀", "\x00", "\n", "\t", "\x1f", "\u2028", "],[", "=", "-", "NaN"]
 # Text made of awkward pieces and any other characters (surrogates excepted: not valid UTF-8).
@@ -201,6 +202,35 @@ def test_files_and_the_store_share_the_score_columns() -> None:
         == ["customer_id", "as_of", "churn_probability", "risk_tier", "clv", "value_at_risk", "segment"]
     )
     assert {"action_name", "expected_net_value", "reasons", "action", "model"} <= set(shared)
+    assert STORE_COLUMNS["referral_value"] == "REAL" and "referral_value" in shared
+
+
+# Numbers in the API that are not money: probabilities, rates, a reason's SHAP contribution and the feature
+# values it shows.
+NOT_MONEY = {"churn_probability", "p_alive", "success_rate", "annual_discount_rate", "contribution"}
+NOT_MONEY |= {"value", "typical"}
+HORIZONS = ("horizon", "days", "end of the relationship", "end of their relationships", "as_of", "order")
+
+
+def test_every_value_field_of_the_api_says_its_horizon_and_its_discounting() -> None:
+    """The OpenAPI schema documents, for every money figure a CRM reads, over what period it runs and
+    whether (and how) it is discounted, so no one mistakes one horizon or basis for another."""
+    schema = ScoreResponse.model_json_schema(ref_template="{model}")
+    models = {**schema["$defs"], **BatchResponse.model_json_schema(ref_template="{model}")["$defs"]}
+    checked = []
+    for model in models.values():
+        for name, field in model.get("properties", {}).items():
+            kinds = {field.get("type")} | {option.get("type") for option in field.get("anyOf", [])}
+            if "number" not in kinds or name in NOT_MONEY:
+                continue
+            description = field.get("description", "")
+            assert any(h in description for h in HORIZONS), (name, description)
+            assert "discount" in description, (name, description)  # "discounted ..." or "undiscounted"
+            checked.append(name)
+    assert {"residual_value", "value_1y", "historic_value", "expected_revenue_90d", "value_at_risk"} <= set(
+        checked
+    )
+    assert {"referral_value", "expected_net_value", "cost", "p05", "days_90"} <= set(checked)
 
 
 # ---------------------------------------------------------------------------------------- spreadsheets
