@@ -254,7 +254,7 @@ def _categorical(shares: Mapping[str, float], values: pd.Series, stats: Any) -> 
 # ------------------------------------------------------------------------------- what a run is compared on
 
 OUTPUT_COLUMNS = ("churn_probability", "expected_revenue", "clv", "value_at_risk")  # compared besides inputs
-REFERENCE_SAMPLE = 50_000  # customers per cutoff a reference is profiled on (deterministic sample)
+REFERENCE_SAMPLE = 20_000  # customers per cutoff a reference is profiled on (deterministic sample)
 EVENT_WINDOW_DAYS = 30  # raw events compared: those of the month before the as-of date
 EVENT_TABLES = ("transactions", "interactions")
 _NOT_COMPARED = {"customer_id", "timestamp", "order_id"}
