@@ -12,6 +12,7 @@ import dataclasses
 import io
 import itertools
 import os
+import re
 from pathlib import Path
 
 import nbformat
@@ -130,6 +131,20 @@ def test_model_report_notebook_runs(trained) -> None:  # type: ignore[no-untyped
     assert _images(_cell_with(nb, "shap.plots.scatter")) == 3
     assert _images(_cell_with(nb, "shap.plots.waterfall")) == 2
     assert "raises risk" in _text(nb)  # the reason sentences of the two example customers
+    assert _images(_cell_with(nb, "lifetime_value_figure")) == 1
+    assert "lifetime value (discounted, to the end of the relationship)" in text
+    assert "revenue basis: no economics config" in text  # the session's model has no economics config
+    assert "share_beyond_1y" in _text(nb)  # value by segment, with the part beyond one year
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_notebooks_never_call_the_revenue_forecast_clv(name: str) -> None:
+    """CLV used to name the 90-day revenue forecast; the notebooks say "lifetime value" or "revenue
+    forecast", so no reader takes one horizon for the other."""
+    nb = nbformat.read(NOTEBOOKS / name, as_version=4)
+    for cell in nb.cells:
+        assert not re.search(r"\bCLV\b", cell.source), f"cell {cell.get('id')} says CLV"
+        assert "report.clv" not in cell.source
 
 
 # ------------------------------------------------------------------------------------ analysis: data
@@ -322,8 +337,12 @@ def test_evaluation_reproduces_the_metrics_recorded_at_training(
     assert np.allclose(check["difference"], 0.0, atol=1e-9), check
 
 
-def test_scores_summaries_and_examples(champion: an.Champion, valid: pd.DataFrame) -> None:
-    scores = insights.score_frame(champion, valid)
+@pytest.fixture(scope="module")
+def scores(champion: an.Champion, valid: pd.DataFrame) -> pd.DataFrame:
+    return insights.score_frame(champion, valid)
+
+
+def test_scores_summaries_and_examples(scores: pd.DataFrame, valid: pd.DataFrame) -> None:
     summary = insights.segment_action_summary(scores, valid)
     assert summary["customers"].sum() == len(valid)
     assert summary["share"].sum() == pytest.approx(1.0)
@@ -347,3 +366,30 @@ def test_shap_explanation_adds_up_to_the_raw_score(champion: an.Champion, valid:
     assert importance["share"].sum() == pytest.approx(1.0)
     top = an.numeric_top_features(champion.bundle, importance, n=3)
     assert len(top) == 3 and all(champion.bundle.feature_info(f).categories is None for f in top)
+
+
+def test_lifetime_value_by_segment_and_beyond_one_year(scores: pd.DataFrame) -> None:
+    values = an.lifetime_values(scores)
+    assert len(values) == scores["clv"].map(lambda v: isinstance(v, dict)).sum() > 0
+    detail = scores.set_index("customer_id").loc[values["customer_id"], "clv"]
+    assert np.allclose(values["residual_value"], [d["residual_value"] for d in detail])
+    assert np.allclose(values["beyond_1y"], values["residual_value"] - values["value_1y"])
+    assert (values["basis"] == "revenue").all()  # no economics config in the session's model
+    # on a revenue basis every year adds value: the part beyond one year is never negative
+    assert (values["beyond_1y"] >= -0.01).all() and values["share_beyond_1y"].dropna().between(0, 1).all()
+    assert "revenue basis: no economics config" in an.value_terms(values, scored=len(scores))
+
+    table = an.value_by_segment(values)
+    segments, total = table[table["segment"] != "all"], table[table["segment"] == "all"].iloc[0]
+    assert set(segments["segment"]) == set(values["segment"])
+    assert segments["customers"].sum() == total["customers"] == len(values)
+    assert segments["lifetime_value"].sum() == pytest.approx(total["lifetime_value"])
+    assert segments["share_of_value"].sum() == pytest.approx(1.0) and total[
+        "share_of_value"
+    ] == pytest.approx(1.0)
+    assert segments["lifetime_value"].is_monotonic_decreasing
+    expected = values["beyond_1y"].sum() / values["residual_value"].sum()
+    assert total["share_beyond_1y"] == pytest.approx(expected)
+    an.lifetime_value_figure(values).savefig(io.BytesIO(), format="png", dpi=40)
+    assert an.value_by_segment(values.iloc[:0]).empty
+    assert "not available" in an.value_terms(values.iloc[:0])

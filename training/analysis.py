@@ -1,5 +1,6 @@
 """The model report behind ``notebooks/02_model_report.ipynb``: the champion loaded from the registry, its
-out-of-time evaluation against the baselines, calibration, gains and SHAP explanations, with figures.
+out-of-time evaluation against the baselines, calibration, gains, SHAP explanations and the customers'
+lifetime value (distribution, by segment, beyond one year), with figures.
 
 Like :mod:`features.profile` (the data profiles of ``01_explore``), every function takes its dates
 explicitly or derives them from the data, returns DataFrames or figures and prints nothing. The model is
@@ -144,9 +145,12 @@ class EvaluationReport:
 
     cutoff: pd.Timestamp
     churn: pd.DataFrame  # one row per model: roc_auc, pr_auc, brier, log_loss, ece, lift, capture, rate
-    clv: pd.DataFrame  # one row per model: mae, rmse, spearman, gini, capture, predicted_to_actual
+    # the spend forecast over the horizon (not lifetime value), one row per model: mae, rmse, spearman, gini,
+    # capture, predicted_to_actual
+    revenue: pd.DataFrame
     business: pd.DataFrame  # one row per ranking: net value of contacting the top share
-    scores: pd.DataFrame  # customer_id, churned, future_spend, one probability column per model, clv...
+    # customer_id, churned, future_spend, one probability column per model, expected_revenue, revenue_run_rate
+    scores: pd.DataFrame
     models: list[str] = field(default_factory=list)  # churn score columns, the bundle's first
 
 
@@ -173,8 +177,9 @@ def evaluation_report(
     """Metrics of ``bundle`` on ``frame`` (features with outcomes) next to the recency and RFM baselines.
 
     The baselines are fitted on ``history`` (e.g. :func:`baseline_frame`), which must hold no outcome
-    from ``frame``'s window. CLV is compared with the run-rate baseline; ``business`` prices the value
-    of contacting the top share of customers by value at risk, by probability and at random."""
+    from ``frame``'s window. The spend forecast over the horizon is compared with the run-rate baseline;
+    ``business`` prices the value of contacting the top share of customers by value at risk (probability x
+    the forecast, as training measures it), by probability and at random."""
     business = business or BusinessConfig()
     frame = unseen_rows(bundle, frame)
     y = frame["churned"].astype(bool).to_numpy(int)
@@ -186,17 +191,17 @@ def evaluation_report(
         "recency_rule": fit.predict_recency(fit.recency_baseline(history, y_hist), frame),
     }
     spend = frame["future_spend"].to_numpy(float)
-    clv_scores = {
+    revenue_scores = {
         "churnguard": predicted[f"expected_revenue_{bundle.horizon_days}d"].to_numpy(),
         "run_rate": fit.run_rate_clv(frame, bundle.horizon_days),
     }
     churn = pd.DataFrame([{"model": k, **ev.churn_metrics(y, v)} for k, v in churn_scores.items()])
-    clv = pd.DataFrame([{"model": k, **ev.clv_metrics(spend, v)} for k, v in clv_scores.items()])
+    revenue = pd.DataFrame([{"model": k, **ev.clv_metrics(spend, v)} for k, v in revenue_scores.items()])
     value = ev.business_value(
         y.astype(bool),
         churn_scores["churnguard"],
-        clv_scores["churnguard"],
-        spend_if_kept=clv_scores["run_rate"],
+        revenue_scores["churnguard"],
+        spend_if_kept=revenue_scores["run_rate"],
         policy=business,
         seed=seed,
     )
@@ -210,12 +215,12 @@ def evaluation_report(
             "churned": y.astype(bool),
             "future_spend": spend,
             **churn_scores,
-            "clv": clv_scores["churnguard"],
-            "clv_run_rate": clv_scores["run_rate"],
+            "expected_revenue": revenue_scores["churnguard"],
+            "revenue_run_rate": revenue_scores["run_rate"],
         }
     )
     cutoff = pd.Timestamp(frame["cutoff"].iloc[0]) if "cutoff" in frame.columns and len(frame) else pd.NaT
-    return EvaluationReport(cutoff, churn, clv, value_table, scores, list(churn_scores))
+    return EvaluationReport(cutoff, churn, revenue, value_table, scores, list(churn_scores))
 
 
 def recorded_vs_recomputed(bundle: ModelBundle, report: EvaluationReport) -> pd.DataFrame:
@@ -369,4 +374,121 @@ def backtest_figure(table: pd.DataFrame) -> Figure:
     right.set_title("ECE by origin (lower is better)")
     for axis in (left, right):
         axis.tick_params(axis="x", rotation=30)
+    return fig
+
+
+# -------------------------------------------------------------------------------------- lifetime value
+
+VALUE_MEANING = "lifetime value (discounted, to the end of the relationship)"
+_BASIS_WORDS = {
+    "contribution": "contribution basis: margin less the cost to serve, from the economics config",
+    "revenue": "revenue basis: no economics config",
+}
+
+
+def lifetime_values(scores: pd.DataFrame) -> pd.DataFrame:
+    """One row per scored customer with a lifetime value, from scores as the API returns them (``clv`` an
+    object): ``customer_id, segment, residual_value, value_1y, beyond_1y, share_beyond_1y, p_alive, basis,
+    annual_discount_rate``.
+
+    ``beyond_1y`` is the part of the value that lies beyond the next 365 days (``residual_value -
+    value_1y``), the part a one-year view misses; ``share_beyond_1y`` is it over the value, for customers
+    whose value is positive (NaN otherwise). Customers the value model could not value are left out."""
+    valued = scores[scores["clv"].map(lambda v: isinstance(v, dict))]
+    detail = pd.DataFrame(valued["clv"].tolist(), index=valued.index)
+    out = pd.DataFrame(
+        {
+            "customer_id": valued["customer_id"].astype(str),
+            "segment": valued["segment"].astype(str),
+            "residual_value": detail.get("residual_value", pd.Series(dtype=float)).astype(float),
+            "value_1y": detail.get("value_1y", pd.Series(dtype=float)).astype(float),
+        }
+    )
+    out["beyond_1y"] = out["residual_value"] - out["value_1y"]
+    out["share_beyond_1y"] = out["beyond_1y"] / out["residual_value"].where(out["residual_value"] > 0)
+    out["p_alive"] = detail.get("p_alive", pd.Series(dtype=float)).astype(float)
+    out["basis"] = detail.get("basis", pd.Series(dtype=str))
+    out["annual_discount_rate"] = detail.get("annual_discount_rate", pd.Series(dtype=float)).astype(float)
+    return out.reset_index(drop=True)
+
+
+def value_terms(values: pd.DataFrame, scored: int | None = None) -> str:
+    """What the values measure, in one line: basis, discount rate and how many customers have one."""
+    if values.empty:
+        return f"{VALUE_MEANING}: not available (the model has no value model)"
+    basis = str(values["basis"].iloc[0])
+    rate = float(values["annual_discount_rate"].iloc[0])
+    counted = f"{len(values):,}" + (f" of {scored:,}" if scored is not None else "")
+    return (
+        f"{VALUE_MEANING}; {_BASIS_WORDS.get(basis, basis + ' basis')}; annual discount rate {rate * 100:g}%; "
+        f"{counted} customers valued"
+    )
+
+
+def value_by_segment(values: pd.DataFrame) -> pd.DataFrame:
+    """Where the value is: per segment, customers, total and median lifetime value, the segment's share of
+    all value, the value of the next year and the share of the segment's value beyond one year. Sorted by
+    total value, largest first; a last row ``all`` totals them."""
+    if values.empty:
+        return pd.DataFrame(
+            columns=[
+                "segment",
+                "customers",
+                "lifetime_value",
+                "median_lifetime_value",
+                "share_of_value",
+                "value_1y",
+                "share_beyond_1y",
+            ]
+        )
+    parts = pd.concat([values, values.assign(segment="all")], ignore_index=True)
+    out = (
+        parts.groupby("segment", sort=False)
+        .agg(
+            customers=("customer_id", "size"),
+            lifetime_value=("residual_value", "sum"),
+            median_lifetime_value=("residual_value", "median"),
+            value_1y=("value_1y", "sum"),
+            beyond_1y=("beyond_1y", "sum"),
+        )
+        .reset_index()
+    )
+    total = float(values["residual_value"].sum())
+    out["share_of_value"] = out["lifetime_value"] / total if total > 0 else np.nan
+    out["share_beyond_1y"] = out["beyond_1y"] / out["lifetime_value"].where(out["lifetime_value"] > 0)
+    segments = out[out["segment"] != "all"].sort_values("lifetime_value", ascending=False, kind="stable")
+    ordered = pd.concat([segments, out[out["segment"] == "all"]], ignore_index=True)
+    return ordered[
+        [
+            "segment",
+            "customers",
+            "lifetime_value",
+            "median_lifetime_value",
+            "share_of_value",
+            "value_1y",
+            "share_beyond_1y",
+        ]
+    ]
+
+
+def lifetime_value_figure(values: pd.DataFrame) -> Figure:
+    """Left: the distribution of lifetime value (1st to 99th percentile; a few customers hold extreme
+    values). Right: the share of each customer's value that lies beyond one year (positive values)."""
+    fig, axes = new_figure(1, 2, (11.0, 4.0))
+    left, right = axes[0]
+    value = values["residual_value"].dropna()
+    if len(value):
+        low, high = np.quantile(value, [0.01, 0.99])
+        left.hist(value.clip(low, high), bins=40)
+        left.axvline(float(value.median()), ls="--", color="grey", label=f"median {value.median():,.0f}")
+        left.legend()
+    left.set(xlabel="lifetime value per customer (1st-99th percentile)", ylabel="customers")
+    left.set_title("Lifetime value (discounted, to the end of the relationship)")
+    share = values["share_beyond_1y"].dropna()
+    if len(share):
+        right.hist(share.clip(0, 1), bins=np.linspace(0, 1, 21))
+        right.axvline(float(share.median()), ls="--", color="grey", label=f"median {share.median():.0%}")
+        right.legend()
+    right.set(xlabel="share of the customer's value beyond the next 365 days", ylabel="customers")
+    right.set_title("Share of each customer's value beyond one year")
     return fig

@@ -1,7 +1,9 @@
-"""Evaluation metrics for churn probability, CLV and the business value of acting on the ranking.
+"""Evaluation metrics for churn probability, the spend forecast over the horizon (``clv_*``: the revenue
+forecast, not lifetime value), the value model's purchase probabilities and the business value of acting on
+the ranking.
 
-Calibration is binned in one place, :func:`reliability_table`; the ECE, the reliability plot and the
-notebooks all read it, so "bin 3" means the same customers everywhere.
+Calibration is binned in one place, :func:`reliability_table`; the ECE, the reliability plot, BG/NBD's
+purchase calibration and the notebooks all read it, so "bin 3" means the same customers everywhere.
 """
 
 from __future__ import annotations
@@ -16,6 +18,11 @@ from sklearn.metrics import average_precision_score, brier_score_loss, log_loss,
 from training.config import BusinessConfig
 
 
+def _equal_count_bins(p: np.ndarray, bins: int) -> list[np.ndarray]:
+    """Positions of ``p`` in ``bins`` equal-count bins, lowest predictions first (stable for ties)."""
+    return [chunk for chunk in np.array_split(np.argsort(p, kind="stable"), bins) if len(chunk)]
+
+
 def reliability_table(y: np.ndarray, p: np.ndarray, bins: int = 10) -> pd.DataFrame:
     """Calibration by bin of predicted probability: ``bin, mean_predicted, observed, count``.
 
@@ -24,7 +31,6 @@ def reliability_table(y: np.ndarray, p: np.ndarray, bins: int = 10) -> pd.DataFr
     when predictions crowd into one part of [0, 1]. Ties are split by a stable sort, so the table is
     reproducible. Empty bins (fewer customers than bins) are left out."""
     y, p = np.asarray(y, dtype=float), np.asarray(p, dtype=float)
-    order = np.argsort(p, kind="stable")
     rows = [
         {
             "bin": i + 1,
@@ -32,19 +38,104 @@ def reliability_table(y: np.ndarray, p: np.ndarray, bins: int = 10) -> pd.DataFr
             "observed": float(y[chunk].mean()),
             "count": len(chunk),
         }
-        for i, chunk in enumerate(np.array_split(order, bins))
-        if len(chunk)
+        for i, chunk in enumerate(_equal_count_bins(p, bins))
     ]
     return pd.DataFrame(rows, columns=["bin", "mean_predicted", "observed", "count"])
 
 
-def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 10) -> float:
-    """Mean |observed rate - mean predicted| over the bins of :func:`reliability_table`, weighted by count."""
-    table = reliability_table(y, p, bins)
+def _table_ece(table: pd.DataFrame) -> float:
     if table.empty:
         return float("nan")
     gap = (table["observed"] - table["mean_predicted"]).abs()
     return float((gap * table["count"]).sum() / table["count"].sum())
+
+
+def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 10) -> float:
+    """Mean |observed rate - mean predicted| over the bins of :func:`reliability_table`, weighted by count."""
+    return _table_ece(reliability_table(y, p, bins))
+
+
+@dataclass(frozen=True)
+class PurchaseCalibration:
+    """BG/NBD's probability that a customer buys at least once within the horizon, against who did.
+
+    P(alive) itself is never observed: a customer who is alive but buys slowly may not buy within the
+    horizon, so the share of "P(alive) = 80%" customers who bought is not meant to be 80%. What BG/NBD does
+    promise is its own probability of at least one purchase in ``[cutoff, cutoff + H)``, P(alive) x (1 -
+    P(no purchase in H | alive)) (the value part ``value_btyd_keeps``), and the window's orders check that:
+    a customer bought when they placed at least one order in it (a return is no purchase; a cancellation
+    does not undo an order). ``table`` is :func:`reliability_table` of those (the same equal-count bins)
+    with each bin's mean P(alive) beside it, which lies above the bin's predicted purchase probability."""
+
+    horizon_days: int
+    table: pd.DataFrame  # bin, mean_predicted, observed, count, mean_p_alive
+    ece: float
+    mean_predicted: float
+    observed: float
+    mean_p_alive: float
+    customers: int
+
+    def metrics(self) -> dict[str, float]:
+        """As MLflow metrics: ``btyd_bgnbd.p_purchase_<H>d.{ece,mean_predicted,observed,customers}`` and
+        ``btyd_bgnbd.p_alive.mean`` (next to the ``churn.btyd_bgnbd.*`` and ``clv.btyd_*`` tables)."""
+        name = f"btyd_bgnbd.p_purchase_{self.horizon_days}d"
+        return {
+            f"{name}.ece": self.ece,
+            f"{name}.mean_predicted": self.mean_predicted,
+            f"{name}.observed": self.observed,
+            f"{name}.customers": float(self.customers),
+            "btyd_bgnbd.p_alive.mean": self.mean_p_alive,
+        }
+
+
+def purchase_calibration(
+    p_purchase: np.ndarray,
+    p_alive: np.ndarray,
+    purchased: np.ndarray,
+    *,
+    horizon_days: int,
+    bins: int = 10,
+) -> PurchaseCalibration | None:
+    """:class:`PurchaseCalibration` of BG/NBD's P(at least one purchase within the horizon) ``p_purchase``
+    against ``purchased`` (bought within it), per customer; customers without a prediction are left out,
+    and None is returned when none has one (no value model, or no purchase summary)."""
+    p, alive = np.asarray(p_purchase, dtype=float), np.asarray(p_alive, dtype=float)
+    known = np.isfinite(p) & np.isfinite(alive)
+    if not known.any():
+        return None
+    p, alive, bought = p[known], alive[known], np.asarray(purchased, dtype=bool)[known].astype(float)
+    table = reliability_table(bought, p, bins)
+    table["mean_p_alive"] = [float(alive[chunk].mean()) for chunk in _equal_count_bins(p, bins)]
+    return PurchaseCalibration(
+        horizon_days=horizon_days,
+        table=table,
+        ece=_table_ece(table),
+        mean_predicted=float(p.mean()),
+        observed=float(bought.mean()),
+        mean_p_alive=float(alive.mean()),
+        customers=int(known.sum()),
+    )
+
+
+PURCHASE_COLUMNS = ("value_btyd_keeps", "value_p_alive", "future_orders")
+
+
+def purchase_calibration_of(
+    frame: pd.DataFrame, horizon_days: int, bins: int = 10
+) -> PurchaseCalibration | None:
+    """:func:`purchase_calibration` of a labelled frame carrying the value parts (``value_btyd_keeps``,
+    ``value_p_alive``: :func:`features.value.attach_parts`) and the orders placed within the horizon
+    (``future_orders``: :func:`features.engine.compute_labels`); None when any of them is missing."""
+    if any(c not in frame.columns for c in PURCHASE_COLUMNS):
+        return None
+    orders = pd.to_numeric(frame["future_orders"], errors="coerce").fillna(0).to_numpy(float)
+    return purchase_calibration(
+        frame["value_btyd_keeps"].to_numpy(float),
+        frame["value_p_alive"].to_numpy(float),
+        orders > 0,
+        horizon_days=horizon_days,
+        bins=bins,
+    )
 
 
 def gains_table(y: np.ndarray, score: np.ndarray, points: int = 100) -> pd.DataFrame:
@@ -175,6 +266,7 @@ class Evaluation:
     backtest: Backtest | None = None
     warnings: tuple[str, ...] = ()  # what a user must know before trusting the model (card, /ready)
     holdout: np.ndarray | None = None  # customers never fitted by any run: the champion comparison's rows
+    purchase_calibration: PurchaseCalibration | None = None  # BG/NBD's P(purchase within H) vs who bought
 
     def headline(self, model: str = "churnguard") -> dict[str, float]:
         """The model's churn and CLV metrics as flat ``churn_*`` / ``clv_*`` keys."""

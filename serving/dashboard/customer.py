@@ -1,4 +1,5 @@
-"""One customer's page (``/customers/{id}``): figures, action, reasons, history and the what-if form."""
+"""One customer's page (``/customers/{id}``): figures, lifetime value, action, reasons, history and the
+what-if form."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from serving.dashboard.charts import Bar, signed_bars
 from serving.dashboard.context import SessionDep, StateDep
 from serving.dashboard.monitoring import customer_trend
 from serving.dashboard.render import render
+from serving.dashboard.value import customer_value
 from serving.model_source import LoadedModel
 
 router = APIRouter(include_in_schema=False)
@@ -165,6 +167,7 @@ def customer_page(customer_id: str, request: Request, session: SessionDep, state
         nav="customers",
         model=loaded.info if loaded else None,
         c=record,
+        value=customer_value(record),
         labels={name: label_of(info, name) for name, info in infos.items()},
         reasons=reasons,
         reasons_chart=chart,

@@ -36,11 +36,13 @@ CSV_COLUMNS = (
     "action",
     "expected_net_value",
     "top_reason",
+    "value_basis",
+    "expected_revenue_90d",
 )
 SORT_LABELS = {
     "customer_id": "Customer",
     "churn_probability": "Churn probability",
-    "clv": "CLV",
+    "clv": "Lifetime value",
     "value_at_risk": "Value at risk",
     "expected_net_value": "Expected net value",
 }
@@ -67,6 +69,8 @@ def csv_row(row: dict[str, Any]) -> list[Any]:
         _text(row["action_name"]),
         row["expected_net_value"],
         _text(top_reason(row)),
+        _text(row.get("value_basis") or ""),
+        row.get("expected_revenue_90d"),
     ]
 
 
@@ -91,6 +95,7 @@ def customer_list(request: Request, session: SessionDep, state: StateDep) -> HTM
         nav="customers",
         model=loaded.info if loaded else None,
         meta=meta,
+        value_terms=summary["value_terms"],
         filters=filters,
         notes=notes,
         choices=choices,

@@ -104,11 +104,12 @@ def customer_trend(history: list[dict[str, Any]]) -> dict[str, Any]:
             "value-trend",
             labels,
             [
-                Series("CLV", [h["clv"] for h in history]),
+                Series("Lifetime value", [h["clv"] for h in history]),
                 Series("Value at risk", [h["value_at_risk"] for h in history], "series-b"),
             ],
-            "CLV and value at risk at each batch run",
-            "The customer's expected spend and value at risk at each kept scoring run.",
+            "Lifetime value and value at risk at each batch run",
+            "The customer's lifetime value (discounted, to the end of the relationship) and value at risk "
+            "at each kept scoring run; runs scored before lifetime value existed have no point.",
         ),
     }
 
@@ -142,9 +143,10 @@ def movements(request: Request, session: SessionDep, state: StateDep) -> HTMLRes
     loyal = line_chart(
         "loyal-share",
         labels,
-        [Series("Loyal share of CLV", [r["summary"].get("loyal_clv_share") for r in runs])],
-        "Share of CLV held by loyal customers",
-        "At each batch run, the share of total CLV held by customers below the medium-risk threshold.",
+        [Series("Loyal share of value", [r["summary"].get("loyal_clv_share") for r in runs])],
+        "Share of customer value held by loyal customers",
+        "At each batch run, the share of total customer value (lifetime value where known, else expected "
+        "revenue over the horizon) held by customers below the medium-risk threshold.",
     )
     cohort_labels, cohort_series, cohort_table = cohort_curves(runs)
     loaded = state.models.current

@@ -20,7 +20,7 @@ METRICS = (
     ("churn_roc_auc", "Churn ROC AUC", "{:.3f}"),
     ("churn_ece", "Calibration error (ECE)", "{:.3f}"),
     ("churn_top_decile_lift", "Top-decile lift", "{:.2f}×"),
-    ("clv_spearman", "CLV rank correlation", "{:.2f}"),
+    ("clv_spearman", "Revenue forecast rank correlation", "{:.2f}"),
 )
 
 
@@ -81,6 +81,7 @@ def overview(request: Request, session: SessionDep, state: StateDep) -> HTMLResp
         model_warnings=model_warnings(loaded.bundle.metadata) if loaded else [],
         meta=meta,
         summary=summary,
+        value_terms=summary["value_terms"],
         segments=segments,
         actions=actions,
         counts=counts,
@@ -98,7 +99,8 @@ def overview(request: Request, session: SessionDep, state: StateDep) -> HTMLResp
                 for s in segments
             ],
             "Value at risk by value segment",
-            "Total value at risk (churn probability times CLV) of each value segment's customers.",
+            "Total value at risk (churn probability times the lifetime value if retained) of each value "
+            "segment's customers.",
         ),
         histogram_chart=histogram(
             "histogram-chart",

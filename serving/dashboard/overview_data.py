@@ -11,6 +11,7 @@ from typing import Any
 
 from serving.actions import NO_ACTION
 from serving.dashboard.queries import Choices
+from serving.dashboard.value import store_value_terms
 from serving.state import AppState
 
 _lock = threading.Lock()
@@ -21,13 +22,15 @@ def store_meta(state: AppState) -> dict[str, Any]:
 
 
 def cached_summary(holder: Any, state: AppState, meta: dict[str, Any]) -> dict[str, Any]:
-    """The store's summary for the scoring described by ``meta`` (computed once per scoring)."""
+    """The store's summary for the scoring described by ``meta`` (computed once per scoring), with the
+    terms of its values (``value_terms``: basis and discount rate)."""
     key = (str(meta.get("scored_at")), str(meta.get("customers")), str(id(state.store)))
     cached: tuple[tuple[str, str, str], dict[str, Any]] | None = getattr(holder, "dashboard_summary", None)
     if cached is not None and cached[0] == key:
         return cached[1]
     summary = state.store.summary()
     summary.setdefault("actions", [])
+    summary["value_terms"] = store_value_terms(state.store)
     with _lock:
         holder.dashboard_summary = (key, summary)
     return summary

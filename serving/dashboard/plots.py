@@ -28,7 +28,7 @@ PLOTS = {
     "cumulative_gains": "Cumulative gains: share of churners reached by contacting the riskiest first",
     "roc": "ROC curve",
     "precision_recall": "Precision and recall",
-    "clv_deciles": "Predicted and actual value by CLV decile",
+    "clv_deciles": "Revenue forecast over the horizon: predicted and actual spend by forecast decile",
     "feature_importance": "Feature importance",
     "shap_summary": "SHAP summary: how each feature moves churn risk",
 }

@@ -106,7 +106,7 @@ def parse_filters(params: Mapping[str, str], choices: Choices) -> tuple[Filters,
                 raise ValueError(raw_clv)
         except ValueError:
             min_clv = None
-            notes.append("Ignored the minimum CLV: it is not a number.")
+            notes.append("Ignored the minimum lifetime value: it is not a number.")
     search = (params.get("search") or "").strip() or None
     if search is not None and len(search) > MAX_SEARCH:
         search = search[:MAX_SEARCH]

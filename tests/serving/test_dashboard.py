@@ -6,21 +6,27 @@ from __future__ import annotations
 import csv
 import io
 import re
+import sqlite3
 import stat
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
+import numpy as np
+import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 from markupsafe import escape
 
+from serving.actions import decide_actions, load_playbook
 from serving.app import create_app
 from serving.dashboard.customers import CSV_COLUMNS, csv_row
 from serving.dashboard.plots import PlotCache
 from serving.dashboard.session import COOKIE, SessionSigner
 from serving.keys import KeyStore
+from serving.scoring import GRACEFUL_EXIT
 from serving.settings import ServingSettings
 from serving.store import CustomerQuery, SqliteScoreStore
 
@@ -327,7 +333,7 @@ def test_bad_query_strings_never_fail(signed_in: tuple[TestClient, str], query: 
 def test_invalid_values_are_ignored_with_a_note(signed_in: tuple[TestClient, str], store: Any) -> None:
     client, _ = signed_in
     page = client.get("/customers?min_clv=lots&risk_tier=extreme&page=x")
-    assert "Ignored the minimum CLV" in page.text and "Ignored an unknown risk tier" in page.text
+    assert "Ignored the minimum lifetime value" in page.text and "Ignored an unknown risk tier" in page.text
     assert f'data-total="{store.query(CustomerQuery())[1]}"' in page.text
 
 
@@ -366,7 +372,7 @@ def test_csv_cells_cannot_start_a_formula() -> None:
         "expected_net_value": -3.5,
         "reasons": [{"contribution": 1.0, "sentence": "-bad"}],
     }
-    assert csv_row(row) == ["'=HYPERLINK(1)", 0.5, "high", -1.0, 1.0, "'+x", "'@a", -3.5, "'-bad"]
+    assert csv_row(row) == ["'=HYPERLINK(1)", 0.5, "high", -1.0, 1.0, "'+x", "'@a", -3.5, "'-bad", "", None]
 
 
 def test_customer_page_shows_figures_action_reasons_history_and_what_if(
@@ -455,3 +461,198 @@ def test_pages_work_without_scores_or_model(trained: Any, tmp_path: Path) -> Non
         assert listing.status_code == 200 and "No customers match" in listing.text
         assert empty.get("/customers.csv").text.strip() == ",".join(CSV_COLUMNS)
         assert empty.get("/customers/C0000001").status_code == 404
+
+
+# -- lifetime value: what every value shown is -------------------------------------------------------------
+def section(html: str, ident: str) -> str:
+    """The markup of the element with id ``ident`` up to the end of its section."""
+    return html.split(f'id="{ident}"', 1)[1].split("</section>", 1)[0]
+
+
+@contextmanager
+def serving_store(client: TestClient, store: SqliteScoreStore) -> Iterator[None]:
+    """The app serves ``store`` for a while (the model stays)."""
+    state = client.app.state.churnguard  # type: ignore[attr-defined]
+    saved = state.store
+    state.store = store
+    try:
+        yield
+    finally:
+        state.store = saved
+
+
+@pytest.fixture(scope="module")
+def contribution_store(trained: Any, tmp_path_factory: pytest.TempPathFactory) -> SqliteScoreStore:
+    """Real scores restated on a contribution basis at 12% a year (what an economics config gives); the
+    last customer costs more than they bring: a graceful exit, decided by the real action rules."""
+    real = SqliteScoreStore(trained.home / "scores.db")
+    rows, _ = real.query(CustomerQuery(limit=12))
+    for row in rows:
+        row["clv_detail"] = {**row["clv_detail"], "basis": "contribution", "annual_discount_rate": 0.12}
+        row["value_basis"] = "contribution"
+    leaving = rows[-1]
+    leaving["clv_detail"] = {**leaving["clv_detail"], "residual_value": -37.5, "value_1y": -9.25}
+    decision = decide_actions(
+        load_playbook(),
+        np.array([leaving["churn_probability"]]),
+        np.array([0.0]),
+        [{"engagement"}],
+        basis="contribution",
+        lifetime=np.array([-37.5]),
+    )
+    action = decision.as_dicts()[0]
+    leaving.update(
+        clv=-37.5,
+        value_1y=-9.25,
+        value_at_risk=0.0,
+        segment=GRACEFUL_EXIT,
+        action=action,
+        action_name=action["name"],
+        expected_net_value=action["expected_net_value"],
+    )
+    path = tmp_path_factory.mktemp("contribution") / "scores.db"
+    SqliteScoreStore(path).replace_all(pd.DataFrame(rows), real.meta())
+    return SqliteScoreStore(path)
+
+
+VALUE_COLUMNS = ("expected_revenue_90d", "value_1y", "p_alive", "value_basis", "clv_detail", "referral_value")
+
+
+def write_old_store(source: Path, path: Path, customers: int = 12) -> Path:
+    """A copy of ``customers`` scores as a store written before lifetime value existed: no value columns,
+    and its ``clv`` the spend forecast over the horizon (what ``clv`` meant then)."""
+    real = SqliteScoreStore(source)
+    frame = pd.DataFrame(real.query(CustomerQuery(limit=customers))[0])
+    frame["clv"] = frame["expected_revenue_90d"]
+    frame["value_at_risk"] = (frame["churn_probability"] * frame["clv"]).round(2)
+    SqliteScoreStore(path).replace_all(frame, real.meta())
+    with sqlite3.connect(path) as con:
+        present = {r[1] for r in con.execute("PRAGMA table_info(scores)")}
+        for column in VALUE_COLUMNS:
+            if column in present:
+                con.execute(f"ALTER TABLE scores DROP COLUMN {column}")
+    return path
+
+
+@pytest.fixture(scope="module")
+def old_store(trained: Any, tmp_path_factory: pytest.TempPathFactory) -> SqliteScoreStore:
+    path = tmp_path_factory.mktemp("old") / "scores.db"
+    return SqliteScoreStore(write_old_store(trained.home / "scores.db", path))
+
+
+def test_customer_page_says_what_the_lifetime_value_is(signed_in: tuple[TestClient, str], store: Any) -> None:
+    client, _ = signed_in
+    row = store.query(CustomerQuery(limit=1))[0][0]
+    detail = row["clv_detail"]
+    assert detail["basis"] == "revenue"  # the session's model has no economics config
+    text = client.get(f"/customers/{row['customer_id']}").text
+    block = section(text, "lifetime-value")
+    assert "<h2" in block and "Lifetime value" in block
+    rate = detail["annual_discount_rate"] * 100
+    terms = (
+        "discounted, to the end of the relationship · revenue basis: no economics config · "
+        f"annual discount rate {rate:g}%"
+    )
+    assert terms in block
+    residual, year = detail["residual_value"], detail["value_1y"]
+    for label, shown in (
+        ("Residual value (to the end of the relationship)", f"{residual:,.2f}"),
+        ("Value next year (next 365 days, discounted)", f"{year:,.2f}"),
+        (
+            "Value beyond one year",
+            f"{residual - year:,.2f} ({(residual - year) / residual * 100:.0f}% of the lifetime value)",
+        ),
+        ("Historic value (net spend so far, undiscounted)", f"{detail['historic_value']:,.2f}"),
+        ("P(alive) (still a customer, BG/NBD)", f"{detail['p_alive'] * 100:.0f}%"),
+        ("Expected order value (revenue)", f"{detail['expected_order_value']:,.2f}"),
+        ("Expected revenue, next 90 days (forecast, undiscounted)", f"{row['expected_revenue_90d']:,.2f}"),
+    ):
+        assert f"<dt>{escape(label)}</dt><dd" in block, label
+        assert shown in block.split(str(escape(label)), 1)[1].split("</div>", 1)[0], label
+    interval = detail["interval"]
+    if interval:
+        assert f"{interval['p05']:,.2f} – {interval['p95']:,.2f}" in block
+    assert "in 90 days" in block and "in a year" in block
+    assert residual >= year  # on a revenue basis the value beyond one year is never negative
+    assert 'id="graceful-exit"' not in text
+    assert "CLV" not in text
+
+
+def test_overview_and_list_name_the_value_and_its_basis(signed_in: tuple[TestClient, str]) -> None:
+    client, _ = signed_in
+    for path in ("/", "/customers"):
+        text = client.get(path).text
+        terms = section(text, "value-terms").split("</p>", 1)[0]
+        assert "Lifetime value</strong>: discounted, to the end of the relationship" in terms, path
+        assert "revenue basis: no economics config" in terms and "annual discount rate" in terms, path
+        assert "CLV" not in text, path
+    listing = client.get("/customers").text
+    assert '<label for="f-clv">Minimum lifetime value</label>' in listing
+    assert re.search(r'class="sort"[^>]*>Lifetime value<span', listing)
+    assert "Total lifetime value" in client.get("/").text
+
+
+def test_contribution_basis_and_a_graceful_exit(
+    signed_in: tuple[TestClient, str], contribution_store: SqliteScoreStore
+) -> None:
+    client, _ = signed_in
+    rows, _ = contribution_store.query(CustomerQuery(sort="customer_id", descending=False, limit=50))
+    leaving = next(r for r in rows if r["segment"] == GRACEFUL_EXIT)
+    staying = next(r for r in rows if r["segment"] != GRACEFUL_EXIT)
+    with serving_store(client, contribution_store):
+        overview = client.get("/").text
+        terms = section(overview, "value-terms").split("</p>", 1)[0]
+        assert (
+            "contribution basis: margin less the cost to serve" in terms
+            and "annual discount rate 12%" in terms
+        )
+        assert "no economics config" not in overview
+        page = client.get(f"/customers/{staying['customer_id']}").text
+        assert "contribution basis" in section(page, "lifetime-value") and 'id="graceful-exit"' not in page
+        page = client.get(f"/customers/{leaving['customer_id']}").text
+        why = section(page, "graceful-exit").split("</p>", 1)[0]
+        assert "Graceful exit" in why and "-37.50 in contribution" in why
+        assert "does not cover what serving them costs" in why and "No paid action" in why
+        action = section(page, "action-title")
+        assert (
+            "No action" in action
+            and "Graceful exit: customers in this segment never get a paid action" in action
+        )
+        assert str(escape(leaving["action"]["why"])) in action and leaving["action"]["why"].startswith(
+            "Graceful exit"
+        )
+        assert "Value beyond one year" in page and "of the lifetime value)" not in section(
+            page, "value-beyond-1y"
+        )
+        listing = client.get("/customers?" + urlencode({"segment": GRACEFUL_EXIT})).text
+        assert ids_on_page(listing) == [leaving["customer_id"]]
+        exported = list(csv.DictReader(io.StringIO(client.get("/customers.csv").text)))
+        assert {r["value_basis"] for r in exported} == {"contribution"}
+
+
+def test_a_store_written_before_lifetime_value_still_renders(
+    signed_in: tuple[TestClient, str], old_store: SqliteScoreStore
+) -> None:
+    client, _ = signed_in
+    row = old_store.query(CustomerQuery(limit=1))[0][0]
+    assert row["clv"] is None and row["clv_detail"] is None  # the old 90-day forecast is not a lifetime value
+    with serving_store(client, old_store):
+        for path in ("/", "/customers", "/customers?sort=clv&min_clv=5", "/customers.csv", "/movements"):
+            assert client.get(path).status_code == 200, path
+        overview = client.get("/").text
+        assert "Lifetime value</strong>: not available in these scores" in overview
+        listing = client.get("/customers").text
+        assert "not available in these scores" in listing and ">n/a</span>" in listing
+        page = client.get(f"/customers/{row['customer_id']}")
+        assert page.status_code == 200
+        block = section(page.text, "lifetime-value")
+        assert "Lifetime value: not available for this score" in block
+        assert f"{row['expected_revenue_90d']:,.2f}" in section(page.text, "expected-revenue")
+        assert 'id="lifetime-value-figure">not available<' in page.text
+        assert (
+            "churn probability × expected revenue over the horizon (scored before lifetime value existed)"
+            in page.text
+        )
+        assert 'data-clv=""' in page.text  # the what-if script reads it as unknown, not as 0
+        exported = list(csv.DictReader(io.StringIO(client.get("/customers.csv").text)))
+        assert exported and all(r["clv"] == "" for r in exported)

@@ -20,6 +20,8 @@ from typing import Any
 
 import pytest
 
+from tests.serving.test_dashboard import write_old_store
+
 pytestmark = pytest.mark.browser
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -54,11 +56,8 @@ def _wait_until_up(base: str, process: subprocess.Popen[bytes], seconds: float) 
     return False
 
 
-@pytest.fixture(scope="module")
-def server(trained: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A uvicorn process serving the app on a free loopback port, with the trained home."""
-    log_path = tmp_path_factory.mktemp("server") / "uvicorn.log"
-    env = {**os.environ, "CHURNGUARD_HOME": str(trained.home), "CHURNGUARD_POLL_SECONDS": "0"}
+def _serve(env: dict[str, str], log_path: Path) -> Iterator[str]:
+    """A uvicorn process serving the app on a free loopback port with ``env``; stopped afterwards."""
     for _attempt in range(3):  # a port taken between choosing and binding: try another
         port = _free_port()
         base = f"http://127.0.0.1:{port}"
@@ -85,6 +84,24 @@ def server(trained: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[s
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(5)
+
+
+def _env(trained: Any, **extra: str) -> dict[str, str]:
+    return {**os.environ, "CHURNGUARD_HOME": str(trained.home), "CHURNGUARD_POLL_SECONDS": "0", **extra}
+
+
+@pytest.fixture(scope="module")
+def server(trained: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The app with the trained home."""
+    yield from _serve(_env(trained), tmp_path_factory.mktemp("server") / "uvicorn.log")
+
+
+@pytest.fixture(scope="module")
+def old_server(trained: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The app serving a store written before lifetime value existed (the current model loaded)."""
+    folder = tmp_path_factory.mktemp("old-store")
+    store = write_old_store(trained.home / "scores.db", folder / "scores.db")
+    yield from _serve(_env(trained, CHURNGUARD_STORE_PATH=str(store)), folder / "uvicorn.log")
 
 
 @pytest.fixture(scope="module")
@@ -148,7 +165,7 @@ def test_sign_in_filter_and_export(page: Any, server: str, trained: Any) -> None
     sign_in(page, server, trained.api_key, "/customers")
     assert page.get_by_role("heading", name="Customers").is_visible()
     page.get_by_label("Risk tier").select_option("high")
-    page.get_by_label("Minimum CLV").fill("50")
+    page.get_by_label("Minimum lifetime value").fill("50")
     page.get_by_role("button", name="Apply filters").click()
     page.wait_for_url("**/customers?*risk_tier=high*")
     total = int(page.get_attribute("#result-count", "data-total") or -1)
@@ -160,7 +177,10 @@ def test_sign_in_filter_and_export(page: Any, server: str, trained: Any) -> None
         rows = list(csv.DictReader(stream))
     assert len(rows) == total
     assert all(r["risk_tier"] == "high" and float(r["clv"]) >= 50 for r in rows)
-    page.get_by_role("link", name="CLV").click()  # sort by CLV, highest first
+    terms = page.locator("#value-terms").inner_text()
+    assert "Lifetime value: discounted, to the end of the relationship" in terms
+    assert "revenue basis: no economics config" in terms
+    page.get_by_role("link", name="Lifetime value").click()  # sort by lifetime value, highest first
     page.wait_for_url("**sort=clv*")
     values = [
         float(v.replace(",", ""))
@@ -178,6 +198,23 @@ def test_customer_reasons_action_and_what_if(page: Any, server: str, trained: An
     assert page.locator("#reasons li").count() >= 1
     assert page.locator("svg[aria-labelledby^='reasons-chart-title']").is_visible()
     assert page.locator("#action-label").inner_text().strip()
+    value = page.locator("#lifetime-value")
+    assert value.get_by_role("heading", name="Lifetime value").is_visible()
+    terms = value.locator("#value-terms").inner_text()
+    assert (
+        "discounted, to the end of the relationship" in terms
+        and "revenue basis: no economics config" in terms
+    )
+    shown = dict(
+        zip(value.locator("dt").all_inner_texts(), value.locator("dd").all_inner_texts(), strict=True)
+    )
+    residual = float(shown["Residual value (to the end of the relationship)"].replace(",", ""))
+    next_year = float(shown["Value next year (next 365 days, discounted)"].replace(",", ""))
+    beyond = shown["Value beyond one year"]
+    assert float(beyond.split()[0].replace(",", "")) == pytest.approx(residual - next_year, abs=0.011)
+    assert "of the lifetime value" in beyond
+    assert shown["P(alive) (still a customer, BG/NBD)"].endswith("%")
+    assert page.locator("#lifetime-value-figure").inner_text().replace(",", "") == f"{residual:.2f}"
     before = page.locator("#churn-probability").inner_text()
     page.get_by_label("Days since the last purchase", exact=True).fill("400")
     page.get_by_text("All other features").click()
@@ -187,6 +224,9 @@ def test_customer_reasons_action_and_what_if(page: Any, server: str, trained: An
     figures.wait_for()
     after = figures.locator("dd").first.inner_text()
     assert after.split()[0] != before and "no change" not in after
+    rescored = figures.inner_text()
+    assert "Lifetime value (discounted, to the end of the relationship)" in rescored
+    assert "NaN" not in rescored and "undefined" not in rescored and "[object Object]" not in rescored
     assert page.locator("#whatif-result .reason-list li").count() >= 1
     assert "Action:" in page.locator("#whatif-result").inner_text()
     assert page.locator("#churn-probability").inner_text() == before  # no reload: the stored score stays
@@ -223,3 +263,22 @@ def test_sign_out_locks_out(page: Any, server: str, trained: Any) -> None:
     assert "/sign-in" in page.url and "reason=ended" in page.url
     assert page.request.get(server + "/customers.csv", max_redirects=0).status == 303
     assert page.request.post(server + "/v1/score", data=body, headers=headers).status == 401
+
+
+def test_a_store_written_before_lifetime_value(page: Any, old_server: str, trained: Any) -> None:
+    """Scores kept from before lifetime value existed: the pages say "not available" (never the old 90-day
+    forecast as a lifetime value) and the what-if, which scores with the current model, still works."""
+    sign_in(page, old_server, trained.api_key, "/customers")
+    assert "not available in these scores" in page.locator("#value-terms").inner_text()
+    page.locator("table.customers tbody tr th a").first.click()
+    value = page.locator("#lifetime-value")
+    value.wait_for()
+    assert "not available for this score" in value.inner_text()
+    assert page.locator("#lifetime-value-figure").inner_text() == "not available"
+    assert page.locator("#expected-revenue").inner_text().replace(",", "").replace(".", "").isdigit()
+    page.get_by_role("button", name="Score again").click()
+    figures = page.locator("#whatif-figures")
+    figures.wait_for()
+    rescored = figures.inner_text()
+    assert "Lifetime value (discounted, to the end of the relationship)" in rescored
+    assert "NaN" not in rescored and "undefined" not in rescored

@@ -9,10 +9,13 @@
   const button = document.getElementById("whatif-submit");
   const pct = (p) => (p * 100).toFixed(1) + "%";
   const money = (v) => v.toLocaleString("en-US", { minimumFractionDigits: 2, maximumFractionDigits: 2 });
+  // A figure the page or the API may not have (lifetime value of an old score, or of a customer the value
+  // model cannot value): null, never NaN or 0.
+  const known = (v) => (v === null || v === undefined || v === "" || !Number.isFinite(Number(v)) ? null : Number(v));
   const before = {
     probability: Number(form.dataset.probability),
-    clv: Number(form.dataset.clv),
-    valueAtRisk: Number(form.dataset.valueAtRisk),
+    clv: known(form.dataset.clv),
+    valueAtRisk: known(form.dataset.valueAtRisk),
   };
 
   function el(tag, text, className) {
@@ -24,6 +27,7 @@
 
   // The change against the stored score; only a change of risk is coloured (up = worse).
   function change(now, was, format, points) {
+    if (now === null || was === null) return undefined;
     const delta = points ? (now - was) * 100 : now - was;
     if (Math.abs(delta) < (points ? 0.05 : 0.005)) return el("span", "no change", "change");
     const sign = delta > 0 ? "+" : "−";
@@ -48,9 +52,14 @@
     list.id = "whatif-figures";
     figure(list, "Churn probability", pct(score.churn_probability),
       change(score.churn_probability, before.probability, pct, true));
-    figure(list, "CLV", money(score.clv), change(score.clv, before.clv, money, false));
-    figure(list, "Value at risk", money(score.value_at_risk),
-      change(score.value_at_risk, before.valueAtRisk, money, false));
+    const lifetime = known(score.clv && score.clv.residual_value);
+    const atRisk = known(score.value_at_risk);
+    figure(list, "Lifetime value (discounted, to the end of the relationship)",
+      lifetime === null ? "not available" : money(lifetime), change(lifetime, before.clv, money, false));
+    figure(list, "Value at risk", atRisk === null ? "not available" : money(atRisk),
+      change(atRisk, before.valueAtRisk, money, false));
+    const revenue = known(score.expected_revenue_90d);
+    if (revenue !== null) figure(list, "Expected revenue over the horizon", money(revenue));
     figure(list, "Risk tier", score.risk_tier);
     out.append(list);
     const action = el("p");
