@@ -121,6 +121,10 @@ def _log_run(folder: Path, bundle: ModelBundle, evaluation: Evaluation, context:
             model = row.pop("model")
             mlflow.log_metrics({f"{kind}.{model}.{k}": float(v) for k, v in row.items() if np.isfinite(v)})
     mlflow.log_metrics({f"business.{k}": v for k, v in evaluation.business.items()})
+    calibration = evaluation.purchase_calibration
+    if calibration is not None:  # BG/NBD's P(a purchase within the horizon) against who bought
+        mlflow.log_metrics(calibration.metrics())
+        mlflow.log_text(calibration.table.to_csv(index=False), "tables/p_purchase_calibration.csv")
     mlflow.log_metrics({f"seconds.{k}": v for k, v in context.timings.items()})
     _log_backtest(evaluation.backtest)
     mlflow.log_dict(context.fingerprint, "data_fingerprint.json")
