@@ -15,7 +15,14 @@ MLflow store, default config), and the champion it leaves scores the customers a
 * ECE at the scoring date, two ways: against the oracle's probabilities (the future's expectation, free of
   sampling noise: the verdict) and against the realised outcomes;
 * spend over the horizon: total predicted / total realised, and Spearman against the realised spend, for
-  the model, a run-rate and (when ``features.btyd`` is there) BG/NBD + Gamma-Gamma.
+  the model, a run-rate and (when ``features.btyd`` is there) BG/NBD + Gamma-Gamma;
+* lifetime value (``residual_value``, discounted to T at the value model's rate) against the oracle's, the
+  generator's expected residual value at T (``features.synthetic.true_residual_value``): Spearman and the
+  total ratio sum(predicted) / sum(oracle) (aim 0.85–1.15), for the model and for BG/NBD + Gamma-Gamma
+  alone. The yardstick for ranking is the oracle's own ranking quality: both are ranked against the
+  **realised value**, what each customer's future turned out to be as far as the data goes (revenue booked
+  in [T, end), discounted to T) plus the truth's residual value at the end (its expectation from there,
+  discounted to T), and the model's Spearman is reported as a share of the oracle's (aim ≥ 0.9).
 
 The cut keeps each table's own file shape (a shop export stays an invoice-line CSV with its columns.yaml), so
 every world also goes through the loader as it would in production.
@@ -26,6 +33,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -48,6 +56,8 @@ TARGETS = {
     "auc_vs_plain_lgbm": -0.003,
     "ece_vs_oracle": 0.02,
     "clv_ratio": (0.9, 1.1),
+    "value_share_of_oracle": 0.9,
+    "value_ratio": (0.85, 1.15),
 }
 
 
@@ -73,10 +83,24 @@ class WorldQuality:
     clv_ratio_btyd: float | None
     clv_spearman_btyd: float | None
     seconds_train: float
+    # Lifetime value at the scoring date (None: no value model, or figures from before it).
+    value_spearman: float | None = None  # Spearman(predicted residual value, oracle's)
+    value_ratio: float | None = None  # sum(predicted) / sum(oracle's)
+    value_spearman_realised: float | None = None  # Spearman(predicted, realised value)
+    value_spearman_oracle_realised: float | None = None  # the oracle's own: Spearman(oracle's, realised)
+    value_spearman_btyd: float | None = None  # BG/NBD + Gamma-Gamma alone vs the oracle's
+    value_ratio_btyd: float | None = None
 
     @property
     def auc_share(self) -> float:
         return self.auc / self.auc_oracle
+
+    @property
+    def value_share(self) -> float | None:
+        """The model's ranking of realised value as a share of the oracle's own."""
+        if self.value_spearman_realised is None or not self.value_spearman_oracle_realised:
+            return None
+        return self.value_spearman_realised / self.value_spearman_oracle_realised
 
     def misses(self) -> list[str]:
         out = []
@@ -91,6 +115,12 @@ class WorldQuality:
         low, high = TARGETS["clv_ratio"]
         if not low <= self.clv_ratio <= high:
             out.append(f"spend ratio {self.clv_ratio:.2f}")
+        share = self.value_share
+        if share is not None and share < TARGETS["value_share_of_oracle"]:
+            out.append(f"value ρ {share:.2f} of the oracle's")
+        low, high = TARGETS["value_ratio"]
+        if self.value_ratio is not None and not low <= self.value_ratio <= high:
+            out.append(f"value ratio {self.value_ratio:.2f}")
         return out
 
 
@@ -164,10 +194,13 @@ def _ratio_and_rank(predicted: np.ndarray, actual: np.ndarray) -> tuple[float, f
     return float(predicted.sum() / max(actual.sum(), 1e-9)), float(spearmanr(predicted, actual).statistic)
 
 
-def _btyd_value(dataset: Any, cutoff: pd.Timestamp, ids: pd.Series) -> np.ndarray | None:
-    """BG/NBD + Gamma-Gamma expected spend over the horizon (undiscounted), fitted as churnguard's value
-    model fits them (heavy-tailed order values capped at their 99th percentile when Gamma-Gamma refuses
-    them, as practitioners do); None when even that fails."""
+def _btyd_value(
+    dataset: Any, cutoff: pd.Timestamp, ids: pd.Series, rate: float
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """BG/NBD + Gamma-Gamma alone: expected spend over the horizon (undiscounted) and residual value
+    (discounted at ``rate``), fitted as churnguard's value model fits them (heavy-tailed order values capped
+    at their 99th percentile when Gamma-Gamma refuses them, as practitioners do); None when even that
+    fails."""
     from features import btyd
     from features.value import fit_value_model
 
@@ -177,10 +210,59 @@ def _btyd_value(dataset: Any, cutoff: pd.Timestamp, ids: pd.Series) -> np.ndarra
         print(f"BG/NBD + Gamma-Gamma baseline not available: {exc}")
         return None
     summary = btyd.rfm_summary(dataset.transactions, cutoff)
-    value = btyd.expected_value(
+    horizon = btyd.expected_value(
         model.purchases, model.spend, summary, horizon_days=HORIZON_DAYS, annual_discount_rate=0.0
     )
-    return pd.Series(np.asarray(value), index=summary.index).reindex(ids).fillna(0.0).to_numpy(float)
+    lifetime = btyd.residual_value(model.purchases, model.spend, summary, annual_discount_rate=rate)
+
+    def per_id(value: Any) -> np.ndarray:
+        return pd.Series(np.asarray(value), index=summary.index).reindex(ids).fillna(0.0).to_numpy(float)
+
+    return per_id(horizon), per_id(lifetime)
+
+
+def realised_value(
+    transactions: pd.DataFrame, truth: pd.DataFrame, cutoff: pd.Timestamp, rate: float
+) -> pd.Series:
+    """Per truth customer, the value their future realised as far as the data goes: revenue booked in
+    [cutoff, end), each amount discounted to the cutoff by ``(1 + rate) ** (-days / 365.25)``, plus the
+    truth's expected residual value at the end, discounted alike."""
+    from features.synthetic import true_residual_value
+
+    end = pd.Timestamp(truth.attrs["synthetic"]["end"])
+    stamps = transactions["timestamp"]
+    future = transactions[(stamps >= cutoff) & (stamps < end)]
+    years = (future["timestamp"] - cutoff) / pd.Timedelta(days=365.25)
+    booked = (future["amount"] * (1.0 + rate) ** -years).groupby(future["customer_id"].astype(str)).sum()
+    later = true_residual_value(truth, end, annual_discount_rate=rate) * (1.0 + rate) ** -(
+        (end - cutoff) / pd.Timedelta(days=365.25)
+    )
+    later.index = later.index.astype(str)
+    return later + booked.reindex(later.index, fill_value=0.0)
+
+
+def value_quality(
+    predicted: np.ndarray, oracle: np.ndarray, realised: np.ndarray, btyd_value: np.ndarray | None
+) -> dict[str, float | None]:
+    """The lifetime-value figures of one world (see the module docstring), over customers with all three."""
+    known = np.isfinite(predicted) & np.isfinite(oracle) & np.isfinite(realised)
+    if known.sum() < 10:
+        return {}
+
+    def rho(a: np.ndarray, b: np.ndarray) -> float:
+        return float(spearmanr(a[known], b[known]).statistic)
+
+    total = max(float(oracle[known].sum()), 1e-9)
+    figures: dict[str, float | None] = {
+        "value_spearman": rho(predicted, oracle),
+        "value_ratio": float(predicted[known].sum()) / total,
+        "value_spearman_realised": rho(predicted, realised),
+        "value_spearman_oracle_realised": rho(oracle, realised),
+    }
+    if btyd_value is not None:
+        figures["value_spearman_btyd"] = rho(btyd_value, oracle)
+        figures["value_ratio_btyd"] = float(btyd_value[known].sum()) / total
+    return figures
 
 
 def _plain_lightgbm(
@@ -218,18 +300,22 @@ def world_folder(scenario: str, customers: int, seed: int) -> tuple[Path, Path]:
 
     data = DATA_ROOT / f"quality-{scenario}-{customers}-s{seed}"
     truth = data.with_name(data.name + "-truth")
+    if (truth / "meta.json").exists() and not (truth / "pull.npy").exists():
+        for stale in (data, truth):  # cached before the truth carried residual value
+            shutil.rmtree(stale)
     if not (truth / "meta.json").exists():
         generate_dataset(data, customers, seed, truth_dir=truth, scenario=scenario)
     return data, truth
 
 
 def evaluate_world(scenario: str, customers: int, seed: int, work: Path) -> WorldQuality:
+    from features.economics import DEFAULT_DISCOUNT_RATE
     from features.engine import compute_features, compute_labels
     from features.loading import load_dataset
     from features.model_store import load_model
     from features.settings import get_settings
     from features.snapshots import observed_until
-    from features.synthetic import load_truth, true_churn_probability
+    from features.synthetic import load_truth, true_churn_probability, true_residual_value
     from training.config import TrainConfig
     from training.pipeline import train
 
@@ -279,10 +365,22 @@ def evaluate_world(scenario: str, customers: int, seed: int, work: Path) -> Worl
     rfm = predict_rfm_logistic(rfm_logistic_baseline(history, y_hist, seed), scoring)
     plain = _plain_lightgbm(seen, cutoff, names, scoring)
     run_rate = run_rate_clv(scoring, HORIZON_DAYS)
-    btyd_value = _btyd_value(seen, cutoff, scoring["customer_id"])
+    value_model = bundle.value_model
+    rate = DEFAULT_DISCOUNT_RATE if value_model is None else value_model.annual_discount_rate
+    btyd_values = _btyd_value(seen, cutoff, scoring["customer_id"], rate)
+    btyd_value, btyd_lifetime = btyd_values if btyd_values is not None else (None, None)
     clv_ratio, clv_rank = _ratio_and_rank(clv, spend)
     rr_ratio, rr_rank = _ratio_and_rank(run_rate, spend)
     bt = _ratio_and_rank(btyd_value, spend) if btyd_value is not None else (None, None)
+    ids = scoring["customer_id"].astype(str)
+    oracle_value = true_residual_value(truth, cutoff, annual_discount_rate=rate)
+    oracle_value.index = oracle_value.index.astype(str)
+    value = value_quality(
+        predicted["residual_value"].to_numpy(float),
+        oracle_value.reindex(ids).to_numpy(float),
+        realised_value(full.transactions, truth, cutoff, rate).reindex(ids).to_numpy(float),
+        btyd_lifetime,
+    )
     return WorldQuality(
         scenario=scenario,
         customers_scored=len(scoring),
@@ -304,6 +402,7 @@ def evaluate_world(scenario: str, customers: int, seed: int, work: Path) -> Worl
         clv_ratio_btyd=bt[0],
         clv_spearman_btyd=bt[1],
         seconds_train=seconds,
+        **value,
     )
 
 
@@ -321,10 +420,12 @@ def _history_snapshots(dataset: Any, cutoff: pd.Timestamp) -> list[Any]:
 
 
 # -- report -------------------------------------------------------------------------------------------
-def markdown(results: list[WorldQuality]) -> str:
-    def f(value: float | None, digits: int = 3) -> str:
-        return "n/a" if value is None or not np.isfinite(value) else f"{value:.{digits}f}"
+def _f(value: float | None, digits: int = 3) -> str:
+    return "n/a" if value is None or not np.isfinite(value) else f"{value:.{digits}f}"
 
+
+def markdown(results: list[WorldQuality]) -> str:
+    f = _f
     rows = [
         [
             r.scenario,
@@ -343,6 +444,9 @@ def markdown(results: list[WorldQuality]) -> str:
             f(r.clv_ratio_run_rate, 2),
             f(r.clv_ratio_btyd, 2),
             f(r.clv_spearman_btyd),
+            f(r.value_spearman),
+            f(r.value_ratio, 2),
+            f(r.value_share, 2),
             "; ".join(r.misses()) or "all met",
         ]
         for r in results
@@ -364,7 +468,39 @@ def markdown(results: list[WorldQuality]) -> str:
         "run-rate ratio",
         "BG/NBD ratio",
         "BG/NBD ρ",
+        "value ρ vs oracle",
+        "value ratio",
+        "value ρ ÷ oracle's",
         "targets",
+    ]
+    return table(headers, rows)
+
+
+def value_markdown(results: list[WorldQuality]) -> str:
+    """The lifetime-value figures in full: the model, BG/NBD + Gamma-Gamma alone, and the yardstick."""
+    f = _f
+    rows = [
+        [
+            r.scenario,
+            f(r.value_spearman),
+            f(r.value_ratio, 2),
+            f(r.value_spearman_btyd),
+            f(r.value_ratio_btyd, 2),
+            f(r.value_spearman_realised),
+            f(r.value_spearman_oracle_realised),
+            f(r.value_share, 2),
+        ]
+        for r in results
+    ]
+    headers = [
+        "world",
+        "ρ vs oracle",
+        "total ÷ oracle",
+        "BG/NBD alone ρ vs oracle",
+        "BG/NBD alone total ÷ oracle",
+        "ρ vs realised",
+        "oracle's ρ vs realised",
+        "÷ oracle's",
     ]
     return table(headers, rows)
 
@@ -394,6 +530,15 @@ def to_markdown(figures: dict[str, Any]) -> str:
             "(the verdict); ECE realised with the outcomes (sampling noise included).",
             "",
             markdown(_from_figures(figures)),
+            "",
+            "Lifetime value (`residual_value`, discounted at the value model's rate) at the scoring date. The "
+            "oracle is the generator's expected residual value from each customer's latent state "
+            "(`features.synthetic.true_residual_value`). Realised value: revenue booked from the scoring date "
+            "to the data's end, discounted, plus the truth's expected residual value at the end, discounted "
+            "alike; the oracle's Spearman against it is the best ranking possible, and the model's is given "
+            "as a share of it (aim ≥ 0.9). Aim for the total: 0.85–1.15 of the oracle's.",
+            "",
+            value_markdown(_from_figures(figures)),
         ]
     )
 
@@ -405,9 +550,10 @@ def targets(figures: dict[str, Any]) -> list[list[str]]:
         misses = world.misses()
         rows.append(
             [
-                f"model quality on the {world.scenario} world (champion, AUC, ECE, spend ratio)",
+                f"model quality on the {world.scenario} world (champion, AUC, ECE, spend ratio, value)",
                 f"AUC {world.auc:.3f} ({world.auc_share:.2f} of oracle), ECE {world.ece_vs_oracle:.3f}, "
-                f"spend ratio {world.clv_ratio:.2f}",
+                f"spend ratio {world.clv_ratio:.2f}, value ρ {_f(world.value_share, 2)} of the oracle's "
+                f"and total {_f(world.value_ratio, 2)} of it",
                 "met" if not misses else "**missed**: " + "; ".join(misses),
             ]
         )
@@ -434,6 +580,8 @@ def main(argv: list[str] | None = None) -> int:
                 + json.dumps(asdict(quality), default=str)
             )
     print(markdown(results))
+    print()
+    print(value_markdown(results))
     if args.json:
         args.json.write_text(json.dumps([asdict(r) | {"misses": r.misses()} for r in results], indent=2))
     return 0

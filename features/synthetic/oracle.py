@@ -1,8 +1,10 @@
-"""The ground truth: writing it, reading it back, and the best possible churn probability it implies.
+"""The ground truth: writing it, reading it back, and the best possible churn probability and residual
+value it implies.
 
 The oracle evaluates the same hazard and purchase-rate formulas as the simulation
 (:mod:`features.synthetic.params`) with the parameters and per-month world factors the truth folder
-recorded, so it stays exact in every scenario. No product command reads a truth folder.
+recorded, so it stays exact in every scenario. The residual value follows each customer's latent process
+forward (:mod:`features.synthetic.residual`). No product command reads a truth folder.
 """
 
 from __future__ import annotations
@@ -18,25 +20,40 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from features.economics import DEFAULT_DISCOUNT_RATE
 from features.errors import ConfigError
 from features.synthetic.params import (
     DAYS_PER_MONTH,
     NONE,
+    ORDER_CHANNELS,
     PLANS,
     SECONDS_PER_DAY,
+    SEGMENTS,
     Calendar,
     Customers,
+    Experience,
     Outcome,
     Params,
     Tenure,
     monthly_hazard,
     purchase_rate,
 )
-from features.synthetic.scenarios import World
-from features.synthetic.write import TS, customer_columns, departure_seconds
+from features.synthetic.residual import (
+    DRAWS,
+    Horizon,
+    MonteCarlo,
+    Start,
+    ValueTraits,
+    expected_residual_value,
+)
+from features.synthetic.scenarios import World, build_world
+from features.synthetic.write import TS, customer_columns, departure_seconds, vocab_strings
 
 TRUTH_FORMAT_VERSION = 1
 _MONTHLY_STATES = ("gap", "activity")
+# The state residual value grows from (written since it exists); a folder without it still reads for churn.
+_EXPERIENCE_STATES = ("failures", "orders_seen", "pull")
+_END_STATE = {name: f"end_{name}" for name in ("failures", "orders_seen", "pull", "activity")}
 
 
 @dataclass(frozen=True)
@@ -49,10 +66,11 @@ class TruthRun:
 
 
 def write_truth(folder: Path, customers: Customers, outcome: Outcome, ids: np.ndarray, run: TruthRun) -> None:
-    """Write the latent traits, the per-month gap and activity, and the metadata (format in the package
-    docstring). ``ids`` are the customer ids exactly as the data's loader will produce them."""
+    """Write the latent traits, the per-month states, the state at the end and the metadata (format in the
+    package docstring). ``ids`` are the customer ids exactly as the data's loader will produce them."""
     calendar = run.calendar
     departure = departure_seconds(outcome, calendar)
+    left = departure >= 0
     left_us = np.where(departure >= 0, calendar.start_us + departure * 1_000_000, 0)
     death_time = pa.array(left_us, type=TS, mask=departure < 0)
     cancellation_time = pa.array(left_us, type=TS, mask=(departure < 0) | (customers.plan == NONE))
@@ -70,11 +88,18 @@ def write_truth(folder: Path, customers: Customers, outcome: Outcome, ids: np.nd
             "base_hazard": pa.array(customers.base_hazard),
             "death_time": death_time,
             "cancellation_time": cancellation_time,
+            "complain_propensity": pa.array(customers.complain_propensity),
+            "return_prob": pa.array(customers.discretionary_return_prob),
+            "primary_channel": vocab_strings(customers.primary_channel, ORDER_CHANNELS),
+            **{
+                column: pa.array(getattr(outcome.final, name), mask=left)
+                for name, column in _END_STATE.items()
+            },
         }
     )
     pq.write_table(traits, folder / "customers.parquet", compression="zstd")
-    np.save(folder / "gap.npy", outcome.gap)
-    np.save(folder / "activity.npy", outcome.activity)
+    for state in (*_MONTHLY_STATES, *_EXPERIENCE_STATES):
+        np.save(folder / f"{state}.npy", getattr(outcome, state))
     meta: dict[str, object] = {
         "format_version": TRUTH_FORMAT_VERSION,
         "seed": run.seed,
@@ -94,9 +119,11 @@ def load_truth(truth_dir: Path) -> pd.DataFrame:
     by ``customer_id``.
 
     Columns are the latent traits of ``customers.parquet`` plus float32 ``gap_YYYY_MM`` and
-    ``activity_YYYY_MM`` columns per simulated month; ``attrs["synthetic"]`` holds the period (``start``,
-    ``end``), the recorded ``params``, the world's per-month ``hazard_factor`` and the ``scenario`` name,
-    which :func:`true_churn_probability` needs.
+    ``activity_YYYY_MM`` columns per simulated month, and ``failures_``, ``orders_seen_`` and ``pull_``
+    ones when the folder has them (older truth folders do not); ``attrs["synthetic"]``
+    holds the period (``start``, ``end``), the recorded ``params``, the world's per-month ``hazard_factor``
+    and ``late_factor``, the ``scenario`` name and the ``seed``, which :func:`true_churn_probability` and
+    :func:`true_residual_value` need.
     """
     truth_dir = Path(truth_dir)
     meta = json.loads((truth_dir / "meta.json").read_text())
@@ -106,22 +133,26 @@ def load_truth(truth_dir: Path) -> pd.DataFrame:
             f"{TRUTH_FORMAT_VERSION}; regenerate the synthetic data."
         )
     traits = pd.read_parquet(truth_dir / "customers.parquet").set_index("customer_id")
+    present = [s for s in _EXPERIENCE_STATES if (truth_dir / f"{s}.npy").exists()]
     states = [
         pd.DataFrame(
             np.load(truth_dir / f"{state}.npy"),
             index=traits.index,
             columns=[f"{state}_{label}" for label in meta["months"]],
         )
-        for state in _MONTHLY_STATES
+        for state in (*_MONTHLY_STATES, *present)
     ]
     truth = pd.concat([traits, *states], axis=1)
     scenario = meta.get("scenario") or {}
+    ones = [1.0] * len(meta["months"])
     truth.attrs["synthetic"] = {
         "start": meta["start"],
         "end": meta["end"],
         "params": meta.get("params", {}),
-        "hazard_factor": scenario.get("hazard_factor", [1.0] * len(meta["months"])),
+        "hazard_factor": scenario.get("hazard_factor", ones),
+        "late_factor": scenario.get("late_factor", ones),
         "scenario": scenario.get("name", "base"),
+        "seed": meta.get("seed", 0),
     }
     return truth
 
@@ -152,6 +183,116 @@ def true_churn_probability(truth: pd.DataFrame, cutoff: pd.Timestamp, horizon_da
     gone = (signed_up["death_time"] <= pd.Timestamp(cutoff)).to_numpy(dtype=bool, na_value=False)
     probability = np.where(gone, 1.0, probability)
     return pd.Series(probability, index=signed_up.index, name="true_churn_probability")
+
+
+def true_residual_value(
+    truth: pd.DataFrame,
+    cutoff: pd.Timestamp,
+    *,
+    annual_discount_rate: float = DEFAULT_DISCOUNT_RATE,
+    draws: int = DRAWS,
+    seed: int | None = None,
+) -> pd.Series:
+    """Oracle residual value at ``cutoff``: each customer's expected revenue from the cutoff to the end of
+    the relationship, discounted to the cutoff at ``annual_discount_rate`` (``(1 + r) ** (-days / 365.25)``,
+    as the value model discounts), from the latent state at the cutoff (see
+    :mod:`features.synthetic.residual`).
+
+    The state is the one in force in the cutoff's month (the same information as
+    :func:`true_churn_probability`); at the period ``end`` it is the state at the end. Customers who had not
+    signed up by the cutoff are left out; those who had left are worth 0. It is a Monte-Carlo estimate with
+    ``draws`` paths per customer (with the default 32, about 5% from the exact expectation for the median
+    customer and 13% at the 90th percentile, errors independent between customers); ``seed`` defaults to the
+    world's, so the same truth gives the same figures. It takes about 0.3 s of CPU per thousand customers
+    there at the cutoff. Returns a float Series indexed by ``customer_id``.
+    """
+    period = truth.attrs.get("synthetic")
+    if not period:
+        raise ConfigError("truth lacks attrs['synthetic']; load it with load_truth(truth_dir).")
+    calendar = Calendar.between(pd.Timestamp(period["start"]).date(), pd.Timestamp(period["end"]).date())
+    cutoff = pd.Timestamp(cutoff)
+    if not calendar.start <= cutoff <= calendar.end:
+        raise ConfigError(
+            f"cutoff {cutoff} lies outside the simulated period [{calendar.start}, {calendar.end}]."
+        )
+    signed_up = truth[truth["signup_date"] <= cutoff]
+    gone = (signed_up["death_time"] <= cutoff).to_numpy(dtype=bool, na_value=False)
+    there = signed_up[~gone]
+    day = (cutoff - calendar.start) / pd.Timedelta(days=1)
+    traits = _value_traits(there, calendar)
+    start = _start(there, calendar, day, traits.signup_day)
+    world = build_world(period.get("scenario", "base"), calendar)
+    n_months = calendar.n_months
+    horizon = Horizon(
+        Params.from_meta(period.get("params") or {}),
+        calendar,
+        np.asarray(period.get("hazard_factor") or np.ones(n_months), dtype=np.float64),
+        np.asarray(period.get("late_factor") or np.ones(n_months), dtype=np.float64),
+        cyclic=world.cyclic,
+        net_of_returns=world.shape == "shop_export",
+    )
+    seed = int(period.get("seed", 0)) if seed is None else seed
+    mc = MonteCarlo(annual_discount_rate=annual_discount_rate, draws=draws, seed=seed)
+    values = np.zeros(len(signed_up))
+    values[~gone] = expected_residual_value(traits, start, horizon, mc)
+    return pd.Series(values, index=signed_up.index, name="true_residual_value")
+
+
+_VALUE_TRAITS = ("complain_propensity", "return_prob", "primary_channel", *_END_STATE.values())
+
+
+def _value_traits(truth: pd.DataFrame, calendar: Calendar) -> ValueTraits:
+    """The traits the future depends on, from truth rows; ConfigError for a truth written before them."""
+    missing = [column for column in _VALUE_TRAITS if column not in truth.columns]
+    if missing:
+        raise _older_truth(missing)
+    signup_day = (truth["signup_date"] - calendar.start).dt.total_seconds().to_numpy() / SECONDS_PER_DAY
+
+    def number(column: str) -> np.ndarray:
+        return truth[column].to_numpy(dtype=np.float64)
+
+    def codes(column: str, vocabulary: tuple[str, ...]) -> np.ndarray:
+        return pd.Categorical(truth[column], categories=vocabulary).codes.astype(np.int8)
+
+    return ValueTraits(
+        signup_day=signup_day,
+        signup_month=np.searchsorted(calendar.edges, signup_day, side="right") - 1,
+        segment=codes("segment", SEGMENTS),
+        plan=codes("plan", PLANS),
+        loyal=truth["loyal_unprofitable"].to_numpy(dtype=bool),
+        purchase_rate=number("purchase_rate"),
+        spend_level=number("spend_level"),
+        discount_propensity=number("discount_propensity"),
+        late_prob=number("late_delivery_prob"),
+        defect_prob=number("defect_prob"),
+        return_prob=number("return_prob"),
+        complain_propensity=number("complain_propensity"),
+        expectation=number("expectation"),
+        base_hazard=number("base_hazard"),
+        primary_channel=codes("primary_channel", ORDER_CHANNELS),
+    )
+
+
+def _older_truth(missing: list[str]) -> ConfigError:
+    return ConfigError(
+        f"the truth lacks {', '.join(missing)}: it was written before truth folders kept what residual "
+        "value needs; regenerate the synthetic data."
+    )
+
+
+def _start(truth: pd.DataFrame, calendar: Calendar, day: float, signup_day: np.ndarray) -> Start:
+    """The state the future grows from: the end state at the period end, else the cutoff month's."""
+    if day >= calendar.total_days:
+        state = Experience(*(truth[column].to_numpy(dtype=np.float64) for column in _END_STATE.values()))
+        window = np.full(len(truth), calendar.total_days)
+        return Start(day, calendar.n_months - 1, state, window)
+    month = calendar.month_of_day(day)
+    columns = [f"{name}_{calendar.labels[month]}" for name in _END_STATE]
+    missing = [column for column in columns if column not in truth.columns]
+    if missing:
+        raise _older_truth(missing)
+    state = Experience(*(np.nan_to_num(truth[column].to_numpy(dtype=np.float64)) for column in columns))
+    return Start(day, month, state, np.maximum(calendar.edges[month], signup_day))
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,7 @@ COUNTRIES = ("US", "GB", "DE", "FR", "NL", "ES")
 COUNTRY_PROBS = (0.35, 0.20, 0.15, 0.12, 0.08, 0.10)
 COUNTRY_LATE_FACTOR = np.array([1.0, 0.9, 0.7, 1.1, 0.8, 1.3])
 SEGMENTS = ("consumer", "small_business", "enterprise")
+CONSUMER, SMALL_BUSINESS, ENTERPRISE = range(3)
 SEGMENT_PROBS = (0.80, 0.15, 0.05)
 SEGMENT_RATE = np.array([1.0, 1.5, 2.0])
 SEGMENT_SPEND = np.array([1.0, 2.0, 4.0])
@@ -62,6 +63,21 @@ SEASON_RAW = np.array([0.88, 0.85, 0.95, 0.97, 1.0, 0.96, 0.93, 0.95, 1.0, 1.05,
 SEASON = SEASON_RAW / SEASON_RAW.mean()
 LATE_STRAIN = np.array([1.0] * 10 + [1.3, 1.6])  # logistics strain in the peak season
 DISCOUNT_SEASON = np.array([1.0] * 10 + [1.6, 1.2])  # Black Friday
+
+# Order and contact details the simulation draws; the truth's residual value takes their expectations.
+PRIMARY_CHANNEL_SHARE = 0.75  # share of a customer's orders through their usual channel
+ORDER_VALUE_SIGMA = 0.45  # lognormal noise of an order's gross value around the spend level
+QUANTITY_EXPONENT = 0.6  # gross value grows with quantity ** this
+MAX_DISCOUNT_USE = 0.95  # cap on the chance that an order uses a discount
+DISCOUNT_DEPTH = ((0.05, 0.30), (0.15, 0.45))  # uniform range of the discount rate: others, loyal
+RETURN_PROB, LOYAL_RETURN_PROB = 0.02, 0.2  # discretionary returns (defects are returned too)
+MAX_LATE_PROB = MAX_DEFECT_PROB = 0.9
+DELAY_OFFSET_DAYS, DELAY_SHAPE, DELAY_SCALE = 0.5, 1.5, 2.0  # late by offset + gamma(shape, scale) days
+DELAY_COMPLAINT_SLOPE = 0.1  # each day late raises the chance of a complaint by this share
+MAX_COMPLAINT_PROB = 0.9
+ENTERPRISE_RESOLVE_BONUS = 0.08  # enterprise contacts are resolved more often
+STRAINED_FROM_MONTH = 10  # November (0-based month of year) on, contact centres are strained:
+STRAINED_RESOLVE_PENALTY = 0.1  # contacts after failures are resolved less often
 
 
 @dataclass(frozen=True)
@@ -299,10 +315,30 @@ class Contacts:
 
 
 @dataclass
+class Experience:
+    """Per customer, the latent state a future grows from besides the traits: the decaying experience state
+    (weighted ``failures`` and ``orders_seen``), the ``pull`` on expectations and the log purchase-rate
+    ``activity``. With the traits it fixes the gap, and so the hazard and purchase rate."""
+
+    failures: np.ndarray
+    orders_seen: np.ndarray
+    pull: np.ndarray
+    activity: np.ndarray
+
+
+@dataclass
 class Outcome:
-    """What the month-by-month simulation leaves behind besides the streamed transactions."""
+    """What the month-by-month simulation leaves behind besides the streamed transactions.
+
+    Monthly histories are float32 (n_customers, n_months), NaN before signup and after leaving: ``gap``,
+    ``activity`` and ``pull`` as in force during the month, ``failures`` and ``orders_seen`` as at its
+    start. ``final`` is everyone's state at the period end (float64), where the future begins."""
 
     departure_day: np.ndarray  # inf = still there at the end
-    gap: np.ndarray  # float32 (n_customers, n_months)
-    activity: np.ndarray  # float32 (n_customers, n_months)
+    gap: np.ndarray
+    activity: np.ndarray
     contacts: Contacts
+    failures: np.ndarray
+    orders_seen: np.ndarray
+    pull: np.ndarray
+    final: Experience

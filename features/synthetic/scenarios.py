@@ -47,7 +47,9 @@ class World:
 
     ``hazard_factor`` and ``late_factor`` hold one multiplier per simulated month (of the churn hazard and
     of the late-delivery probability). ``cohort_days``: if set, every signup falls in the first that many
-    days. ``late_from`` (drift) is the ISO date the late-delivery spike starts.
+    days. ``late_from`` (drift) is the ISO date the late-delivery spike starts. ``cyclic``: the factors follow
+    the calendar year, so after the period they repeat it (the truth's residual value looks that far);
+    otherwise they hold their last month's value there.
     """
 
     name: str
@@ -58,6 +60,7 @@ class World:
     shape: Shape = "tables"
     cohort_days: float | None = None
     late_from: str | None = None
+    cyclic: bool = False
 
     def meta(self) -> dict[str, object] | None:
         """The truth's ``scenario`` block (None for the base world, whose ``meta.json`` stays as it was)."""
@@ -86,7 +89,7 @@ def build_world(name: str, calendar: Calendar) -> World:
     # Position of each month's middle in the period, 0 at the start and 1 at the end (for slow trends).
     progress = (calendar.edges[:-1] + calendar.edges[1:]) / 2.0 / calendar.total_days
     if name == "seasonal":
-        return dataclasses.replace(world, hazard_factor=SEASONAL_HAZARD[calendar.month_of_year])
+        return dataclasses.replace(world, hazard_factor=SEASONAL_HAZARD[calendar.month_of_year], cyclic=True)
     if name == "growth":
         params = dataclasses.replace(DEFAULT_PARAMS, signup_growth=6.0, early_wave_share=0.05)
         return dataclasses.replace(world, params=params, hazard_factor=0.7**progress)

@@ -25,15 +25,31 @@ from features.synthetic.params import (
     COUNTRY_LATE_FACTOR,
     COUNTRY_PROBS,
     DAYS_PER_MONTH,
+    DELAY_COMPLAINT_SLOPE,
+    DELAY_OFFSET_DAYS,
+    DELAY_SCALE,
+    DELAY_SHAPE,
+    DISCOUNT_DEPTH,
     DISCOUNT_SEASON,
+    ENTERPRISE,
+    ENTERPRISE_RESOLVE_BONUS,
     INQUIRY,
     LATE_CHANNEL_FACTOR,
     LATE_STRAIN,
+    LOYAL_RETURN_PROB,
+    MAX_COMPLAINT_PROB,
+    MAX_DEFECT_PROB,
+    MAX_DISCOUNT_USE,
+    MAX_LATE_PROB,
     ORDER_CHANNEL_PROBS,
     ORDER_CHANNELS,
+    ORDER_VALUE_SIGMA,
+    PRIMARY_CHANNEL_SHARE,
+    QUANTITY_EXPONENT,
     RESOLVE_MEDIAN_HOURS,
     RESOLVE_PROB,
     RESOLVE_SIGMA,
+    RETURN_PROB,
     SECONDS_PER_DAY,
     SEGMENT_HAZARD,
     SEGMENT_INQUIRY,
@@ -42,11 +58,14 @@ from features.synthetic.params import (
     SEGMENT_RATE,
     SEGMENT_SPEND,
     SEGMENTS,
+    STRAINED_FROM_MONTH,
+    STRAINED_RESOLVE_PENALTY,
     SUPPORT,
     SURVEY,
     Calendar,
     Contacts,
     Customers,
+    Experience,
     Orders,
     Outcome,
     Params,
@@ -151,7 +170,7 @@ def draw_customers(rng: np.random.Generator, n: int, calendar: Calendar, world: 
         discount_propensity=np.where(loyal, rng.beta(6.0, 3.0, n), rng.beta(1.2, 5.0, n)),
         late_prob=rng.beta(2.0, 30.0, n) * COUNTRY_LATE_FACTOR[country],
         defect_prob=rng.beta(1.5, 25.0, n),
-        discretionary_return_prob=np.where(loyal, 0.2, 0.02),
+        discretionary_return_prob=np.where(loyal, LOYAL_RETURN_PROB, RETURN_PROB),
         complain_propensity=np.exp(rng.normal(0.0, 0.5, n)),
         expectation=np.exp(rng.normal(0.0, 0.5, n)) * np.where(loyal, 0.6, 1.0),
         base_hazard=base_hazard,
@@ -191,8 +210,10 @@ class Simulation:
         pull = np.zeros(n)
         departure = np.full(n, np.inf)
         activity = rng.normal(0.0, p.stationary_activity_sd, n)
-        gap_history = np.full((n, calendar.n_months), np.nan, dtype=np.float32)
-        activity_history = np.full((n, calendar.n_months), np.nan, dtype=np.float32)
+        history = {
+            name: np.full((n, calendar.n_months), np.nan, dtype=np.float32)
+            for name in ("gap", "activity", "failures", "orders_seen", "pull")
+        }
         contact_parts: list[Contacts] = []
         for month in range(calendar.n_months):
             month_end = calendar.edges[month + 1]
@@ -206,11 +227,14 @@ class Simulation:
             gap = perceived_gap(
                 p, failures[active], orders_seen[active], customers.expectation[active], pull[active]
             )
-            gap_history[active, month] = gap
+            history["gap"][active, month] = gap
+            history["failures"][active, month] = failures[active]
+            history["orders_seen"][active, month] = orders_seen[active]
+            history["pull"][active, month] = pull[active]
             activity[active] = p.activity_persistence * activity[active] + rng.normal(
                 0.0, p.activity_sd, len(active)
             )
-            activity_history[active, month] = activity[active]
+            history["activity"][active, month] = activity[active]
             tenure = Tenure(
                 months=np.maximum(calendar.edges[month] - customers.signup_day[active], 0.0) / DAYS_PER_MONTH,
                 whole_months=month - customers.signup_month[active],
@@ -253,7 +277,16 @@ class Simulation:
             contact_parts += [month_contacts, background, surveys]
             report("simulate", (month + 1) / calendar.n_months)
 
-        return Outcome(departure, gap_history, activity_history, Contacts.concat(contact_parts))
+        return Outcome(
+            departure_day=departure,
+            gap=history["gap"],
+            activity=history["activity"],
+            contacts=Contacts.concat(contact_parts),
+            failures=history["failures"],
+            orders_seen=history["orders_seen"],
+            pull=history["pull"],
+            final=Experience(failures, orders_seen, pull, activity),
+        )
 
     def _expand_transactions(self, month: int, window: _Window, counts: np.ndarray) -> Orders:
         """One row per order: uniform times in each customer's active window, then channel, value and service."""
@@ -268,24 +301,31 @@ class Simulation:
         moy = self.calendar.month_of_year[month]
 
         channel = np.where(
-            rng.random(k) < 0.75,
+            rng.random(k) < PRIMARY_CHANNEL_SHARE,
             customers.primary_channel[who],
             rng.choice(len(ORDER_CHANNELS), size=k, p=ORDER_CHANNEL_PROBS),
         ).astype(np.int8)
         quantity = 1 + rng.poisson(SEGMENT_QUANTITY[customers.segment[who]])
-        gross = np.round(customers.spend_level[who] * rng.lognormal(0.0, 0.45, k) * quantity**0.6, 2)
+        gross = np.round(
+            customers.spend_level[who]
+            * rng.lognormal(0.0, ORDER_VALUE_SIGMA, k)
+            * quantity**QUANTITY_EXPONENT,
+            2,
+        )
         loyal = customers.loyal[who]
         uses_discount = rng.random(k) < np.minimum(
-            customers.discount_propensity[who] * DISCOUNT_SEASON[moy], 0.95
+            customers.discount_propensity[who] * DISCOUNT_SEASON[moy], MAX_DISCOUNT_USE
         )
-        discount_rate = np.where(loyal, rng.uniform(0.15, 0.45, k), rng.uniform(0.05, 0.30, k))
+        discount_rate = np.where(
+            loyal, rng.uniform(*DISCOUNT_DEPTH[1], k), rng.uniform(*DISCOUNT_DEPTH[0], k)
+        )
         discount = np.where(uses_discount, np.round(gross * discount_rate, 2), 0.0)
 
         late_factor = LATE_STRAIN[moy] * self.world.late_factor[month]
         late_prob = customers.late_prob[who] * LATE_CHANNEL_FACTOR[channel] * late_factor
-        late = rng.random(k) < np.minimum(late_prob, 0.9)
-        delay = np.where(late, np.round(0.5 + rng.gamma(1.5, 2.0, k), 1), 0.0)
-        defect = rng.random(k) < np.minimum(customers.defect_prob[who] * (1.0 + late), 0.9)
+        late = rng.random(k) < np.minimum(late_prob, MAX_LATE_PROB)
+        delay = np.where(late, np.round(DELAY_OFFSET_DAYS + rng.gamma(DELAY_SHAPE, DELAY_SCALE, k), 1), 0.0)
+        defect = rng.random(k) < np.minimum(customers.defect_prob[who] * (1.0 + late), MAX_DEFECT_PROB)
         returned = defect | (rng.random(k) < customers.discretionary_return_prob[who])
         return Orders(
             customer=who,
@@ -307,7 +347,8 @@ class Simulation:
         who = orders.customer[failed]
         delay = orders.delay_days[failed]
         complain_prob = np.minimum(
-            p.complaint_prob * self.customers.complain_propensity[who] * (1 + 0.1 * delay), 0.9
+            p.complaint_prob * self.customers.complain_propensity[who] * (1 + DELAY_COMPLAINT_SLOPE * delay),
+            MAX_COMPLAINT_PROB,
         )
         complains = rng.random(len(failed)) < complain_prob
         supports = rng.random(len(failed)) < p.support_after_failure_prob
@@ -315,7 +356,7 @@ class Simulation:
         rows = np.concatenate([np.flatnonzero(complains), np.flatnonzero(supports)])
         after_days = delay[rows] + 0.5 + rng.exponential(2.0, len(rows))
         second = orders.second[failed][rows] + np.floor(after_days * SECONDS_PER_DAY).astype(np.int64)
-        strained = bool(self.calendar.month_of_year[month] >= 10)
+        strained = bool(self.calendar.month_of_year[month] >= STRAINED_FROM_MONTH)
         return self._resolve(who[rows], second, kinds.astype(np.int8), felt, strained)
 
     def _background_contacts(self, window: _Window, felt: np.ndarray) -> Contacts:
@@ -343,7 +384,9 @@ class Simulation:
         k = len(who)
         channel = _choose_rows(rng, CONTACT_CHANNEL_PROBS[kinds])
         resolve_prob = (
-            RESOLVE_PROB[kinds, channel] + 0.08 * (self.customers.segment[who] == 2) - 0.1 * strained
+            RESOLVE_PROB[kinds, channel]
+            + ENTERPRISE_RESOLVE_BONUS * (self.customers.segment[who] == ENTERPRISE)
+            - STRAINED_RESOLVE_PENALTY * strained
         )
         resolved = rng.random(k) < np.clip(resolve_prob, 0.0, 1.0)
         hours = np.round(RESOLVE_MEDIAN_HOURS[kinds] * rng.lognormal(0.0, RESOLVE_SIGMA[kinds]), 2)

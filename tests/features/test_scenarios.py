@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from scipy.stats import spearmanr
 from sklearn.metrics import roc_auc_score
 
 from features.errors import ConfigError
@@ -22,6 +23,7 @@ from features.synthetic import (
     generate_dataset,
     load_truth,
     true_churn_probability,
+    true_residual_value,
 )
 
 N_CUSTOMERS = 1500
@@ -79,6 +81,20 @@ def _observed_churn(folder: Path, ids: pd.Index, cutoff: pd.Timestamp) -> np.nda
     return (~ids.isin(bought) | ids.isin(cancels)).astype(int)
 
 
+def _spend(folder: Path) -> pd.DataFrame:
+    """Every booked amount (customer_id, timestamp, amount), credit notes negative, in any world's shape."""
+    if (folder / "invoices.csv").exists():
+        lines = _read_invoices(folder).dropna(subset=["Customer ID"])
+        return pd.DataFrame(
+            {
+                "customer_id": lines["Customer ID"].astype("int64").astype(str),
+                "timestamp": pd.to_datetime(lines["InvoiceDate"], format="%m/%d/%Y %H:%M"),
+                "amount": lines["Quantity"] * lines["Price"],
+            }
+        )
+    return pd.read_parquet(folder / "transactions.parquet", columns=["customer_id", "timestamp", "amount"])
+
+
 def _death_rate(truth: pd.DataFrame, cutoff: pd.Timestamp) -> float:
     """Share of the customers there at ``cutoff`` who truly leave within the horizon."""
     there = truth[(truth["signup_date"] <= cutoff) & ~(truth["death_time"] <= cutoff)]
@@ -103,6 +119,25 @@ def test_every_world_has_an_oracle_that_is_calibrated_and_ranks_its_observed_chu
     alive = ~(truth.loc[probability.index, "death_time"] <= PAST_CUTOFF).to_numpy()
     assert roc_auc_score(label[alive], probability[alive]) > 0.8
     assert abs(probability.mean() - label.mean()) < 0.05, "the oracle uses the rates the world simulated"
+
+
+@pytest.mark.parametrize("name", list(SCENARIOS))
+def test_every_world_values_who_is_there_and_its_value_ranks_what_they_then_spend(
+    worlds: dict[str, GenerationSummary], name: str
+) -> None:
+    summary = worlds[name]
+    truth = load_truth(summary.truth_dir)
+    at_end = true_residual_value(truth, truth.attrs["synthetic"]["end"], draws=8)
+    gone = truth["death_time"].notna()
+    assert (at_end[gone] == 0.0).all() and (at_end[~gone] > 0.0).all()
+    value = true_residual_value(truth, PAST_CUTOFF, draws=8)
+    assert set(value.index) == set(truth.index[truth["signup_date"] <= PAST_CUTOFF])
+    spend = _spend(summary.out_dir)
+    year = spend[spend["timestamp"].between(PAST_CUTOFF, PAST_CUTOFF + pd.Timedelta(days=365), "left")]
+    spent = year.groupby("customer_id")["amount"].sum().reindex(value.index, fill_value=0.0)
+    assert spearmanr(value, spent).statistic > 0.7
+    there = value > 0
+    assert spearmanr(value[there], spent[there]).statistic > 0.55
 
 
 @pytest.mark.parametrize("name", ["seasonal", "shop_export"])
@@ -304,6 +339,10 @@ def test_shop_export_ids_map_to_the_truth_and_simulate_the_purchase_log_world(
     assert ids.isin(shop.index).all()
     assert (shop["plan"] == "none").all()
     pd.testing.assert_frame_equal(shop.reset_index(drop=True), log.reset_index(drop=True))
+    shop_value = true_residual_value(shop, PAST_CUTOFF, draws=4).to_numpy()
+    log_value = true_residual_value(log, PAST_CUTOFF, draws=4).to_numpy()
+    there = log_value > 0
+    assert (shop_value[there] < log_value[there]).all(), "credit notes net returned orders out of revenue"
     sales = invoices[~invoices["Invoice"].str.startswith("C") & invoices["Customer ID"].notna()]
     orders = sales.drop_duplicates(["Invoice"])
     transactions = pd.read_parquet(worlds["purchase_log"].out_dir / "transactions.parquet")
