@@ -2,7 +2,12 @@
 
 Training builds it, MLflow stores it as the artifact of the ``churnguard`` pyfunc, and every way of
 scoring (API, batch, ``mlflow models serve``, Spark) loads the same files. It is plain files, not a
-pickle: the feature specification and calibration as JSON, the two LightGBM models as text.
+pickle: the feature specification and calibration as JSON, the LightGBM models as text.
+
+When training learned from randomised campaigns and the policy gate admitted the result, the bundle also
+carries the **action effects** (:class:`ActionEffects`): per action, a LightGBM model of the change in the
+probability of staying through the horizon that the action causes. Scoring then chooses each customer's
+action by :func:`choose_by_effects` instead of the playbook's priors.
 
 Contract of the model input: a DataFrame with one column per feature named in ``features`` (extra
 columns ignored, missing ones treated as unknown). Inputs are built by column name, never by position.
@@ -13,19 +18,26 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
+from features.campaigns import DO_NOTHING
 from features.economics import Columns
 from features.value import CustomerValue, ValueModel, combine, parts_for_frame, revenue_field
 
-# 2: adds ``clv_scale``; 3: adds ``value_model`` (BTYD lifetime value, see features.value). Older formats
-# still load: scale 1.0, no value model (lifetime value then unavailable, null).
-BUNDLE_FORMAT = 3
-_READABLE_FORMATS = {1, 2, 3}
+# 2: adds ``clv_scale``; 3: adds ``value_model`` (BTYD lifetime value, see features.value); 4: adds
+# ``effects`` (per-action uplift models, files under effects/). Older formats still load: scale 1.0, no
+# value model (lifetime value then unavailable, null), no effects (the playbook's priors decide).
+BUNDLE_FORMAT = 4
+_READABLE_FORMATS = {1, 2, 3, 4}
+UPLIFT_EFFECTS: Final = "uplift effects"  # the action was chosen by the bundle's learned effects
+PLAYBOOK_PRIORS: Final = "playbook priors"  # ... or by the playbook's typed-in success rates
+NEW_CUSTOMER_DAYS: Final = (
+    180  # an 'onboarding' reason is one an action can answer only for customers this new
+)
 
 
 @dataclass(frozen=True)
@@ -108,6 +120,116 @@ def records_to_matrix(records: list[dict[str, object]], features: list[FeatureIn
 
 
 @dataclass(frozen=True)
+class EffectChoice:
+    """The policy of the learned effects per customer: ``best``, the column of the action with the largest
+    expected net value (``net``); whether it is recommended (``chosen``); ``do_not_contact``, every
+    action's estimated effect is negative (contact would push the customer away); ``exits``, graceful
+    exits (lifetime value <= 0). Neither a do-not-contact customer nor a graceful exit gets a paid action."""
+
+    best: np.ndarray
+    net: np.ndarray
+    effect: np.ndarray  # the best action's estimated change in retention
+    chosen: np.ndarray
+    do_not_contact: np.ndarray
+    exits: np.ndarray
+
+    def names(self, actions: list[str]) -> np.ndarray:
+        return np.where(self.chosen, np.asarray(actions, dtype=object)[self.best], DO_NOTHING)
+
+
+def choose_by_effects(
+    estimates: np.ndarray,
+    value: np.ndarray,
+    costs: np.ndarray,
+    *,
+    min_net_value: float = 0.0,
+    lifetime: np.ndarray | None = None,
+) -> EffectChoice:
+    """Per customer (rows of ``estimates``, one column per action), the action with the largest expected
+    incremental retention x ``value`` (the value if retained, in the business's terms) - cost;
+    ``no_action`` (worth 0) whenever no action returns more than ``min_net_value``. The one policy of the
+    learned effects: scoring, the pyfunc, training's gate and the benchmark all use it."""
+    n = len(estimates)
+    worth = np.clip(np.nan_to_num(np.asarray(value, dtype=np.float64)), 0.0, None)
+    net = estimates * worth[:, None] - np.asarray(costs, dtype=np.float64)[None, :]
+    if not estimates.shape[1]:
+        nothing = np.zeros(n, dtype=bool)
+        return EffectChoice(np.zeros(n, np.intp), np.zeros(n), np.zeros(n), nothing, nothing, nothing)
+    best = np.argmax(net, axis=1)
+    best_net = np.take_along_axis(net, best[:, None], axis=1)[:, 0]
+    effect = np.take_along_axis(estimates, best[:, None], axis=1)[:, 0]
+    harmful = np.asarray((estimates < 0).all(axis=1), dtype=bool)
+    exits = np.zeros(n, dtype=bool) if lifetime is None else np.asarray(lifetime) <= 0
+    chosen = (best_net > min_net_value) & ~harmful & ~exits
+    return EffectChoice(best, best_net, effect, chosen, harmful, exits)
+
+
+@dataclass
+class ActionEffects:
+    """Per action, a LightGBM model of the change in the probability of staying through the horizon the
+    action causes (learned by ``training.uplift`` from randomised campaigns and admitted by its policy
+    gate), and the economics the gate judged the policy with: each action's cost, the weight of a unit of
+    value (the playbook margin on a revenue basis) and the minimum net value. Serving decides with the
+    playbook in force (its costs and labels); the pyfunc, which has no playbook, with these."""
+
+    models: dict[str, lgb.Booster]
+    costs: dict[str, float]
+    weight: float = 1.0
+    min_net_value: float = 0.0
+    shared: lgb.Booster | None = None  # the effect of contact itself, added to every action's own model
+
+    @property
+    def actions(self) -> list[str]:
+        return list(self.models)
+
+    def estimate(self, x: np.ndarray) -> np.ndarray:
+        """Estimated change in retention probability, rows x :attr:`actions`, within [-1, 1]."""
+        threads = 1 if len(x) < 256 else 0
+        columns = [np.asarray(m.predict(x, num_threads=threads), dtype=float) for m in self.models.values()]
+        if not columns:
+            return np.zeros((len(x), 0))
+        shared = 0.0 if self.shared is None else np.asarray(self.shared.predict(x, num_threads=threads))
+        return np.clip(np.column_stack(columns) + np.reshape(shared, (-1, 1)), -1.0, 1.0)
+
+    def choose(self, x: np.ndarray, value: np.ndarray, lifetime: np.ndarray | None = None) -> EffectChoice:
+        """:func:`choose_by_effects` with the costs, weight and minimum recorded at training."""
+        costs = np.array([self.costs.get(a, 0.0) for a in self.actions])
+        return choose_by_effects(
+            self.estimate(x),
+            value * self.weight,
+            costs,
+            min_net_value=self.min_net_value,
+            lifetime=lifetime,
+        )
+
+    def save(self, folder: Path) -> dict[str, Any]:
+        folder.mkdir(parents=True, exist_ok=True)
+        for action, model in self.models.items():
+            (folder / f"{action}.txt").write_text(model.model_to_string())
+        if self.shared is not None:  # action names start with a letter: no action is called _shared
+            (folder / "_shared.txt").write_text(self.shared.model_to_string())
+        return {
+            "shared": self.shared is not None,
+            "actions": self.actions,
+            "costs": self.costs,
+            "weight": self.weight,
+            "min_net_value": self.min_net_value,
+        }
+
+    @classmethod
+    def load(cls, folder: Path, spec: dict[str, Any]) -> ActionEffects:
+        models = {a: lgb.Booster(model_str=(folder / f"{a}.txt").read_text()) for a in spec["actions"]}
+        shared = lgb.Booster(model_str=(folder / "_shared.txt").read_text()) if spec.get("shared") else None
+        return cls(
+            models=models,
+            costs={k: float(v) for k, v in spec["costs"].items()},
+            weight=float(spec.get("weight", 1.0)),
+            min_net_value=float(spec.get("min_net_value", 0.0)),
+            shared=shared,
+        )
+
+
+@dataclass(frozen=True)
 class ModelInfo:
     """Which model produced a score: name, version, alias, when it was trained, its horizon."""
 
@@ -136,6 +258,8 @@ class ModelBundle:
     clv_scale: float = 1.0
     # Lifetime value beyond the horizon (BG/NBD + Gamma-Gamma); None for bundles trained without one.
     value_model: ValueModel | None = None
+    # What each action changes (uplift), when training learned it and the gate admitted it; else None.
+    effects: ActionEffects | None = None
 
     @property
     def feature_names(self) -> list[str]:
@@ -184,7 +308,11 @@ class ModelBundle:
         relationship), ``value_1y`` (discounted, next 365 days), ``p_alive``, ``value_at_risk`` (p x the
         value if retained) and ``value_basis``. Value columns are NaN when the value model is missing or
         the frame lacks what it needs (``orders_total``, ``tenure_days``, ``recency_days``,
-        ``spend_total``, or the exact summary columns of :data:`features.value.INPUT_COLUMNS`)."""
+        ``spend_total``, or the exact summary columns of :data:`features.value.INPUT_COLUMNS`).
+
+        With :attr:`effects`, also the learned policy's ``action_name``, ``expected_net_value``,
+        ``do_not_contact`` and ``decided_by`` (the economics recorded at training: see
+        :class:`ActionEffects`); without them the playbook decides, in serving, from the reasons."""
         x = self.matrix(frame)
         probability = self.probability(self.churn_raw(x))
         revenue = self.clv(x)
@@ -198,7 +326,48 @@ class ModelBundle:
             "value_at_risk": nan if value is None else value.value_at_risk(probability),
             "value_basis": self.value_model.basis if self.value_model is not None else None,
         }
+        if self.effects is not None:
+            lifetime = None if value is None else value.residual_value
+            choice = self.effects.choose(x, self.retained_value(value, revenue), lifetime)
+            out |= {
+                "action_name": choice.names(self.effects.actions),
+                "expected_net_value": np.where(choice.chosen, np.round(choice.net, 2), 0.0),
+                "do_not_contact": choice.do_not_contact,
+                "decided_by": UPLIFT_EFFECTS,
+            }
         return pd.DataFrame(out, index=frame.index)
+
+    @staticmethod
+    def retained_value(value: CustomerValue | None, revenue: np.ndarray) -> np.ndarray:
+        """The value if retained, what keeping a customer is worth: the value model's (never below 0), or
+        the horizon's revenue forecast where that is unknown (as value at risk falls back to p x revenue)."""
+        if value is None:
+            return np.asarray(revenue, dtype=np.float64)
+        kept = value.value_if_retained
+        return np.where(np.isnan(kept), revenue, np.maximum(kept, 0.0))
+
+    def risk_groups(self, x: np.ndarray, contributions: np.ndarray, top_k: int = 5) -> list[frozenset[str]]:
+        """Per row, the reason families an action can answer: the groups of the ``top_k`` features by
+        absolute contribution that raise the risk (to 4 decimals), an 'onboarding' one only while the
+        customer is new (a value under NEW_CUSTOMER_DAYS). The playbook's priors choose among the actions
+        addressing these (serving.explain applies the same rule to the reasons it words)."""
+        infos = self.features
+        values = contributions[:, :-1]
+        k = min(top_k, len(infos))
+        top = np.argsort(-np.abs(values), axis=1, kind="stable")[:, :k]
+        raises = np.round(np.take_along_axis(values, top, axis=1), 4) > 0
+        numeric = np.array([f.categories is None for f in infos])[top]
+        with np.errstate(invalid="ignore"):
+            new = numeric & (np.round(np.take_along_axis(x, top, axis=1), 4) < NEW_CUSTOMER_DAYS)
+        onboarding = np.array([f.group == "onboarding" for f in infos])[top]
+        groups = np.array([f.group for f in infos], dtype=object)[top]
+        addressable = raises & (new | ~onboarding)
+        cache: dict[tuple[str, ...], frozenset[str]] = {}
+        out = []
+        for row_groups, row_ok in zip(groups.tolist(), addressable.tolist(), strict=True):
+            key = tuple(sorted({g for g, ok in zip(row_groups, row_ok, strict=True) if ok}))
+            out.append(cache.setdefault(key, frozenset(key)))
+        return out
 
     def customer_value(
         self, frame: Columns, probability: np.ndarray, revenue: np.ndarray
@@ -239,13 +408,15 @@ class ModelBundle:
             "thresholds": self.thresholds,
             "clv_scale": self.clv_scale,
             "value_model": None if self.value_model is None else self.value_model.to_dict(),
+            "effects": None if self.effects is None else self.effects.save(folder / "effects"),
             "metadata": self.metadata,
         }
         (folder / "bundle.json").write_text(json.dumps(spec, indent=2, default=str))
 
     @classmethod
     def load(cls, folder: Path) -> ModelBundle:
-        spec = json.loads((Path(folder) / "bundle.json").read_text())
+        folder = Path(folder)
+        spec = json.loads((folder / "bundle.json").read_text())
         if spec.get("format") not in _READABLE_FORMATS:
             raise ValueError(
                 f"bundle format {spec.get('format')} is not supported (this version reads "
@@ -261,4 +432,5 @@ class ModelBundle:
             metadata=spec.get("metadata", {}),
             clv_scale=float(spec.get("clv_scale", 1.0)),
             value_model=ValueModel.from_dict(spec["value_model"]) if spec.get("value_model") else None,
+            effects=ActionEffects.load(folder / "effects", spec["effects"]) if spec.get("effects") else None,
         )

@@ -9,21 +9,38 @@ Outcomes come from the feature tables after ``assigned_at`` (churned within the 
 the churn label counts them) and features from before it, so a model of a campaign's effect never sees what
 happened after the assignment. Loading refuses a malformed file with one
 :class:`~features.errors.DataValidationError` naming the file, the column, the rows and the fix.
+
+The **playbook** is the catalogue of actions a campaign or a score may recommend: name, label, cost, the
+reason families it addresses and a prior success rate somebody typed in. Training (which learns what the
+actions really change, and gates that policy against the playbook's) and serving (which scores with it)
+read the same file through :func:`load_playbook`; :func:`choose_by_priors` is the playbook's own policy,
+value at risk x success rate - cost among the actions that answer the customer's reasons.
 """
 
 from __future__ import annotations
 
+import os
 import re
+from collections.abc import Hashable, Sequence
+from collections.abc import Set as AbstractSet
+from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import numpy as np
 import pandas as pd
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from features.contract import CAMPAIGNS
-from features.errors import DataProblem, DataValidationError
-from features.loading import Dataset, load_extra_table
+from features.errors import ConfigError, DataProblem, DataValidationError
+
+if (
+    TYPE_CHECKING
+):  # loading pulls in the validation stack; scoring (which reads the playbook) needs none of it
+    from features.loading import Dataset
 
 DO_NOTHING: Final = "no_action"  # the same name as serving.actions.NO_ACTION
 TREATMENT: Final = "treatment"
@@ -31,6 +48,9 @@ CONTROL: Final = "control"
 GROUPS: Final = (TREATMENT, CONTROL)
 DEFAULT_HORIZON_DAYS: Final = 90
 _ACTION_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+PLAYBOOK_ENV: Final = "CHURNGUARD_PLAYBOOK"
+# The shipped playbook lives beside the serving code that documents it; read as a file, never imported.
+SHIPPED_PLAYBOOK: Final = Path(__file__).resolve().parents[1] / "serving" / "playbook.yaml"
 
 __all__ = [
     "CAMPAIGNS",
@@ -39,10 +59,17 @@ __all__ = [
     "DO_NOTHING",
     "GROUPS",
     "TREATMENT",
+    "Action",
+    "Playbook",
+    "PriorChoice",
+    "allowed_actions",
     "campaign_features",
     "campaign_outcomes",
     "check_campaigns",
+    "choose_by_priors",
     "load_campaigns",
+    "load_playbook",
+    "playbook_from_env",
     "received_action",
 ]
 
@@ -59,6 +86,8 @@ def load_campaigns(
     ``customers`` (the known customer ids, e.g. ``dataset.customers.customer_id`` when the folder has a
     customers table) makes an assignment of an unknown customer an error. Every problem is raised together.
     """
+    from features.loading import load_extra_table
+
     loaded = load_extra_table(Path(data_dir), CAMPAIGNS, mapping_file, now=now)
     if loaded is None:
         return None
@@ -176,3 +205,118 @@ def campaign_features(dataset: Dataset, campaigns: pd.DataFrame) -> pd.DataFrame
     out = pd.concat(parts)
     out.index.name = None
     return out.sort_index()
+
+
+# ------------------------------------------------------------------------------------------- the playbook
+
+
+class Action(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    label: str
+    description: str = ""
+    addresses: tuple[str, ...] = Field(min_length=1)
+    cost: float = Field(ge=0)
+    success_rate: float = Field(gt=0, le=1)
+
+
+class Playbook(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    margin: float = Field(default=1.0, gt=0, le=1)
+    min_net_value: float = 0.0
+    actions: tuple[Action, ...] = Field(min_length=1)
+
+    def costs(self) -> dict[str, float]:
+        return {a.name: a.cost for a in self.actions}
+
+    def weight(self, basis: str) -> float:
+        """What a unit of value is worth to the business: the margin on a revenue basis, 1 on contribution."""
+        return self.margin if basis == "revenue" else 1.0
+
+
+@lru_cache(maxsize=8)
+def load_playbook(path: Path | None = None) -> Playbook:
+    """The shipped default playbook, or the YAML file at ``path``."""
+    try:
+        if path is None:
+            text = SHIPPED_PLAYBOOK.read_text(encoding="utf-8")
+            where = "the default playbook"
+        else:
+            text = Path(path).read_text(encoding="utf-8")
+            where = str(path)
+        return Playbook.model_validate(yaml.safe_load(text))
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: cannot read the playbook ({exc})") from exc
+    except ValidationError as exc:
+        lines = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
+        raise ConfigError(f"{where}: " + "; ".join(lines)) from None
+
+
+def playbook_from_env() -> Playbook:
+    """The playbook serving uses: the file named by ``CHURNGUARD_PLAYBOOK``, else the shipped one."""
+    chosen = os.environ.get(PLAYBOOK_ENV) or None
+    return load_playbook(None if chosen is None else Path(chosen))
+
+
+def allowed_actions(actions: Sequence[Action], risk_groups: Sequence[AbstractSet[str]]) -> np.ndarray:
+    """(customers, actions): which actions address one of each customer's risk groups (the engagement
+    actions when none does); worked out once per distinct set of groups."""
+    known: dict[AbstractSet[str], int] = {}  # distinct sets of risk groups -> row of ``allowed``
+    allowed: list[list[bool]] = []
+    rows = []
+    for groups in risk_groups:
+        row = known.get(groups) if isinstance(groups, Hashable) else None
+        if row is None:
+            answer = [not groups.isdisjoint(a.addresses) for a in actions]
+            if not any(answer):
+                answer = ["engagement" in a.addresses for a in actions]
+            if not any(answer):
+                raise ConfigError(
+                    "the playbook has no action for engagement reasons to fall back on: "
+                    "add one whose 'addresses' include 'engagement'"
+                )
+            row = len(allowed)
+            allowed.append(answer)
+            if isinstance(groups, Hashable):
+                known[groups] = row
+        rows.append(row)
+    return np.array(allowed, dtype=bool).reshape(-1, len(actions))[np.asarray(rows, dtype=np.intp)]
+
+
+@dataclass(frozen=True)
+class PriorChoice:
+    """The playbook's policy per customer: the best action among those answering the customer's reasons
+    (``best``, an index into the playbook's actions), its expected net value, whether it is recommended
+    (above the playbook's minimum and not a graceful exit) and who is a graceful exit."""
+
+    best: np.ndarray
+    net: np.ndarray
+    chosen: np.ndarray
+    exits: np.ndarray
+
+    def names(self, playbook: Playbook) -> np.ndarray:
+        """The recommended action's name per customer (``no_action`` where none is)."""
+        names = np.array([a.name for a in playbook.actions], dtype=object)[self.best]
+        return np.where(self.chosen, names, DO_NOTHING)
+
+
+def choose_by_priors(
+    playbook: Playbook,
+    value_at_risk: np.ndarray,
+    allowed: np.ndarray,
+    *,
+    basis: str = "revenue",
+    lifetime: np.ndarray | None = None,
+) -> PriorChoice:
+    """Expected net value = value at risk (x the margin on a revenue basis) x success rate - cost; the first
+    allowed action with the highest one, recommended only above ``min_net_value``. A customer whose
+    ``lifetime`` value is <= 0 is a graceful exit: never a paid action."""
+    actions = playbook.actions
+    at_stake = value_at_risk * playbook.weight(basis)
+    net = at_stake[:, None] * np.array([a.success_rate for a in actions]) - np.array(
+        [a.cost for a in actions]
+    )
+    best = np.argmax(np.where(allowed, net, -np.inf), axis=1)
+    best_net = np.take_along_axis(net, best[:, None], axis=1)[:, 0]
+    exits = np.zeros(len(at_stake), dtype=bool) if lifetime is None else lifetime <= 0
+    return PriorChoice(best, best_net, (best_net > playbook.min_net_value) & ~exits, exits)

@@ -16,7 +16,9 @@ from features.bundle import ModelBundle
 
 
 class ChurnguardModel(PythonModel):
-    """predict(features) -> churn_probability, clv, value_at_risk. ``bundle`` gives the rest (reasons)."""
+    """predict(features) -> churn probability, horizon revenue, lifetime value, value at risk (see
+    :meth:`ModelBundle.predict`) and, when the bundle carries learned action effects, the learned policy's
+    action, expected net value and do-not-contact flag. ``bundle`` gives the rest (reasons)."""
 
     bundle: ModelBundle
 

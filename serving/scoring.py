@@ -1,6 +1,7 @@
 """The one scoring core: features -> calibrated churn probability -> horizon revenue and lifetime value ->
-value at risk -> reasons -> action. Batch scoring and the API both end in :meth:`Scorer.score_matrix`;
-nothing here is duplicated. Value fields are defined in :mod:`features.value` (method) and
+value at risk -> reasons -> action (by the bundle's learned effects when it has them, else by the
+playbook's priors). Batch scoring and the API both end in :meth:`Scorer.score_matrix`; nothing here is
+duplicated. Value fields are defined in :mod:`features.value` (method) and
 :mod:`serving.encoding` (stored columns)."""
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from features.bundle import ModelBundle, ModelInfo, records_to_matrix
 from features.economics import Columns
 from features.model_store import LoadedModel
 from features.value import CustomerValue, records_columns
-from serving.actions import Playbook, decide_actions
+from serving.actions import Effects, Playbook, decide_actions
 from serving.encoding import model_json
 from serving.explain import top_reasons
 
@@ -93,16 +94,19 @@ def clv_objects(value: CustomerValue, *, basis: str, rate: float, model: str) ->
 
 @dataclass(frozen=True)
 class ModelOutputs:
-    """What the two models say about a matrix: exact TreeSHAP of the churn model (its raw score is their
-    sum) and the CLV. Computed in LightGBM's C code, which leaves the interpreter free meanwhile, so batch
-    scoring computes the next chunk's outputs while it writes this chunk's reasons."""
+    """What the models say about a matrix: exact TreeSHAP of the churn model (its raw score is their
+    sum), the CLV and, when the bundle has them, the learned effects of the actions (rows x
+    ``bundle.effects.actions``). Computed in LightGBM's C code, which leaves the interpreter free
+    meanwhile, so batch scoring computes the next chunk's outputs while it writes this chunk's reasons."""
 
     contributions: np.ndarray
     clv: np.ndarray
+    effects: np.ndarray | None = None
 
 
 def model_outputs(bundle: ModelBundle, matrix: np.ndarray) -> ModelOutputs:
-    return ModelOutputs(bundle.contributions(matrix), bundle.clv(matrix))
+    effects = None if bundle.effects is None else bundle.effects.estimate(matrix)
+    return ModelOutputs(bundle.contributions(matrix), bundle.clv(matrix), effects)
 
 
 @dataclass(frozen=True)
@@ -157,6 +161,7 @@ class Scorer:
             reasons.risk_groups,
             basis="revenue" if model is None else model.basis,
             lifetime=lifetime,
+            effects=self._effects(matrix, outputs, value, revenue),
         )
         basis = None if model is None else model.basis
         details = (
@@ -195,6 +200,16 @@ class Scorer:
             "top_reason": reasons.first_sentence,
             "stored_reasons": reasons.stored,
         }
+
+    def _effects(
+        self, matrix: np.ndarray, outputs: ModelOutputs, value: CustomerValue | None, revenue: np.ndarray
+    ) -> Effects | None:
+        """The learned effects of the bundle's actions for these rows, or None (the playbook's priors decide)."""
+        learned = self.bundle.effects
+        if learned is None:
+            return None
+        estimates = outputs.effects if outputs.effects is not None else learned.estimate(matrix)
+        return Effects(learned.actions, estimates, self.bundle.retained_value(value, revenue))
 
     def score_frame(
         self,

@@ -44,6 +44,11 @@ def write_artifacts(
     size_table.to_csv(tables / "model_size.csv", index=False)
     if evaluation.backtest is not None:
         evaluation.backtest.table.to_csv(tables / "backtest.csv", index=False)
+    samples = (bundle.metadata.get("uplift") or {}).get("samples") or {}
+    if samples:  # customers per action received, in the campaigns learned from and those gated on
+        pd.DataFrame(samples).fillna(0).astype(int).rename_axis("action").to_csv(
+            tables / "uplift_samples.csv"
+        )
     card = model_card(bundle=bundle, evaluation=evaluation, context=context, size_table=size_table)
     (folder / "model_card.md").write_text(card)
     bundle.save(folder / "bundle")

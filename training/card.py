@@ -63,6 +63,54 @@ def _value_section(bundle: ModelBundle) -> str:
 """
 
 
+def _actions_section(meta: dict) -> str:
+    """Which policy decides the retention action, why, and the gate's figures."""
+    uplift = meta.get("uplift")
+    if not uplift:
+        return ""
+    lines = [
+        "\n## Retention actions: learned effects or the playbook's priors",
+        f"Actions are decided by **{uplift['decided_by']}**: {uplift['reason']}.",
+    ]
+    gate = uplift.get("gate")
+    if gate:
+        lines.append(
+            "\nPolicy gate (doubly robust value per customer on the newest campaigns' randomised log, "
+            "learned policy - playbook, 95% paired interval; the lower bound must be above zero and every "
+            f"action it picks needs enough customers): gain {gate['gain_per_customer']:+,.2f} "
+            f"[{gate['low']:+,.2f}, {gate['high']:+,.2f}]; {gate['reason']}."
+        )
+    campaigns = uplift.get("campaigns") or {}
+    if campaigns:
+        lines.append(
+            f"\nLearned from campaigns {', '.join(campaigns.get('fit', [])) or '-'}; judged on "
+            f"{', '.join(campaigns.get('gate', [])) or '-'}."
+        )
+    samples = uplift.get("samples") or {}
+    if samples:
+        actions = sorted(set(samples.get("fit", {})) | set(samples.get("gate", {})))
+        frame = pd.DataFrame(
+            [
+                {
+                    "action received": a,
+                    "customers (learning)": samples.get("fit", {}).get(a, 0),
+                    "customers (gate)": samples.get("gate", {}).get(a, 0),
+                }
+                for a in actions
+            ]
+        )
+        lines.append("\n" + _table(frame))
+    for action, why in (uplift.get("skipped") or {}).items():
+        lines.append(f"- {action}: {why}")
+    if uplift.get("used"):
+        lines.append(
+            "\nEach customer's action is the one with the largest estimated incremental retention x value if "
+            "retained - cost (no action always possible); customers every action is estimated to push away "
+            "are marked do-not-contact and never get a paid action."
+        )
+    return "\n".join(lines) + "\n"
+
+
 def model_card(
     *, bundle: ModelBundle, evaluation: Evaluation, context: RunContext, size_table: pd.DataFrame
 ) -> str:
@@ -94,8 +142,7 @@ def model_card(
 Predicts, for every customer known at a cutoff, the probability of churning (no purchase, or a
 cancellation) in the next **{bundle.horizon_days} days**, the spend expected over those days
 (`expected_revenue_{bundle.horizon_days}d`), the customer's lifetime value (`clv`), and why.
-{_value_section(bundle)}
-
+{_value_section(bundle)}{_actions_section(meta)}
 ## Data
 {files}
 

@@ -1,5 +1,5 @@
-"""``churnguard train`` as a function: frames -> fit models -> evaluate -> assemble bundle -> write
-artifacts -> register (and promote).
+"""``churnguard train`` as a function: frames -> fit models -> evaluate -> assemble bundle -> learn what
+the actions change (when the data has campaigns) -> write artifacts -> register (and promote).
 
 Nothing reaches the registry until every step has succeeded, so a failed or interrupted run leaves the
 registry and the current champion untouched.
@@ -18,6 +18,7 @@ import pandas as pd
 
 from features.btyd import ModelFitError
 from features.bundle import FeatureInfo, ModelBundle, to_model_input
+from features.campaigns import Playbook, load_campaigns, load_playbook, playbook_from_env
 from features.economics import EconomicsConfig
 from features.loading import Dataset, load_dataset
 from features.progress import Report
@@ -41,6 +42,7 @@ from training.evaluate import Backtest, Evaluation
 from training.promotion import calibration_warning
 from training.run import RunContext, Stopwatch
 from training.tracking import log_and_register
+from training.uplift import UpliftInputs, UpliftResult, learn_uplift
 
 
 @dataclass
@@ -54,6 +56,7 @@ class TrainResult:
     business: dict[str, float]
     seconds: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    uplift: str = ""  # which policy decides actions (learned effects or the playbook's priors) and why
 
 
 def _noop(stage: str, fraction: float) -> None:
@@ -281,6 +284,48 @@ def _unseen_metrics(evaluation: Evaluation, p: np.ndarray) -> dict[str, float]:
     return {f"churn_{k}": float(v) for k, v in metrics.items()} | {"rows": float(rows.sum())}
 
 
+def learn_actions(
+    dataset: Dataset,
+    campaigns: pd.DataFrame | None,
+    bundle: ModelBundle,
+    cfg: TrainConfig,
+    playbook: Playbook | None,
+) -> UpliftResult:
+    """What the actions change, learned from the campaigns and gated against the playbook's priors
+    (:func:`training.uplift.learn_uplift`); when the gate passes the effects go inside ``bundle``. Either
+    way the bundle's metadata records which policy decides actions and why."""
+    if playbook is None:  # the user's playbook matters only when there is something to learn
+        playbook = playbook_from_env() if campaigns is not None else load_playbook()
+    result = learn_uplift(
+        UpliftInputs(
+            dataset=dataset,
+            campaigns=campaigns,
+            bundle=bundle,
+            playbook=playbook,
+            horizon_days=cfg.horizon_days,
+        )
+    )
+    bundle.effects = result.effects
+    bundle.metadata["uplift"] = result.metadata()
+    return result
+
+
+def _log_uplift(settings: ChurnguardSettings, run_id: str, result: UpliftResult) -> None:
+    """The uplift decision as the run's metrics and parameters (the run is closed: logged by id)."""
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric, Param
+
+    from training.registry import configure_mlflow
+
+    configure_mlflow(settings)
+    now = int(pd.Timestamp.now(tz="UTC").timestamp() * 1000)
+    MlflowClient().log_batch(
+        run_id,
+        metrics=[Metric(k, v, now, 0) for k, v in result.mlflow_metrics().items()],
+        params=[Param(k, v) for k, v in result.mlflow_params().items()],
+    )
+
+
 def train(
     data_dir: Path,
     cfg: TrainConfig,
@@ -290,12 +335,18 @@ def train(
     mapping: Path | None = None,
     report: Report = _noop,
     economics: EconomicsConfig | None = None,
+    playbook: Playbook | None = None,
 ) -> TrainResult:
-    """Train, evaluate out of time, log and register a version; promote it if the policy allows."""
+    """Train, evaluate out of time, log and register a version; promote it if the policy allows.
+
+    ``playbook``: the actions' costs and priors (default: ``CHURNGUARD_PLAYBOOK``, else the shipped one),
+    read only when the data folder has a campaigns table."""
     watch = Stopwatch()
     report("validating input", 0.01)
     with watch("validate"):
         dataset = load_dataset(data_dir, mapping)
+        known = dataset.customers["customer_id"] if "customers" in dataset.provided else None
+        campaigns = load_campaigns(data_dir, mapping, customers=known)
     with watch("features"):
         frames = build_frames(dataset, cfg, report)
     context = RunContext(
@@ -325,6 +376,10 @@ def train(
     with watch("refit"):
         deployed, refit = refit_through_validation(frames, recipe, reference=backtest.use_reference)
         bundle = assemble_bundle(deployed, models, evaluation, context, refit, value_model)
+    if campaigns is not None:
+        report("learning what the actions change", 0.72)
+    with watch("uplift"):
+        uplift = learn_actions(dataset, campaigns, bundle, cfg, playbook)
     report("explaining and plotting", 0.75)
     with tempfile.TemporaryDirectory(prefix="churnguard-train-") as tmp:
         folder = Path(tmp)
@@ -337,7 +392,11 @@ def train(
             registration = log_and_register(
                 folder, bundle, evaluation=evaluation, context=context, allow_promotion=promote
             )
+            _log_uplift(settings, registration.run_id, uplift)
     report("done", 1.0)
+    warnings = list(evaluation.warnings)
+    if campaigns is not None and not uplift.used:
+        warnings.append(uplift.summary())
     return TrainResult(
         run_id=registration.run_id,
         version=registration.version,
@@ -347,5 +406,6 @@ def train(
         clv_table=evaluation.clv_table,
         business=evaluation.business,
         seconds=dict(watch.seconds),
-        warnings=list(evaluation.warnings),
+        warnings=warnings,
+        uplift=uplift.summary(),
     )

@@ -274,3 +274,168 @@ def test_plan_then_simulate_then_report_through_cli_api_and_dashboard(
         page = client.get("/campaigns")
         assert page.status_code == 200 and "e2e" in page.text and "Incremental retention" in page.text
     get_serving_settings.cache_clear()
+
+
+# ------------------------------------------------------------- actions by learned effects (uplift in scoring)
+
+
+def test_effects_decide_actions_and_do_not_contact_gets_nothing_paid() -> None:
+    from serving.actions import Effects, decide_actions
+
+    playbook = load_playbook()
+    estimates = np.array(
+        [
+            [0.30, 0.01],  # the call keeps 30% of a 500 customer: 150 - 25 > 0
+            [0.01, 0.0005],  # nothing pays: 5 - 25 for the call, 0.25 - 0.5 for the e-mail
+            [-0.05, -0.02],  # every action pushes this customer away: do not contact
+            [0.30, 0.01],  # would pay, but a graceful exit
+        ]
+    )
+    effects = Effects(["service_recovery_call", "reminder_email"], estimates, np.full(4, 500.0))
+    decisions = decide_actions(
+        playbook,
+        np.full(4, 0.5),
+        np.full(4, 250.0),
+        [frozenset({"engagement"})] * 4,
+        lifetime=np.array([900.0, 900.0, 900.0, -5.0]),
+        effects=effects,
+    ).as_dicts()
+    assert [d["name"] for d in decisions] == ["service_recovery_call", NO_ACTION, NO_ACTION, NO_ACTION]
+    assert all(d["decided_by"] == "uplift effects" for d in decisions)
+    assert decisions[0]["expected_net_value"] == pytest.approx(0.30 * 500 - 25)
+    assert decisions[0]["incremental_retention"] == pytest.approx(0.30)
+    assert "randomised campaigns" in str(decisions[0]["why"])
+    assert [d["do_not_contact"] for d in decisions] == [False, False, True, False]
+    assert str(decisions[2]["why"]).startswith("Do not contact") and decisions[2]["expected_net_value"] == 0
+    assert "Graceful exit" in str(decisions[3]["why"])
+    # without effects the playbook's priors decide, and say so
+    priors = decide_actions(playbook, np.full(4, 0.5), np.full(4, 250.0), [frozenset({"service"})] * 4)
+    assert {d["decided_by"] for d in priors.as_dicts()} == {"playbook priors"}
+
+
+def _features(trained: Any) -> pd.DataFrame:
+    from features.engine import compute_features
+    from features.loading import load_dataset
+
+    dataset = load_dataset(trained.data)
+    return compute_features(dataset, dataset.last_date.normalize() - pd.Timedelta(days=90))
+
+
+def _made_up_effects(bundle: Any, frame: pd.DataFrame) -> Any:
+    """Effects a test can reason about: the service call keeps a third of the customers with complaints
+    and changes nothing for the others, a reminder e-mail keeps 0.1% of anyone, every other action
+    slightly hurts, and recent buyers (the 'sleeping dogs' here) are pushed away by every action."""
+    import lightgbm as lgb
+
+    from features.bundle import ActionEffects
+
+    x = bundle.model_input(frame)
+    complained = frame["complaints_365d"].to_numpy() > 0
+    dog = frame["recency_days"].to_numpy() < 20
+    playbook = load_playbook()
+    targets = {
+        "service_recovery_call": np.where(complained, 0.30, 0.0),
+        "reminder_email": np.full(len(x), 0.001),
+    }
+    models = {}
+    for action in playbook.costs():
+        target = np.where(dog, -0.10, targets.get(action, np.full(len(x), -0.02)))
+        regressor = lgb.LGBMRegressor(
+            n_estimators=40, learning_rate=0.5, num_leaves=8, min_child_samples=5, verbose=-1, n_jobs=1
+        )
+        models[action] = regressor.fit(x, target).booster_
+    return ActionEffects(
+        models, playbook.costs(), weight=playbook.margin, min_net_value=playbook.min_net_value
+    )
+
+
+@pytest.mark.slow
+def test_a_bundle_with_effects_round_trips_through_mlflow_and_changes_actions(
+    trained: Any, tmp_path: Path
+) -> None:
+    import importlib.util
+    from dataclasses import replace as swap
+
+    import mlflow
+
+    from features.model_store import load_model
+    from features.settings import get_settings
+    from serving.scoring import Scorer
+    from training.registry import configure_mlflow
+
+    configure_mlflow(get_settings())
+    champion = load_model("models:/churnguard@champion")
+    frame = _features(trained)
+    bundle = swap(champion.bundle, effects=_made_up_effects(champion.bundle, frame))
+    bundle.save(tmp_path / "bundle")
+    code = importlib.util.find_spec("features.pyfunc_model")
+    assert code is not None and code.origin is not None
+    with mlflow.start_run(run_name="effects-round-trip"):
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=code.origin,
+            artifacts={"bundle": str(tmp_path / "bundle")},
+            pip_requirements=[],  # (inferring them loads the model in a subprocess: 13 s)
+        )
+    version = mlflow.register_model(info.model_uri, "churnguard_effects_test").version
+    uri = f"models:/churnguard_effects_test/{version}"
+    loaded = load_model(uri)
+    effects = loaded.bundle.effects
+    assert effects is not None and effects.actions == bundle.effects.actions  # type: ignore[union-attr]
+    matrix = bundle.matrix(frame)
+    np.testing.assert_allclose(effects.estimate(matrix), bundle.effects.estimate(matrix))  # type: ignore[union-attr]
+
+    playbook = load_playbook()
+    learned = Scorer.for_model(loaded, playbook).score_frame(frame, "2026-01-01")
+    priors = Scorer.for_model(champion, playbook).score_frame(frame, "2026-01-01")
+    chosen = [a["name"] for a in learned["action"]]
+    complained = (frame["complaints_365d"] > 0).to_numpy() & (frame["recency_days"] >= 20).to_numpy()
+    calls = np.array(chosen) == "service_recovery_call"
+    prior_calls = np.array([a["name"] for a in priors["action"]]) == "service_recovery_call"
+    assert {a["decided_by"] for a in learned["action"]} == {"uplift effects"}
+    assert {a["decided_by"] for a in priors["action"]} == {"playbook priors"}
+    # the call is now given where it was learned to work, more often than the priors gave it, and ~only there
+    assert calls[complained].mean() > prior_calls[complained].mean()
+    # (the fitted trees say +0.4% where 0 was meant, which pays for a few customers of huge value)
+    assert calls[~complained].mean() < 0.01
+    assert set(chosen) <= {
+        "service_recovery_call",
+        "reminder_email",
+        NO_ACTION,
+    }  # the others hurt: never chosen
+    dnc = np.array([a["do_not_contact"] for a in learned["action"]])
+    assert dnc.any() and (frame["recency_days"].to_numpy()[dnc] < 20).mean() > 0.95
+    paid = np.array([a["expected_net_value"] for a in learned["action"]])
+    assert (np.array(chosen)[dnc] == NO_ACTION).all() and (paid[dnc] == 0).all()
+
+    # the plain MLflow pyfunc answers with the same policy
+    predicted = mlflow.pyfunc.load_model(uri).predict(frame)
+    assert list(predicted["action_name"]) == chosen
+    assert list(predicted["do_not_contact"]) == dnc.tolist()
+
+
+@pytest.mark.slow
+def test_a_bundle_of_the_format_before_effects_still_loads_and_uses_the_priors(
+    trained: Any, tmp_path: Path
+) -> None:
+    import json
+
+    from features.bundle import ModelBundle
+    from features.model_store import load_model
+    from features.settings import get_settings
+    from serving.scoring import Scorer
+    from training.registry import configure_mlflow
+
+    configure_mlflow(get_settings())
+    champion = load_model("models:/churnguard@champion")
+    champion.bundle.save(tmp_path)
+    spec = json.loads((tmp_path / "bundle.json").read_text())
+    spec["format"] = 3
+    del spec["effects"]
+    (tmp_path / "bundle.json").write_text(json.dumps(spec))
+    old = ModelBundle.load(tmp_path)
+    assert old.effects is None
+    frame = _features(trained).head(50)
+    scores = Scorer(old, load_playbook(), champion.info).score_frame(frame, "2026-01-01")
+    assert {a["decided_by"] for a in scores["action"]} == {"playbook priors"}
+    assert "action_name" not in old.predict(frame).columns  # no learned policy in the pyfunc's answer

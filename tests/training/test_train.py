@@ -156,3 +156,31 @@ def test_config_file_errors_name_the_key(tmp_path) -> None:
         load_train_config(path)
     assert "horizon_days" in str(error.value) and "churn.num_leaves" in str(error.value)
     assert load_train_config(None, horizon_days=60).horizon_days == 60
+
+
+def test_without_campaigns_the_playbook_decides_and_the_run_says_so(trained) -> None:
+    client = _client(trained)
+    run_id = client.get_model_version("churnguard", trained.version).tags["run_id"]
+    run = client.get_run(run_id)
+    assert run.data.params["uplift.decided_by"] == "playbook priors"
+    assert "no campaigns table" in run.data.params["uplift.reason"]
+    assert run.data.metrics["uplift.used"] == 0
+    card = mlflow.artifacts.load_text(f"runs:/{run_id}/model_card.md")
+    assert "Retention actions" in card and "**playbook priors**" in card
+    bundle = load_model(f"models:/churnguard/{trained.version}").bundle
+    assert bundle.effects is None and bundle.metadata["uplift"]["used"] is False
+
+
+def test_a_malformed_campaigns_file_fails_before_anything_is_logged(trained, small_data, tmp_path) -> None:
+    for table in small_data.iterdir():
+        (tmp_path / table.name).write_bytes(table.read_bytes())
+    (tmp_path / "campaigns.csv").write_text(
+        "customer_id,campaign,action,assigned_at,group,assignment_probability\n"
+        "C0000001,spring,service_recovery_call,2025-03-01,maybe,0.5\n"
+    )
+    _client(trained)
+    runs_before = len(mlflow.search_runs(experiment_names=["churnguard"]))
+    with pytest.raises(DataValidationError) as caught:
+        pipeline.train(tmp_path, TrainConfig(), get_settings())
+    assert "campaigns.csv" in str(caught.value) and "group" in str(caught.value)
+    assert len(mlflow.search_runs(experiment_names=["churnguard"])) == runs_before

@@ -1,12 +1,27 @@
-"""Uplift learners recover who responds, the policy flags sleeping dogs, and the gate refuses a worse policy."""
+"""Uplift learners recover who responds, the policy flags sleeping dogs, the gate refuses a worse policy, and
+the training step learns from older campaigns and gates on the newest."""
 
 from __future__ import annotations
+
+import json
+from datetime import date
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from training.uplift import DO_NOTHING, UpliftLog, UpliftModel, choose_actions, gate
+from training.uplift import (
+    DO_NOTHING,
+    MIN_PER_ACTION,
+    UpliftInputs,
+    UpliftLog,
+    UpliftModel,
+    choose_actions,
+    gate,
+    learn_uplift,
+)
 
 ACTIONS = (DO_NOTHING, "service", "discount")
 
@@ -42,7 +57,7 @@ def fitted() -> tuple[UpliftModel, UpliftLog, dict[str, np.ndarray]]:
 
 def test_dr_and_t_learners_find_who_responds_to_what(fitted: tuple[UpliftModel, UpliftLog, dict]) -> None:
     model, later, effect = fitted
-    for learner in ("dr", "t"):
+    for learner in ("pooled", "dr", "t"):
         est = model.effects(later.features, learner)
         for action in ("service", "discount"):
             assert np.corrcoef(est[action], effect[action])[0, 1] > 0.5, (learner, action)
@@ -65,3 +80,106 @@ def test_policy_flags_sleeping_dogs_and_beats_the_playbook_at_the_gate(
     assert not worse.accepted and "refused" in worse.reason
     thin = gate(later, policy.action, playbook, min_per_action=10_000)
     assert not thin.accepted and "too few" in thin.reason
+
+
+def test_the_gate_counts_what_actions_cost(fitted: tuple[UpliftModel, UpliftLog, dict]) -> None:
+    """Contacting everyone with an action whose best effect (+24 points x 100) is below its cost (50) is a
+    worse policy than doing nothing, however much retention it buys."""
+    model, later, _ = fitted
+    everyone = np.full(len(later.received), "service", dtype=object)
+    nothing = np.full(len(later.received), DO_NOTHING, dtype=object)
+    costly = gate(later, everyone, nothing, outcome=model, costs={"service": 50.0})
+    assert not costly.accepted and costly.gain < 0, costly.reason
+    free = gate(later, everyone, nothing, outcome=model, costs={"service": 0.0})
+    assert free.gain > costly.gain + 49  # the same retention, the cost of 50 per customer apart
+
+
+# ------------------------------------------------------------------- the training step on a generated world
+
+
+@pytest.fixture(scope="module")
+def campaign_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small world running the same randomised campaign twice: in autumn (to learn from) and in spring
+    (the newest, to gate on)."""
+    from features.synthetic import Period, Scenario, generate_dataset
+    from features.synthetic.campaigns import CampaignDesign, CampaignSetup
+
+    arms = (("service_recovery_call", 0.3), ("loyalty_discount", 0.3))
+    designs = (
+        CampaignDesign("autumn", date(2024, 11, 1), arms),
+        CampaignDesign("spring", date(2025, 3, 1), arms),
+    )
+    scenario = Scenario("base", Period(date(2023, 1, 1), date(2025, 7, 1)), CampaignSetup(designs=designs))
+    out = tmp_path_factory.mktemp("campaign-world") / "data"
+    generate_dataset(out, 2000, seed=11, scenario=scenario)
+    return out
+
+
+def _inputs(trained: Any, world: Path, campaigns: pd.DataFrame | None) -> UpliftInputs:
+    from features.campaigns import load_playbook
+    from features.loading import load_dataset
+    from features.model_store import load_model
+    from features.settings import get_settings
+    from training.registry import configure_mlflow
+
+    configure_mlflow(get_settings())
+    bundle = load_model("models:/churnguard@champion").bundle
+    return UpliftInputs(
+        dataset=load_dataset(world),
+        campaigns=campaigns,
+        bundle=bundle,
+        playbook=load_playbook(),
+        horizon_days=90,
+    )
+
+
+@pytest.mark.slow
+def test_training_learns_from_the_older_campaigns_and_gates_on_the_newest(
+    trained: Any, campaign_world: Path
+) -> None:
+    from features.campaigns import load_campaigns
+    from training.card import _actions_section
+
+    campaigns = load_campaigns(campaign_world)
+    assert campaigns is not None
+    result = learn_uplift(_inputs(trained, campaign_world, campaigns))
+    assert result.campaigns == {"fit": ["autumn"], "gate": ["spring"]}
+    for part in ("fit", "gate"):
+        assert set(result.samples[part]) == {DO_NOTHING, "service_recovery_call", "loyalty_discount"}
+        assert min(result.samples[part].values()) >= MIN_PER_ACTION
+    verdict = result.gate
+    assert verdict is not None and result.model is not None
+    assert result.used == verdict.accepted
+    assert result.decided_by == ("uplift effects" if verdict.accepted else "playbook priors")
+    if result.used:
+        assert result.effects is not None and set(result.effects.actions) <= {
+            "service_recovery_call",
+            "loyalty_discount",
+        }
+    else:
+        assert result.effects is None and "did not pass the gate" in result.reason
+    metadata = json.loads(json.dumps(result.metadata()))  # what the bundle and the card keep
+    assert metadata["gate"]["low"] <= metadata["gate"]["gain_per_customer"] <= metadata["gate"]["high"]
+    metrics = result.mlflow_metrics()
+    assert metrics["uplift.gate_low"] == pytest.approx(verdict.low)
+    assert (
+        metrics["uplift.samples_gate.service_recovery_call"]
+        == result.samples["gate"]["service_recovery_call"]
+    )
+    assert result.mlflow_params()["uplift.gate_campaigns"] == "spring"
+    card = _actions_section({"uplift": metadata})
+    assert f"{verdict.gain:+,.2f}" in card and "spring" in card and "customers (gate)" in card
+
+
+@pytest.mark.slow
+def test_without_two_campaign_dates_with_ended_outcomes_the_priors_stay(
+    trained: Any, campaign_world: Path
+) -> None:
+    from features.campaigns import load_campaigns
+
+    campaigns = load_campaigns(campaign_world)
+    assert campaigns is not None
+    one = learn_uplift(_inputs(trained, campaign_world, campaigns[campaigns["campaign"] == "spring"]))
+    assert not one.used and one.decided_by == "playbook priors" and "one date only" in one.reason
+    none = learn_uplift(_inputs(trained, campaign_world, None))
+    assert not none.used and "no campaigns table" in none.reason and none.gate is None
