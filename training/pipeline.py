@@ -19,7 +19,9 @@ import pandas as pd
 from features.btyd import ModelFitError
 from features.bundle import FeatureInfo, ModelBundle, to_model_input
 from features.campaigns import Playbook, load_campaigns, load_playbook, playbook_from_env
+from features.drift import model_reference
 from features.economics import EconomicsConfig
+from features.engine import compute_labels
 from features.loading import Dataset, load_dataset
 from features.progress import Report
 from features.settings import ChurnguardSettings
@@ -57,6 +59,7 @@ class TrainResult:
     seconds: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     uplift: str = ""  # which policy decides actions (learned effects or the playbook's priors) and why
+    purchase_calibration: ev.PurchaseCalibration | None = None  # BG/NBD's P(purchase within H) vs who bought
 
 
 def _noop(stage: str, fraction: float) -> None:
@@ -372,6 +375,11 @@ def train(
         evaluation = evaluate_out_of_time(candidate, models, frames, context, backtest.backtest)
         if value_warning:
             evaluation = dataclasses.replace(evaluation, warnings=(*evaluation.warnings, value_warning))
+        if value_model is not None:  # P(alive) check: BG/NBD's P(a purchase within H) vs who bought
+            bought = compute_labels(dataset, max(frames.snapshots), cfg.horizon_days, cfg.threads)
+            valid = frames.valid.merge(bought[["customer_id", "future_orders"]], on="customer_id", how="left")
+            calibration = ev.purchase_calibration_of(valid, cfg.horizon_days)
+            evaluation = dataclasses.replace(evaluation, purchase_calibration=calibration)
     report("refitting through the newest labelled cutoff", 0.7)
     with watch("refit"):
         deployed, refit = refit_through_validation(frames, recipe, reference=backtest.use_reference)
@@ -380,6 +388,9 @@ def train(
         report("learning what the actions change", 0.72)
     with watch("uplift"):
         uplift = learn_actions(dataset, campaigns, bundle, cfg, playbook)
+    report("profiling the drift reference", 0.74)
+    with watch("reference"):  # what monitoring compares each scoring run with (features.drift)
+        bundle.metadata["reference"] = model_reference(dataset, bundle, frames.snapshots)
     report("explaining and plotting", 0.75)
     with tempfile.TemporaryDirectory(prefix="churnguard-train-") as tmp:
         folder = Path(tmp)
@@ -408,4 +419,5 @@ def train(
         seconds=dict(watch.seconds),
         warnings=warnings,
         uplift=uplift.summary(),
+        purchase_calibration=evaluation.purchase_calibration,
     )
