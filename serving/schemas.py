@@ -40,10 +40,11 @@ class ActionOut(BaseModel):
     label: str
     description: str
     expected_net_value: float = Field(
-        description="value at risk (to the end of the relationship, discounted to as_of at "
-        "clv.annual_discount_rate; x the playbook margin on a revenue basis) x success rate - cost (paid "
-        "now, undiscounted); 0 for no action. Customers in the 'graceful exit' segment never get a paid "
-        "action."
+        description="By the playbook's priors: value at risk (to the end of the relationship, discounted to "
+        "as_of at clv.annual_discount_rate; x the playbook margin on a revenue basis) x success rate - cost "
+        "(paid now, undiscounted). By learned effects (decided_by 'uplift effects'): incremental_retention "
+        "x the value if retained - cost. 0 for no action. Customers in the 'graceful exit' segment and "
+        "do-not-contact customers never get a paid action."
     )
     cost: float = Field(
         description="What the action costs for this customer, from the playbook: paid once, now "
@@ -51,6 +52,21 @@ class ActionOut(BaseModel):
     )
     success_rate: float
     why: str = Field(description="The figures behind the choice, in words.")
+    decided_by: str = Field(
+        default="playbook priors",
+        description="'uplift effects' (learned from randomised campaigns and gated at training) or "
+        "'playbook priors'.",
+    )
+    do_not_contact: bool = Field(
+        default=False,
+        description="True when every action is estimated to lower this customer's retention (a "
+        "'sleeping dog'): no paid action, the reason is in why.",
+    )
+    incremental_retention: float | None = Field(
+        default=None,
+        description="The chosen action's estimated change in the probability of staying within the "
+        "horizon (learned effects only; null by the playbook's priors).",
+    )
 
 
 # Which model produced a score: the bundle's own record (one definition, shared with batch scoring).

@@ -40,6 +40,9 @@ def print_result(console: Console, result: Any, settings: ChurnguardSettings) ->
         f"registered [bold]{settings.model_name}[/] version {result.version} "
         f"(run {result.run_id}); {result.promotion_reason}"
     )
+    uplift = getattr(result, "uplift", "")
+    if uplift and uplift not in getattr(result, "warnings", []):  # which policy decides actions, and why
+        console.print(f"actions: {uplift}")
     for warning in getattr(result, "warnings", []):
         console.print(f"[bold red]WARNING[/] {warning}")
     console.print(f"MLflow UI: mlflow ui --backend-store-uri {settings.resolved_tracking_uri()}")
