@@ -4,13 +4,17 @@ core as local batch (:class:`serving.scoring.Scorer`), written as partitioned Pa
 The registered model and the playbook are loaded once on the driver and shipped to the executors inside
 the ``mapInPandas`` function (a LightGBM booster pickles as its model text); each partition then goes
 through ``Scorer.score_frame`` exactly as a chunk of ``churnguard score`` does, so probabilities, values,
-exact TreeSHAP reasons and actions are the local ones. The output is the scores file's columns plus the
-store's ``features`` and ``stored_reasons``, partitioned by ``as_of``, with a ``_churnguard.json`` sidecar
-(the store's meta) and Spark's ``_SUCCESS`` marker; :func:`load_store` turns it into the serving store.
+exact TreeSHAP reasons and actions are the local ones. Lifetime values read each customer's exact purchase
+summary, as local batch's ``features.value.attach_parts`` does: Spark computes it from the transactions
+(:mod:`features.engine.spark_value`, ``rfm_summary``'s conventions) and joins it to the features, and the
+scoring core values each partition from it (``features.value.parts_for_frame``). The output is the scores
+file's columns plus the store's ``features`` and ``stored_reasons``, partitioned by ``as_of``, with a
+``_churnguard.json`` sidecar (the store's meta) and Spark's ``_SUCCESS`` marker; :func:`load_store` turns
+it into the serving store.
 
-Not here yet: the dashboard's recent purchase history (``history`` is ``{}``), and the value model's exact
-purchase summary (``features.value.attach_parts``, from the raw transactions), both of which local batch
-gathers from the loaded tables: lifetime values here come from the value model's feature-based inputs.
+Not here yet: the dashboard's recent purchase history (``history`` is ``{}``), which local batch gathers
+from the loaded tables, and the dated run snapshot and drift report that local ``churnguard score`` keeps
+in the store (:func:`load_store` replaces the current scores only).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from typing import Any
 import pandas as pd
 
 from features.errors import ConfigError
+from features.value import FEATURE_INPUTS, INPUT_COLUMNS
 from serving.batch import BatchResult, to_output
 from serving.encoding import DECISION_COLUMNS, FIGURE_COLUMNS, FILE_COLUMNS, input_rows
 from serving.scoring import Scorer
@@ -45,10 +50,17 @@ def _schema() -> str:
 
 
 def score_partitions(features: Any, scorer: Scorer, as_of: pd.Timestamp) -> Any:
-    """The Spark DataFrame of scores for a Spark DataFrame of features (customer_id plus the model's
-    features), one ``Scorer.score_frame`` call per Arrow batch."""
+    """The Spark DataFrame of scores for a Spark DataFrame of features, one ``Scorer.score_frame`` call
+    per Arrow batch. ``features``: customer_id, the model's features and, for the exact lifetime value,
+    the purchase summary and the features the value reads (``features.engine.spark_jobs.scoring_frame``
+    gives all of them); without the summary, values come from the value model's feature-based inputs."""
     stamp = str(as_of.date())
     names = scorer.bundle.feature_names
+    value_columns = [
+        c
+        for c in dict.fromkeys((*FEATURE_INPUTS, *INPUT_COLUMNS))
+        if c in features.columns and c not in names
+    ]
 
     def score(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for chunk in batches:
@@ -61,7 +73,7 @@ def score_partitions(features: Any, scorer: Scorer, as_of: pd.Timestamp) -> Any:
             out["history"] = "{}"
             yield _typed(out)
 
-    return features.select("customer_id", *names).mapInPandas(score, _schema())
+    return features.select("customer_id", *names, *value_columns).mapInPandas(score, _schema())
 
 
 def _typed(scores: pd.DataFrame) -> pd.DataFrame:
@@ -94,7 +106,7 @@ def run_spark_batch(settings: Any, request: SparkScoreRequest) -> BatchResult:
     """Read, featurise and score on Spark; write the scores atomically (see
     :func:`features.engine.spark.write_parquet_atomic`: staging folder, ``_SUCCESS``, rename)."""
     from features.engine.spark import write_parquet_atomic
-    from features.engine.spark_jobs import feature_frame, open_source
+    from features.engine.spark_jobs import checked_as_of, open_source, scoring_frame
     from features.model_store import load_model
     from serving.actions import load_playbook
 
@@ -106,8 +118,8 @@ def run_spark_batch(settings: Any, request: SparkScoreRequest) -> BatchResult:
     model = load_model(request.model_uri)
     scorer = Scorer.for_model(model, load_playbook(request.playbook), request.top_k)
     source = open_source(settings, request.data_dir, request.mapping)
-    as_of = request.as_of or source.observed_until()
-    features, _ = feature_frame(source, as_of)
+    as_of = checked_as_of(source, request.as_of)
+    features, _ = scoring_frame(source, as_of, scorer.bundle.value_model)
     scores = score_partitions(features, scorer, as_of)
     meta = {
         "as_of": str(as_of.date()),

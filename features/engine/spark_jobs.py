@@ -1,7 +1,9 @@
-"""Whole Spark jobs behind the commands: the feature table of a data folder, written where it lies."""
+"""Whole Spark jobs behind the commands: the feature table of a data folder, written where it lies, and
+what batch scoring reads per customer."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,14 +20,18 @@ from features.engine.spark import (
     write_parquet_atomic,
 )
 from features.engine.spark_source import SparkSource, read_folder
+from features.engine.spark_value import attach_value_inputs
 from features.errors import ConfigError
+from features.value import FEATURE_INPUTS, ValueModel
 
 __all__ = [
     "FeatureRequest",
     "FeaturesWritten",
     "Sample",
+    "checked_as_of",
     "feature_frame",
     "open_source",
+    "scoring_frame",
     "snapshot_sample",
     "write_features",
 ]
@@ -34,7 +40,7 @@ __all__ = [
 @dataclass(frozen=True)
 class FeatureRequest:
     """What ``churnguard features --engine spark`` computes: ``as_of`` None is the day after the newest
-    event; ``check_as_of(first, end, requested)`` may refuse a date outside the data."""
+    event, and a date outside the data is refused (:func:`checked_as_of`)."""
 
     data_dir: Path
     out: Path
@@ -58,14 +64,31 @@ def open_source(
     return read_folder(backend, data_dir, mapping, duplicates=duplicates)
 
 
-def feature_frame(source: SparkSource, as_of: pd.Timestamp) -> tuple[Any, list[str]]:
-    """(Spark DataFrame of customer_id, as_of and the model's features, the feature names)."""
+def feature_frame(
+    source: SparkSource, as_of: pd.Timestamp, extra: Sequence[str] = ()
+) -> tuple[Any, list[str]]:
+    """(Spark DataFrame of customer_id, as_of, the model's features and those of the ``extra`` feature
+    columns the table has, the model's feature names)."""
     names = [f.name for f in source.model_features()]
     table = compute_features(source.tables, as_of, source.attribute_columns)
+    kept = [c for c in dict.fromkeys(extra) if c in table.columns and c not in names]
     table = table.select(
-        "customer_id", ibis.literal(as_of.to_pydatetime(), type="timestamp").name("as_of"), *names
+        "customer_id", ibis.literal(as_of.to_pydatetime(), type="timestamp").name("as_of"), *names, *kept
     )
     return spark_frame(table), names
+
+
+def scoring_frame(
+    source: SparkSource, as_of: pd.Timestamp, value_model: ValueModel | None
+) -> tuple[Any, list[str]]:
+    """What batch scoring reads per customer, as local batch has it: the model's features and, with a value
+    model, the features its cost to serve and historic value read plus the exact purchase summary
+    (:data:`features.value.INPUT_COLUMNS`, from the transactions on Spark: :mod:`.spark_value`)."""
+    if value_model is None:
+        return feature_frame(source, as_of)
+    frame, names = feature_frame(source, as_of, FEATURE_INPUTS)
+    transactions = spark_frame(source.tables.transactions)
+    return attach_value_inputs(frame, transactions, as_of, value_model.economics), names
 
 
 def write_features(settings: Any, request: FeatureRequest) -> FeaturesWritten:
@@ -77,14 +100,16 @@ def write_features(settings: Any, request: FeatureRequest) -> FeaturesWritten:
             "give --out features.parquet (pandas and Spark both read the folder)"
         )
     source = open_source(settings, request.data_dir, request.mapping, request.duplicates)
-    as_of = _checked(source, request.as_of)
+    as_of = checked_as_of(source, request.as_of)
     frame, names = feature_frame(source, as_of)
     write_parquet_atomic(frame, request.out)
     customers = frame.sparkSession.read.parquet(str(request.out)).count()
     return FeaturesWritten(customers, names, as_of)
 
 
-def _checked(source: SparkSource, requested: pd.Timestamp | None) -> pd.Timestamp:
+def checked_as_of(source: SparkSource, requested: pd.Timestamp | None) -> pd.Timestamp:
+    """The as-of date in force: ``requested`` if the data can describe it (as the DuckDB commands' check),
+    else the day after the newest event; a date outside the data is a ConfigError naming its range."""
     end = source.observed_until()
     if requested is None:
         return end

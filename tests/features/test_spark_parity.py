@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -145,3 +146,90 @@ def test_training_sample_is_stratified_and_matches_duckdb_snapshots(
     assert 0.35 * len(local) < len(half.frame) < 0.65 * len(local)
     assert abs(half.frame["churned"].mean() - local["churned"].mean()) < 0.08
     assert half.as_params()["sample.population"] == str(len(local))
+
+
+def _value_inputs_on_spark(
+    backend: Any, transactions: Any, ids: list[str], as_of: pd.Timestamp, economics: Any
+) -> pd.DataFrame:
+    from features.engine.spark_value import attach_value_inputs
+
+    # text as Python objects: pyspark 4.3 does not take pandas 3's str dtype everywhere
+    ids_frame = pd.DataFrame({"customer_id": pd.Series(ids, dtype=object)})
+    customers = backend._session.createDataFrame(ids_frame, "customer_id string")
+    frame = attach_value_inputs(customers, transactions, as_of, economics).toPandas()
+    return frame.sort_values("customer_id", ignore_index=True)
+
+
+def _assert_same_inputs(spark: pd.DataFrame, local: pd.DataFrame) -> None:
+    from features.value import INPUT_COLUMNS
+
+    assert spark["customer_id"].tolist() == local["customer_id"].tolist()
+    for name in INPUT_COLUMNS:
+        np.testing.assert_allclose(spark[name], local[name], rtol=1e-12, atol=1e-12, err_msg=name)
+
+
+@pytest.mark.parametrize("scenario", ["base", "shop_export"])
+def test_purchase_summary_equals_the_local_value_inputs(
+    backend: Any, folders: dict[str, Path], scenario: str
+) -> None:
+    """The exact purchase summary Spark computes for batch scoring is `features.value.value_inputs`'
+    (the shop export books credit notes: negative days, returns netted into spend)."""
+    from features.economics import EconomicsConfig
+    from features.value import value_inputs
+
+    dataset = load_dataset(folders[scenario])
+    as_of = observed_until(dataset) - pd.Timedelta(days=120)
+    economics = EconomicsConfig(gross_margin=0.3, margin_by_channel={"Web": 0.45, "app": 0.2})
+    tables = spark_engine.tables_from_dataset(backend, dataset, prefix=f"value_{scenario}")
+    known = (dataset.customers["customer_id"], dataset.transactions["customer_id"])
+    ids = sorted(set().union(*(c.astype(str) for c in known)))  # a shop export lists no customers
+    spark = _value_inputs_on_spark(
+        backend, spark_engine.spark_frame(tables.transactions), ids, as_of, economics
+    )
+    ordered = pd.Series(ids)
+    local = value_inputs(dataset.transactions, as_of, ordered, economics).assign(customer_id=ids)
+    _assert_same_inputs(spark, local)
+    assert (local["value_frequency"] > 0).sum() > 100 and (local["value_T"] == 0).sum() > 10
+    if scenario == "base":  # channels are named: margins vary by customer
+        assert local["value_margin"].nunique() > 10
+
+
+def test_purchase_summary_follows_rfm_summary_conventions(backend: Any) -> None:
+    """One occasion per calendar day after netting; a day that nets to nothing is no purchase but counts
+    against spend after the first one; events at or after the as-of instant are not read."""
+    from features.economics import EconomicsConfig
+    from features.value import value_inputs
+
+    rows = [
+        ("A", "2024-01-01 09:00", 10.0, "web"),  # A's first occasion: one day, two lines
+        ("A", "2024-01-01 18:00", 5.0, "app"),
+        ("A", "2024-01-05 10:00", 20.0, "store"),
+        ("A", "2024-01-05 11:00", -25.0, "store"),  # nets to -5: no occasion, lowers the repeat value
+        ("A", "2024-01-09 00:00", 30.0, "Web"),
+        ("A", "2024-01-20 12:00", 99.0, "web"),  # at the as-of instant: not read
+        ("B", "2024-01-02 10:00", 8.0, "web"),
+        ("B", "2024-01-02 12:00", -8.0, "web"),  # nets to zero: B has bought nothing yet
+        ("C", "2023-12-30 23:59:59.5", -4.0, "phone"),  # before C's first occasion: not counted
+        ("C", "2023-12-31 00:00", 12.0, "unknown"),
+        ("C", "2024-01-10 07:30", 3.0, "web"),
+    ]
+    tx = pd.DataFrame(rows, columns=["customer_id", "timestamp", "amount", "channel"])
+    tx["timestamp"] = pd.to_datetime(tx["timestamp"], format="ISO8601")
+    as_of = pd.Timestamp("2024-01-20 12:00")
+    economics = EconomicsConfig(gross_margin=0.3, margin_by_channel={"Web": 0.5, "app": 0.2})
+    transactions = backend._session.createDataFrame(
+        tx.astype({"customer_id": object, "channel": object}),
+        "customer_id string, timestamp timestamp, amount double, channel string",
+    )
+    ids = ["A", "B", "C", "D"]
+    spark = _value_inputs_on_spark(backend, transactions, ids, as_of, economics)
+    local = value_inputs(tx, as_of, pd.Series(ids), economics).assign(customer_id=ids)
+    _assert_same_inputs(spark, local)
+    by_id = spark.set_index("customer_id")
+    summary = by_id[["value_frequency", "value_recency", "value_T", "value_monetary"]]
+    assert summary.loc["A"].tolist() == [1.0, 8.0, 19.5, 25.0]
+    assert summary.loc["B"].tolist() == summary.loc["D"].tolist() == [0.0, 0.0, 0.0, 0.0]
+    assert summary.loc["C"].tolist() == [1.0, 10.0, 20.5, 3.0]
+    assert by_id.loc["A", "value_margin"] == pytest.approx((10 * 0.5 + 5 * 0.2 + 20 * 0.3 + 30 * 0.5) / 65)
+    assert by_id.loc["B", "value_margin"] == 0.5  # its purchase line counts, though the day nets to zero
+    assert by_id.loc["D", "value_margin"] == 0.3
