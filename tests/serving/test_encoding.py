@@ -208,6 +208,7 @@ def test_files_and_the_store_share_the_score_columns() -> None:
 # Numbers in the API that are not money: probabilities, rates, a reason's SHAP contribution and the feature
 # values it shows.
 NOT_MONEY = {"churn_probability", "p_alive", "success_rate", "annual_discount_rate", "contribution"}
+NOT_MONEY |= {"incremental_retention"}  # a change in a probability, like churn_probability
 NOT_MONEY |= {"value", "typical"}
 HORIZONS = ("horizon", "days", "end of the relationship", "end of their relationships", "as_of", "order")
 
