@@ -40,12 +40,14 @@ from common import (
 )
 
 TARGET_PER_SECOND = 5_000
-STAGES = ("features", "scoring", "inputs_history", "file", "store")
+STAGES = ("features", "value", "scoring", "inputs_history", "file", "store", "history")
 _STAGE_OF = {
     "computing features": "features",
+    "valuing customers": "value",
     "scoring": "scoring",
     "collecting inputs and history": "inputs_history",
     "writing": "writing",
+    "recording history": "history",
 }
 
 
@@ -78,7 +80,7 @@ class _TimedStore:
 
 
 def _stage_seconds(stages: _Stages, ended: float, store_seconds: float) -> dict[str, float]:
-    order = ["features", "scoring", "inputs_history", "writing"]
+    order = ["features", "value", "scoring", "inputs_history", "writing", "history"]
     marks = [stages.began.get(name) for name in order] + [ended]
     out = {name: (marks[i + 1] or ended) - (marks[i] or ended) for i, name in enumerate(order)}
     writing = out.pop("writing")
@@ -97,12 +99,15 @@ def measure(home: str, data_dir: str, out_dir: str) -> dict[str, Any]:
     stages, store = _Stages(), _TimedStore(SqliteScoreStore(store_file))
 
     def store_mib() -> float:
-        """Pages in use (a file keeps freed pages, so its size alone hides what a run adds)."""
+        """The store's size compacted (``VACUUM INTO`` a copy): a file keeps freed pages, so its own size
+        hides what a run adds."""
+        compact = Path(out_dir) / "compact.db"
+        compact.unlink(missing_ok=True)
         with closing(sqlite3.connect(store_file)) as con:
-            con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            used = [con.execute(f"PRAGMA {p}").fetchone()[0] for p in ("page_count", "freelist_count")]
-            page = con.execute("PRAGMA page_size").fetchone()[0]
-        return float((used[0] - used[1]) * page / 2**20)
+            con.execute("VACUUM INTO ?", (str(compact),))
+        size = compact.stat().st_size / 2**20
+        compact.unlink()
+        return size
 
     request = PublishRequest(
         Path(data_dir),
@@ -113,7 +118,7 @@ def measure(home: str, data_dir: str, out_dir: str) -> dict[str, Any]:
     )
     with churnguard_home(Path(home)):
         published = publish_scores(request, report=stages)
-        ended = time.perf_counter()
+        ended, store_seconds = time.perf_counter(), store.seconds
         first_mib = store_mib()
         earlier = pd.Timestamp(published.batch.as_of) - pd.Timedelta(days=30)
         again = publish_scores(replace(request, as_of=earlier, out_file=None))
@@ -123,7 +128,7 @@ def measure(home: str, data_dir: str, out_dir: str) -> dict[str, Any]:
         "seconds": result.seconds,
         "per_second": result.per_second,
         "load_seconds": published.load_seconds,
-        "stages": _stage_seconds(stages, ended, store.seconds),
+        "stages": _stage_seconds(stages, ended, store_seconds),
         "file_mib": out_file.stat().st_size / 2**20,
         "store_mib": first_mib,
         "second_run_per_second": again.batch.per_second,
@@ -171,7 +176,7 @@ def to_markdown(figures: dict[str, Any]) -> str:
         f"{1024 * figures['store_mib'] / max(figures['scored'], 1):.1f}",
         f"{figures['load_seconds']:.1f}",
         f"{figures.get('second_run_per_second', float('nan')):,.0f}",
-        f"{figures.get('growth_mib_per_run', float('nan')):.0f}",
+        f"{figures.get('growth_mib_per_run', float('nan')):.1f}",
     ]
     return "\n".join(
         [
