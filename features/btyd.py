@@ -1,7 +1,7 @@
 """Buy-till-you-die customer value: BG/NBD for purchases, Gamma-Gamma for order value, discounted value.
 
 Training fits these models and serving predicts with them, so they live in the base package. The module is
-longer than most (about 700 lines) on purpose: each likelihood sits next to its hand-derived gradient and the
+longer than most (about 800 lines) on purpose: each likelihood sits next to its hand-derived gradient and the
 predictions that share its special functions, so a change to one is checked against the others in one read. They are
 our own closed-form likelihoods (pure numpy/scipy, vectorised): lifetimes is archived and only serves the
 tests as an oracle. References: Fader, Hardie & Lee (2005) "Counting your customers the easy way"

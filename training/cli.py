@@ -75,6 +75,7 @@ def train(
     from features.progress import stage_progress
     from features.settings import get_settings
     from training.config import load_train_config
+    from training.pipeline import Business
     from training.pipeline import train as run_training
     from training.report import print_result
 
@@ -105,7 +106,7 @@ def train(
             promote=promote,
             mapping=mapping,
             report=report,
-            economics=economics_from_env(economics),
+            business=Business(economics=economics_from_env(economics)),
         )
     print_result(out, result, settings)
 

@@ -62,6 +62,15 @@ class TrainResult:
     purchase_calibration: ev.PurchaseCalibration | None = None  # BG/NBD's P(purchase within H) vs who bought
 
 
+@dataclass(frozen=True)
+class Business:
+    """What the business tells training beyond the data: the economics config (None: values on a revenue
+    basis) and the playbook (None: ``CHURNGUARD_PLAYBOOK``, else the shipped one)."""
+
+    economics: EconomicsConfig | None = None
+    playbook: Playbook | None = None
+
+
 def _noop(stage: str, fraction: float) -> None:
     return None
 
@@ -337,14 +346,15 @@ def train(
     promote: bool = True,
     mapping: Path | None = None,
     report: Report = _noop,
-    economics: EconomicsConfig | None = None,
-    playbook: Playbook | None = None,
+    business: Business | None = None,
 ) -> TrainResult:
     """Train, evaluate out of time, log and register a version; promote it if the policy allows.
 
-    ``playbook``: the actions' costs and priors (default: ``CHURNGUARD_PLAYBOOK``, else the shipped one),
+    ``business``: the economics config (None: revenue basis) and the playbook, the actions' costs and
+    priors (default: ``CHURNGUARD_PLAYBOOK``, else the shipped one),
     read only when the data folder has a campaigns table."""
     watch = Stopwatch()
+    business = business or Business()
     report("validating input", 0.01)
     with watch("validate"):
         dataset = load_dataset(data_dir, mapping)
@@ -358,7 +368,7 @@ def train(
     models = fit_models(frames, model_features(dataset), context, report)
     report("fitting the lifetime value model", 0.52)
     with watch("value_model"):
-        value_model, value_warning = fit_value(dataset, frames, cfg, economics)
+        value_model, value_warning = fit_value(dataset, frames, cfg, business.economics)
     recipe = Recipe(
         cfg=cfg,
         features=models.features,
@@ -387,7 +397,7 @@ def train(
     if campaigns is not None:
         report("learning what the actions change", 0.72)
     with watch("uplift"):
-        uplift = learn_actions(dataset, campaigns, bundle, cfg, playbook)
+        uplift = learn_actions(dataset, campaigns, bundle, cfg, business.playbook)
     report("profiling the drift reference", 0.74)
     with watch("reference"):  # what monitoring compares each scoring run with (features.drift)
         bundle.metadata["reference"] = model_reference(dataset, bundle, frames.snapshots)
