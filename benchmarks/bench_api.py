@@ -1,7 +1,7 @@
 """Benchmark the HTTP API against ``mlflow models serve`` of the same registered model, in one run.
 
     python benchmarks/bench_api.py [--customers 100k] [--quick] [--seconds 10] [--generator auto|wrk|python]
-        [--stores sqlite,postgres] [--workers 1,2] [--concurrency 1,8,32]
+        [--stores sqlite,postgres] [--workers 1,2] [--concurrency 1,8,32] [--work-dir DIR]
 
 Both servers bind 127.0.0.1 and run side by side on the same home: ``mlflow models serve -m
 models:/churnguard@champion --env-manager local -w 1`` throughout, and ``churnguard serve`` in each
@@ -280,8 +280,14 @@ end
 """
 
 
+# One wrk thread drives every run: it sustains far more than the servers answer here, and on a 2-core
+# machine a second one competes with a one-worker server for the cores and adds its own scheduling delays
+# to the measured tail (side by side at c=32: p99 65 ms with two wrk threads, 17 ms with one).
+WRK_THREADS = 1
+
+
 def run_wrk(load: Load, work_dir: Path) -> dict[str, Any]:
-    threads = min(load.concurrency, 2)
+    threads = WRK_THREADS
     script = work_dir / f"load-{load.port}-{load.concurrency}.lua"
     script.write_text(wrk_script(load, threads))
     command = ["wrk", "-t", str(threads), "-c", str(load.concurrency), "-d", f"{load.seconds:g}s"]
@@ -403,13 +409,18 @@ class Plan:
 def _measure(
     load: Load, plan: Plan, generator: str, work_dir: Path, groups: tuple[int, ...]
 ) -> dict[str, Any]:
-    """Settle, warm up (excluded), settle, measure."""
+    """Settle, warm up (excluded), settle, measure. ``groups[0]`` is the server under test: the CPU time its
+    processes used during the measured run, per request, is reported beside the latencies (on a machine
+    shared with other work, it is the figure that other work disturbs least)."""
     runner = run_wrk if generator == "wrk" else run_python
     warm = Load(load.port, load.requests, load.headers, load.concurrency, plan.warmup, load.max_requests // 5)
     settled = wait_idle(groups)
     runner(warm, work_dir)
     settled &= wait_idle(groups)
-    return {**runner(load, work_dir), "settled": settled}
+    before = _group_cpu_ticks(groups[:1])
+    figures = runner(load, work_dir)
+    cpu = (_group_cpu_ticks(groups[:1]) - before) / os.sysconf("SC_CLK_TCK")
+    return {**figures, "cpu_ms": 1000 * cpu / max(figures["requests"], 1), "settled": settled}
 
 
 PG_ADMIN = os.environ.get("CHURNGUARD_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -466,7 +477,8 @@ def _measure_all(
             rows.append({"endpoint": endpoint, "variant": label, "concurrency": concurrency, **figures})
             print(
                 f"    {label:<22} {endpoint:<28} c={concurrency:<3} {figures['rps']:8,.0f} req/s  "
-                f"p50 {figures['p50_ms']:7.2f} ms  p99 {figures['p99_ms']:7.2f} ms  errors {figures['errors']}",
+                f"p50 {figures['p50_ms']:7.2f} ms  p99 {figures['p99_ms']:7.2f} ms  "
+                f"CPU {figures['cpu_ms']:6.2f} ms/request  errors {figures['errors']}",
                 flush=True,
             )
     return rows
@@ -602,6 +614,7 @@ def to_markdown(figures: dict[str, Any]) -> str:
             f"{r['p95_ms']:.2f}",
             f"{r['p99_ms']:.2f}",
             f"{r['max_ms']:.1f}",
+            f"{r['cpu_ms']:.2f}" if "cpu_ms" in r else "–",
             str(r["errors"]),
         ]
         for r in sorted(
@@ -619,9 +632,14 @@ def to_markdown(figures: dict[str, Any]) -> str:
         "p95 ms",
         "p99 ms",
         "max ms",
+        "server CPU ms/req",
     ]
     headers.append("errors")
-    generator = "wrk" if figures["generator"] == "wrk" else "a Python generator (threads, keep-alive)"
+    generator = (
+        f"wrk ({WRK_THREADS} thread)"
+        if figures["generator"] == "wrk"
+        else "a Python generator (threads, keep-alive)"
+    )
     before, after = figures["load_average"]["before"], figures["load_average"]["after"]
     return "\n".join(
         [
@@ -635,7 +653,9 @@ def to_markdown(figures: dict[str, Any]) -> str:
             table(headers, rows, left=2),
             "",
             f"† fewer than {FEW} requests completed: percentiles are rough. ‡ a server was still busy with the "
-            "previous run's backlog after 60 s. Errors: socket errors, timeouts (10 s) and non-2xx answers.",
+            "previous run's backlog after 60 s. Errors: socket errors, timeouts (10 s) and non-2xx answers. "
+            "Server CPU: CPU time of the server's processes (all its workers) during the run per request "
+            "completed; a PostgreSQL store's own server processes are not included.",
             "",
             "Targets:",
             "",
@@ -655,6 +675,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--workers", default="1", help="worker counts to measure, comma-separated: 1,2")
     parser.add_argument("--concurrency", default="1,8,32", help="concurrency levels, comma-separated")
+    parser.add_argument(
+        "--work-dir",
+        type=Path,
+        default=None,
+        help="keep the trained home and its filled store here, and reuse them on the next run "
+        "(default: a temporary folder, deleted after)",
+    )
     parser.add_argument("--load-worker", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.load_worker is not None:  # the Python load generator's own process
@@ -677,9 +704,14 @@ def main(argv: list[str] | None = None) -> int:
         variants=variants,
         concurrency=tuple(int(c) for c in args.concurrency.split(",")),
     )
-    with tempfile.TemporaryDirectory(prefix="churnguard-bench-api-") as tmp:
-        trained = trained_home(Path(tmp), parse_count(args.customers), args.quick)
-        print(to_markdown(run(trained, plan, Path(tmp))))
+    with contextlib.ExitStack() as stack:
+        if args.work_dir is None:
+            work_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="churnguard-bench-api-")))
+        else:
+            work_dir = args.work_dir.resolve()
+            work_dir.mkdir(parents=True, exist_ok=True)
+        trained = trained_home(work_dir, parse_count(args.customers), args.quick)
+        print(to_markdown(run(trained, plan, work_dir)))
     return 0
 
 

@@ -23,7 +23,7 @@ from serving.middleware import (
     MetricsMiddleware,
     ThrottleSettings,
 )
-from serving.model_source import ModelHolder
+from serving.model_source import ModelHolder, settle_heap
 from serving.settings import ServingSettings, get_serving_settings
 from serving.state import AppState
 
@@ -66,6 +66,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
             reads=backends.reads,
             sessions=backends.sessions,
         )
+        settle_heap()
         try:
             yield
         finally:

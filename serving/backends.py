@@ -14,6 +14,7 @@ nor queues behind the shared pool.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -29,6 +30,8 @@ if TYPE_CHECKING:
     from serving.dashboard.session import SharedSessions
 
 INLINE_IDS = 20  # SQLite batches up to this many ids are read on the event loop (well under a millisecond)
+COALESCED_IDS = 20  # PostgreSQL reads of up to this many ids share a statement with concurrent ones
+MAX_COALESCED = 500  # ids in one shared statement at most
 
 
 class AsyncReads(Protocol):
@@ -64,14 +67,61 @@ class SqliteReads:
         return self.store.meta()
 
 
+@dataclass
+class _Batch:
+    """The ids requests asked for during one turn of the event loop, and the one read that answers them."""
+
+    ids: dict[str, None]
+    done: asyncio.Future[dict[str, dict[str, Any]]]
+
+
 class PostgresReads:
+    """PostgreSQL reads for async routes, coalesced: the ids that requests ask for during one turn of the
+    event loop go to the server as one statement.
+
+    A read costs about 0.2 ms of this process's CPU and a round trip to the server however few rows it
+    returns, and some 0.03 ms more per row (measured on the async pool), so under concurrency one statement
+    for many requests leaves the cores to the requests. Each request still gets its rows from one statement,
+    so one response never mixes score sets; a request alone (or asking for more than ``COALESCED_IDS`` ids,
+    or for the model inputs) is read as before. A failed read fails every request of its batch the same way."""
+
     def __init__(self, store: Any) -> None:
         self.store = store
+        self._batch: _Batch | None = None
+        self._reading: set[asyncio.Task[None]] = set()
 
     async def get_many(
         self, customer_ids: Sequence[str], with_inputs: bool = False
     ) -> dict[str, dict[str, Any]]:
-        return await self.store.aget_many(customer_ids, with_inputs)  # type: ignore[no-any-return]
+        if with_inputs or len(customer_ids) > COALESCED_IDS:
+            return await self.store.aget_many(customer_ids, with_inputs)  # type: ignore[no-any-return]
+        batch = self._batch
+        if batch is None or len(batch.ids) >= MAX_COALESCED:
+            loop = asyncio.get_running_loop()
+            batch = self._batch = _Batch({}, loop.create_future())
+            batch.done.add_done_callback(_retrieve)
+            loop.call_soon(self._send, batch)  # after the requests already waiting to run this turn
+        batch.ids.update(dict.fromkeys(customer_ids))
+        found = await asyncio.shield(batch.done)  # one request cancelled does not cancel the others' read
+        return {c: found[c] for c in customer_ids if c in found}
+
+    def _send(self, batch: _Batch) -> None:
+        if self._batch is batch:
+            self._batch = None
+        task = asyncio.get_running_loop().create_task(self._read(batch))
+        self._reading.add(task)
+        task.add_done_callback(self._reading.discard)
+
+    async def _read(self, batch: _Batch) -> None:
+        try:
+            found = await self.store.aget_many(list(batch.ids), False)
+        except asyncio.CancelledError:  # the server is shutting down
+            batch.done.cancel()
+            raise
+        except Exception as exc:
+            batch.done.set_exception(exc)
+        else:
+            batch.done.set_result(found)
 
     async def meta(self) -> dict[str, Any]:
         return await self.store.ameta()  # type: ignore[no-any-return]
@@ -102,6 +152,12 @@ class Backends:
         close = getattr(self.store, "close", None)
         if close is not None:
             close()
+
+
+def _retrieve(done: asyncio.Future[Any]) -> None:
+    """Mark a shared read's failure as seen (every request that waited for it has it already)."""
+    if not done.cancelled():
+        done.exception()
 
 
 def open_backends(settings: ServingSettings) -> Backends:

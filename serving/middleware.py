@@ -12,6 +12,7 @@ import math
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Any
 
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -39,12 +40,9 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        too_big = error_response(
-            413, f"request body over {self.max_body_bytes} bytes: send fewer records per request"
-        )
         length = dict(scope.get("headers") or []).get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > self.max_body_bytes):
-            await too_big(scope, receive, send)
+            await self._too_big()(scope, receive, send)
             return
         chunks: list[bytes] = []
         received = 0
@@ -56,7 +54,7 @@ class BodyLimitMiddleware:
             chunk = message.get("body", b"")
             received += len(chunk)
             if received > self.max_body_bytes:
-                await too_big(scope, receive, send)
+                await self._too_big()(scope, receive, send)
                 return
             chunks.append(chunk)
             more = bool(message.get("more_body", False))
@@ -72,6 +70,11 @@ class BodyLimitMiddleware:
 
         await self.app(scope, replay, send)
 
+    def _too_big(self) -> ASGIApp:
+        return error_response(
+            413, f"request body over {self.max_body_bytes} bytes: send fewer records per request"
+        )
+
 
 class MetricsMiddleware:
     """Counts requests by route template, method and status, and times them.
@@ -83,6 +86,8 @@ class MetricsMiddleware:
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
         self.metrics = metrics
+        # the series of each (route, method, status) seen: labels() costs a lock and checks per call
+        self._series: dict[tuple[str, str, str], tuple[Any, Any, Any]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -109,16 +114,24 @@ class MetricsMiddleware:
         method = str(scope.get("method", "")).upper()
         method = method if method in METHODS else "other"
         code = str(status) if 100 <= status <= 599 else "other"
-        self.metrics.requests.labels(name, method, code).inc()
-        self.metrics.latency.labels(name).observe(time.perf_counter() - started)
-        if status >= 400:
-            self.metrics.errors.labels(name, code).inc()
+        series = self._series.get((name, method, code))
+        if series is None:
+            metrics = self.metrics
+            errors = metrics.errors.labels(name, code) if status >= 400 else None
+            series = (metrics.requests.labels(name, method, code), metrics.latency.labels(name), errors)
+            self._series[(name, method, code)] = series
+        requests, latency, errors = series
+        requests.inc()
+        latency.observe(time.perf_counter() - started)
+        if errors is not None:
+            errors.inc()
 
 
 class ApiHeadersMiddleware:
     """API answers carry customer data: never cached (``no-store``) and never content-sniffed."""
 
     _HEADERS = ((b"cache-control", b"no-store"), (b"x-content-type-options", b"nosniff"))
+    _NAMES = frozenset(name for name, _ in _HEADERS)
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -131,7 +144,7 @@ class ApiHeadersMiddleware:
 
         async def with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = [(k, v) for k, v in message.get("headers", []) if k not in dict(self._HEADERS)]
+                headers = [(k, v) for k, v in message.get("headers", []) if k not in self._NAMES]
                 message = {**message, "headers": [*headers, *self._HEADERS]}
             await send(message)
 

@@ -7,6 +7,7 @@ unreachable it keeps serving what it has and says so.
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import time
@@ -14,9 +15,20 @@ import time
 from features.errors import ModelNotFoundError
 from features.model_store import LoadedModel, load_model, resolve_version
 
-__all__ = ["LoadedModel", "ModelHolder", "load_model"]
+__all__ = ["LoadedModel", "ModelHolder", "load_model", "settle_heap"]
 
 log = logging.getLogger("churnguard.model")
+
+
+def settle_heap() -> None:
+    """Collect garbage, then put every object alive now out of the cyclic collector's way (``gc.freeze``).
+
+    A server that has loaded a model holds about 400,000 objects the collector tracks (MLflow, pandas,
+    LightGBM, the bundle), and a full collection walks them all: 0.2-0.5 s with the event loop stopped,
+    which was the API's p99 under load. Frozen objects are still freed by reference counting; collections
+    then walk only what came later. Called once the model is loaded, and again after each swap."""
+    gc.collect()
+    gc.freeze()
 
 
 class ModelHolder:
@@ -44,10 +56,12 @@ class ModelHolder:
                         self.last_error = None
                         return
                 loaded = load_model(self.uri)
-                self.current = loaded
+                swapped, self.current = self.current is not None, loaded
                 self.registry_reachable = True
                 self.last_error = None
                 log.info("serving model %s version %s", loaded.info.name, loaded.info.version)
+                if swapped:
+                    settle_heap()
             except ModelNotFoundError as exc:
                 self.last_error = str(exc)
             except Exception as exc:  # tracking store down or unreadable: keep what we have

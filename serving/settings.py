@@ -46,6 +46,13 @@ class ServingSettings(ChurnguardSettings):
         description="Request bodies above this are refused with 413 before parsing.",
     )
     top_k: int = Field(default=5, ge=1, le=20, description="Reasons returned per customer.")
+    score_threads: int = Field(
+        default=2,
+        ge=1,
+        le=64,
+        description="Worker threads scoring POST /v1/score requests at once in one API process (about one "
+        "per core); further requests wait their turn without holding a thread.",
+    )
     session_hours: float = Field(default=8.0, gt=0, le=168, description="Dashboard session lifetime.")
     cookie_secure: bool = Field(
         default=False,

@@ -219,12 +219,26 @@ class SqliteScoreStore:
         return self.get_many([customer_id], with_inputs).get(customer_id)
 
     def get_many(self, customer_ids: Sequence[str], with_inputs: bool = True) -> dict[str, dict[str, Any]]:
-        """Scores by id; ``with_inputs=False`` skips the model inputs and history (the API's fast read)."""
-        con = self._connect()
-        if not customer_ids or not self._has_scores(con):
+        """Scores by id; ``with_inputs=False`` skips the model inputs and history (the API's fast read).
+
+        The hot path reads a table of today's columns straight away (checking the table first cost more
+        than the read itself); no table yet, or one an earlier version wrote, fails that statement and is
+        read the careful way."""
+        if not customer_ids:
             return {}
-        listed, every = self._select(con)
-        columns = every if with_inputs else listed
+        con = self._connect()
+        try:
+            return self._get_many(con, customer_ids, _ALL_COLUMNS if with_inputs else _LIST_COLUMNS)
+        except sqlite3.OperationalError:
+            if not self._has_scores(con):
+                return {}
+            listed, every = self._select(con)
+            return self._get_many(con, customer_ids, every if with_inputs else listed)
+
+    @staticmethod
+    def _get_many(
+        con: sqlite3.Connection, customer_ids: Sequence[str], columns: str
+    ) -> dict[str, dict[str, Any]]:
         found: dict[str, dict[str, Any]] = {}
         for start in range(0, len(customer_ids), 500):
             chunk = list(customer_ids[start : start + 500])

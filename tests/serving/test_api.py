@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 
 import pytest
@@ -46,6 +47,49 @@ def test_known_customer_has_score_reasons_and_action(client: TestClient, known_i
     assert 0 <= body["churn_probability"] <= 1 and body["risk_tier"] in {"low", "medium", "high"}
     assert body["reasons"][0]["sentence"] and body["action"]["why"]
     assert body["model"]["name"] == "churnguard" and body["model"]["alias"] == "champion"
+
+
+def _dashboard_session(app: object, key: str) -> tuple[TestClient, str]:
+    """A client signed in to the dashboard with ``key``, and its CSRF token (as the page's script reads it)."""
+    browser = TestClient(app)  # type: ignore[arg-type]
+    form = re.search(r'name="csrf_token" value="([^"]+)"', browser.get("/sign-in").text)
+    assert form is not None
+    signed = browser.post(
+        "/sign-in", data={"api_key": key, "csrf_token": form.group(1), "next": "/"}, follow_redirects=False
+    )
+    assert signed.status_code == 303
+    csrf = re.search(r'<meta name="csrf-token" content="([^"]+)">', browser.get("/").text)
+    assert csrf is not None
+    return browser, csrf.group(1)
+
+
+def test_a_stored_score_reads_the_same_by_key_and_by_dashboard_session(client: TestClient, trained) -> None:
+    """A CRM's key takes the route's short way, a dashboard session the general one: same bytes."""
+    browser, csrf = _dashboard_session(client.app, trained.api_key)
+    rows, _ = SqliteScoreStore(trained.home / "scores.db").query(CustomerQuery(limit=25))
+    for row in rows:
+        path = f"/v1/customers/{row['customer_id']}"
+        by_key = client.get(path)
+        by_session = browser.get(path, headers={"X-Churnguard-CSRF": csrf})
+        assert by_key.status_code == by_session.status_code == 200
+        assert by_key.content == by_session.content
+        assert by_key.headers["content-type"] == by_session.headers["content-type"] == "application/json"
+        assert by_key.json()["customer_id"] == row["customer_id"]
+
+
+def test_a_stored_score_read_follows_the_documented_auth_and_id_rules(
+    client: TestClient, known_id: str
+) -> None:
+    path = f"/v1/customers/{known_id}"
+    key = client.headers["Authorization"].split(" ", 1)[1]
+    assert client.get(path, headers={"Authorization": f"bearer  {key} "}).status_code == 200  # as HTTPBearer
+    assert client.get(path, headers={"Authorization": f"Basic {key}"}).status_code == 401
+    assert client.get(path, headers={"Authorization": f"Bearer {key}x"}).status_code == 403
+    too_long = client.get(f"/v1/customers/{'C' * 201}")
+    assert too_long.status_code == 422
+    assert too_long.json()["error"]["details"][0]["field"] == "path.customer_id"
+    assert client.get(f"/v1/customers/{'C' * 200}").status_code == 404
+    assert client.get("/v1/customers/C%00").status_code == 404
 
 
 def test_unknown_customer_is_a_clear_404(client: TestClient) -> None:

@@ -26,6 +26,7 @@ from tests.conftest import Trained
 from tests.pg import fresh_database, require_postgres
 
 pytest.importorskip("psycopg_pool")
+from serving.backends import COALESCED_IDS, PostgresReads
 from serving.pg_auth import MISS_INTERVAL, PostgresKeys, PostgresSessions
 from serving.pg_store import PostgresScoreStore, StoreUnavailableError
 
@@ -165,6 +166,57 @@ def test_async_reads_match_the_sync_ones(
     found, meta_read = asyncio.run(read())
     assert found == store.get_many(ids, with_inputs=False)
     assert meta_read == store.meta()
+
+
+def test_concurrent_api_reads_share_a_statement_and_each_gets_its_own_rows(
+    store: PostgresScoreStore,
+    real_scores: tuple[pd.DataFrame, dict[str, Any]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    frame, meta = real_scores
+    store.replace_all(frame, meta)
+    ids = list(frame["customer_id"].head(COALESCED_IDS + 10))
+    small = [[i] for i in ids[:10]] + [[ids[0], "nobody", ids[5]], ["nobody"], [ids[3], ids[3]]]
+    asks = [*small, ids]  # the last one asks for more ids than a shared statement takes
+    statements: list[list[str]] = []
+    read_alone = store.aget_many
+
+    async def counted(customer_ids: list[str], with_inputs: bool = False) -> dict[str, Any]:
+        statements.append(list(customer_ids))
+        return await read_alone(customer_ids, with_inputs)
+
+    monkeypatch.setattr(store, "aget_many", counted)
+    reads = PostgresReads(store)
+
+    async def read() -> list[dict[str, Any]]:
+        await store.aopen()
+        try:
+            return await asyncio.gather(*(reads.get_many(ask) for ask in asks))
+        finally:
+            await store.aclose()
+
+    answers = asyncio.run(read())
+    stored = store.get_many(ids, with_inputs=False)
+    for ask, answer in zip(asks, answers, strict=True):
+        assert answer == {c: stored[c] for c in ask if c in stored}
+    assert len(statements) == 2  # every small request in one statement, the big one on its own
+
+
+def test_a_failed_shared_read_fails_every_request_that_waited_for_it() -> None:
+    require_postgres()
+    down = PostgresScoreStore("postgresql://postgres@127.0.0.1:9/none", timeout=1)
+    reads = PostgresReads(down)
+
+    async def read() -> list[object]:
+        try:
+            return await asyncio.gather(
+                *(reads.get_many([f"C{i}"]) for i in range(5)), return_exceptions=True
+            )
+        finally:
+            await down.aclose()
+
+    failures = asyncio.run(read())
+    assert all(isinstance(f, StoreUnavailableError) and "unreachable" in str(f) for f in failures), failures
 
 
 def test_a_refresh_during_reads_never_shows_a_mixed_set(
