@@ -490,6 +490,9 @@ def _rows(scores: pd.DataFrame, shared_model: str | None) -> Iterator[tuple[Any,
     def column(name: str) -> list[Any]:
         return scores[name].tolist() if name in scores.columns else ["{}"] * n
 
+    def figure(name: str) -> list[Any]:  # a figure the scores lack is unknown: NULL, never text
+        return scores[name].tolist() if name in scores.columns else [None] * n
+
     action = column("action")
     if "action_name" in scores.columns and "expected_net_value" in scores.columns:
         action_name, expected = column("action_name"), column("expected_net_value")
@@ -498,7 +501,7 @@ def _rows(scores: pd.DataFrame, shared_model: str | None) -> Iterator[tuple[Any,
         expected = [a["expected_net_value"] for a in action]
     model = [None if m == shared_model else m for m in _texts(column("model"))]
     values = {
-        c: _json_or_null(column(c)) if c in STORE_JSON_COLUMNS else column(c) for c in FIGURE_COLUMNS
+        c: _json_or_null(column(c)) if c in STORE_JSON_COLUMNS else figure(c) for c in FIGURE_COLUMNS
     } | {
         "as_of": scores["as_of"].astype(str).tolist(),
         "action_name": action_name,
