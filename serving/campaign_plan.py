@@ -1,7 +1,8 @@
 """Planning a retention campaign from the serving store's scores: whom to contact, whom to hold out.
 
-Customers are ranked by the action's expected incremental net value, churn probability x CLV x margin x
-the action's success rate - its cost. The success rate is the playbook's prior until uplift estimates
+Customers are ranked by the action's expected incremental net value, the stored value at risk (churn
+probability x the lifetime value if retained; x the playbook's margin on a revenue basis only) x the
+action's success rate - its cost, as scoring weighs actions. The success rate is the playbook's prior until uplift estimates
 replace it (the plan says which was used). Treatment and control are assigned by a hash of (campaign,
 customer id): the same plan gives the same groups on any machine, and the assignment probability of each
 row is logged, so the campaign can be measured (:mod:`serving.campaigns`) and learned from. A small
@@ -19,6 +20,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from features.campaigns import CONTROL, TREATMENT
@@ -114,6 +116,16 @@ def _check(request: PlanRequest, playbook: Playbook) -> float:
     return cost
 
 
+def _value_at_stake(pool: pd.DataFrame, margin: float) -> pd.Series:
+    """What keeping each customer is worth, as scoring weighs it (:mod:`serving.actions`): the stored value
+    at risk (p x the value if retained), else p x clv for stores without it; times the playbook's margin on
+    a revenue basis only, since a contribution-basis value already nets the margin."""
+    naive = pool["churn_probability"] * pool["clv"]
+    at_risk = pool["value_at_risk"].astype(float).fillna(naive) if "value_at_risk" in pool else naive
+    basis = pool["value_basis"] if "value_basis" in pool else pd.Series(None, index=pool.index, dtype=object)
+    return at_risk * np.where(basis == "contribution", 1.0, margin)
+
+
 def plan_campaign(store: ScoreStore, playbook: Playbook, request: PlanRequest) -> Plan:
     """Rank, select, explore and assign (see the module docstring); nothing is written here."""
     cost = _check(request, playbook)
@@ -132,8 +144,7 @@ def plan_campaign(store: ScoreStore, playbook: Playbook, request: PlanRequest) -
     ids = scores["customer_id"].astype(str)
     global_holdout = ids.map(lambda i: unit_hash("global-holdout", i)) < request.global_holdout
     pool = scores[eligible & ~global_holdout].copy()
-    margin = playbook.margin
-    pool["expected_net_value"] = pool["churn_probability"] * pool["clv"] * margin * action.success_rate - cost
+    pool["expected_net_value"] = _value_at_stake(pool, playbook.margin) * action.success_rate - cost
     pool = pool.sort_values(["expected_net_value", "customer_id"], ascending=[False, True])
 
     wanted = request.count if request.count is not None else int((request.budget or 0.0) // cost)

@@ -172,6 +172,21 @@ def test_a_plan_ranks_by_net_value_assigns_by_hash_and_logs_probabilities(tmp_pa
     assert not any(c.startswith("=") for c in cells)
 
 
+def test_a_contribution_value_is_not_weighed_by_the_margin_again() -> None:
+    """The plan ranks by what scoring weighs: the stored value at risk, x the playbook margin only on a
+    revenue basis (a contribution already nets the margin)."""
+    playbook = load_playbook()
+    action = next(a for a in playbook.actions if a.name == "service_recovery_call")
+    request = PlanRequest("p2", action.name, count=50, holdout=0.2, exploration=0.0)
+    for basis, weight in (("contribution", 1.0), ("revenue", playbook.margin)):
+        store = FakeStore()
+        for row in store.rows:
+            row |= {"value_at_risk": 0.5 * row["clv"], "value_basis": basis}
+        rows = plan_campaign(store, playbook, request).rows  # type: ignore[arg-type]
+        expected = 0.5 * rows["clv"] * weight * action.success_rate - action.cost
+        np.testing.assert_allclose(rows["expected_net_value"], expected, atol=0.006)  # kept to the cent
+
+
 def test_a_different_campaign_name_draws_different_groups_and_rules_filter() -> None:
     playbook = load_playbook()
     store = FakeStore()
