@@ -117,4 +117,9 @@ def numeric(values: object) -> np.ndarray:
     """Numbers as a float array; what is not a number becomes NaN (no pandas work for float arrays)."""
     if isinstance(values, np.ndarray) and values.dtype.kind == "f":
         return values.astype(float, copy=False)
+    if isinstance(values, list):  # a few records' values (the API): numbers and None convert directly
+        try:
+            return np.asarray(values, dtype=float)
+        except (TypeError, ValueError):
+            pass
     return np.asarray(pd.to_numeric(pd.Series(values), errors="coerce"), dtype=float)
