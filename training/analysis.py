@@ -425,22 +425,23 @@ def value_terms(values: pd.DataFrame, scored: int | None = None) -> str:
     )
 
 
+VALUE_BY_SEGMENT_COLUMNS = (
+    "segment",
+    "customers",
+    "lifetime_value",
+    "median_lifetime_value",
+    "share_of_value",
+    "value_1y",
+    "share_beyond_1y",
+)
+
+
 def value_by_segment(values: pd.DataFrame) -> pd.DataFrame:
     """Where the value is: per segment, customers, total and median lifetime value, the segment's share of
     all value, the value of the next year and the share of the segment's value beyond one year. Sorted by
     total value, largest first; a last row ``all`` totals them."""
     if values.empty:
-        return pd.DataFrame(
-            columns=[
-                "segment",
-                "customers",
-                "lifetime_value",
-                "median_lifetime_value",
-                "share_of_value",
-                "value_1y",
-                "share_beyond_1y",
-            ]
-        )
+        return pd.DataFrame(columns=list(VALUE_BY_SEGMENT_COLUMNS))
     parts = pd.concat([values, values.assign(segment="all")], ignore_index=True)
     out = (
         parts.groupby("segment", sort=False)
@@ -458,17 +459,7 @@ def value_by_segment(values: pd.DataFrame) -> pd.DataFrame:
     out["share_beyond_1y"] = out["beyond_1y"] / out["lifetime_value"].where(out["lifetime_value"] > 0)
     segments = out[out["segment"] != "all"].sort_values("lifetime_value", ascending=False, kind="stable")
     ordered = pd.concat([segments, out[out["segment"] == "all"]], ignore_index=True)
-    return ordered[
-        [
-            "segment",
-            "customers",
-            "lifetime_value",
-            "median_lifetime_value",
-            "share_of_value",
-            "value_1y",
-            "share_beyond_1y",
-        ]
-    ]
+    return ordered[list(VALUE_BY_SEGMENT_COLUMNS)]
 
 
 def lifetime_value_figure(values: pd.DataFrame) -> Figure:
