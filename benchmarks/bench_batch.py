@@ -8,12 +8,13 @@ is its own), through ``serving.batch.publish_scores`` as ``churnguard score`` do
 (the run's dated snapshot and drift report, the default history policy). Loading the data is timed apart;
 the rate is ``run_batch``'s own (features -> scores -> reasons -> actions -> file -> store -> history).
 Stage times come from the progress callback. A second run, as of 30 days earlier, into the same store
-gives the store's growth per kept run.
+gives the store's growth per kept run (its history tables, compacted) and the rate of a refresh.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sqlite3
 import sys
 import tempfile
@@ -98,16 +99,22 @@ def measure(home: str, data_dir: str, out_dir: str) -> dict[str, Any]:
     out_file, store_file = Path(out_dir) / "scores.parquet", Path(out_dir) / "scores.db"
     stages, store = _Stages(), _TimedStore(SqliteScoreStore(store_file))
 
-    def store_mib() -> float:
-        """The store's size compacted (``VACUUM INTO`` a copy): a file keeps freed pages, so its own size
-        hides what a run adds."""
+    def store_mib() -> tuple[float, float]:
+        """The store's size compacted (``VACUUM INTO`` a copy: a file keeps freed pages, so its own size
+        hides what a run adds), and the part that is history (runs, snapshots, reports): the latest set
+        changes size with the customers active at each date, the history is what a kept run adds."""
         compact = Path(out_dir) / "compact.db"
         compact.unlink(missing_ok=True)
         with closing(sqlite3.connect(store_file)) as con:
             con.execute("VACUUM INTO ?", (str(compact),))
         size = compact.stat().st_size / 2**20
+        with closing(sqlite3.connect(compact, isolation_level=None)) as con:
+            con.execute("DROP TABLE scores")
+            con.execute("DROP TABLE meta")
+            con.execute("VACUUM")
+        history = compact.stat().st_size / 2**20
         compact.unlink()
-        return size
+        return size, history
 
     request = PublishRequest(
         Path(data_dir),
@@ -119,9 +126,12 @@ def measure(home: str, data_dir: str, out_dir: str) -> dict[str, Any]:
     with churnguard_home(Path(home)):
         published = publish_scores(request, report=stages)
         ended, store_seconds = time.perf_counter(), store.seconds
-        first_mib = store_mib()
+        first_mib, first_history_mib = store_mib()
         earlier = pd.Timestamp(published.batch.as_of) - pd.Timedelta(days=30)
-        again = publish_scores(replace(request, as_of=earlier, out_file=None))
+        stages_again = _Stages()
+        again = publish_scores(replace(request, as_of=earlier, out_file=None), report=stages_again)
+        ended_again, store_again = time.perf_counter(), store.seconds
+        _, history_mib = store_mib()
     result = published.batch
     return {
         "scored": result.customers,
@@ -132,7 +142,8 @@ def measure(home: str, data_dir: str, out_dir: str) -> dict[str, Any]:
         "file_mib": out_file.stat().st_size / 2**20,
         "store_mib": first_mib,
         "second_run_per_second": again.batch.per_second,
-        "growth_mib_per_run": store_mib() - first_mib,
+        "second_run_stages": _stage_seconds(stages_again, ended_again, store_again),
+        "growth_mib_per_run": history_mib - first_history_mib,
     }
 
 
@@ -140,6 +151,13 @@ def run(trained: TrainedHome, n_customers: int, work_dir: Path) -> dict[str, Any
     data = dataset_dir(n_customers)
     out_dir = Path(work_dir) / f"batch-{n_customers}"
     out_dir.mkdir(parents=True, exist_ok=True)
+    for name in (
+        "scores.parquet",
+        "scores.db",
+        "scores.db-wal",
+        "scores.db-shm",
+    ):  # a kept run's: start fresh
+        (out_dir / name).unlink(missing_ok=True)
     figures = run_in_child(measure, str(trained.home), str(data), str(out_dir))
     return {
         "customers": n_customers,
@@ -190,6 +208,10 @@ def to_markdown(figures: dict[str, Any]) -> str:
             "",
             table(list(STAGES), [stage_cells]),
             "",
+            "The second run's seconds per stage (no file written):",
+            "",
+            table(list(STAGES), [[f"{figures['second_run_stages'][s]:.1f}" for s in STAGES]]),
+            "",
             f"Target: {TARGET_PER_SECOND:,} customers/s — {figures['per_second']:,.0f}/s, "
             f"{verdict(figures['per_second'] >= TARGET_PER_SECOND)}.",
         ]
@@ -201,10 +223,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--customers", default="1M", help="customers in the scored dataset")
     parser.add_argument("--model-customers", default="100k", help="training size of the model")
     parser.add_argument("--quick", action="store_true", help="small training settings")
+    parser.add_argument(
+        "--work-dir",
+        type=Path,
+        default=None,
+        help="keep the trained home and the stores here (reused if kept)",
+    )
     args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="churnguard-bench-batch-") as tmp:
-        trained = trained_home(Path(tmp), parse_count(args.model_customers), args.quick)
-        print(to_markdown(run(trained, parse_count(args.customers), Path(tmp))))
+    with contextlib.ExitStack() as stack:
+        if args.work_dir is None:
+            work_dir = Path(
+                stack.enter_context(tempfile.TemporaryDirectory(prefix="churnguard-bench-batch-"))
+            )
+        else:
+            work_dir = args.work_dir.resolve()
+            work_dir.mkdir(parents=True, exist_ok=True)
+        trained = trained_home(work_dir, parse_count(args.model_customers), args.quick)
+        print(to_markdown(run(trained, parse_count(args.customers), work_dir)))
     return 0
 
 

@@ -156,6 +156,10 @@ class SqliteScoreStore:
             con.execute(f"PRAGMA page_size={_PAGE_SIZE}")  # no effect on an existing store
             con.execute("PRAGMA journal_mode=WAL")
             con.execute("PRAGMA synchronous=NORMAL")
+            # Builds of SQLite that default to secure_delete=ON (Debian's among them) zero every page a refresh
+            # frees: the old set written again, through the log, before the new one overwrites it. FAST zeroes
+            # only what costs no extra I/O (a 1M refresh: 103 -> 47 s).
+            con.execute("PRAGMA secure_delete=FAST")
             self._local.con = con
         return con
 
