@@ -6,15 +6,43 @@ from __future__ import annotations
 import json
 from datetime import date
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from features.cli import DataDir, MappingOpt, command_app, console, out, parse_date
 
+if TYPE_CHECKING:
+    from features.bundle import ModelBundle
+    from serving.settings import ServingSettings
+    from serving.store import ScoreStore
+
 app = command_app("Plan retention campaigns with control groups and measure what they changed.")
 campaign_app = command_app("Plan retention campaigns with control groups and measure what they changed.")
 app.add_typer(campaign_app, name="campaign")
+
+
+def _scoring_bundle(settings: ServingSettings, store: ScoreStore) -> ModelBundle | None:
+    """The model that scored the store, for its learned effects (None: nothing scored yet, or the registry
+    no longer has that version; the playbook's priors then rank, and the plan says so)."""
+    from features.model_store import ModelNotFoundError, connect, load_model
+
+    model = store.meta().get("model") or {}
+    uri = model.get("uri") if model.get("version") == "local" else None
+    if uri is None and model.get("name") and model.get("version"):
+        uri = f"models:/{model['name']}/{model['version']}"
+    if uri is None:
+        return None
+    connect(settings)
+    try:
+        return load_model(str(uri)).bundle
+    except ModelNotFoundError:
+        console.print(
+            f"warning: the model that scored the store ({uri}) is gone from the registry: the playbook's "
+            "prior success rates rank the customers",
+            highlight=False,
+        )
+        return None
 
 
 @campaign_app.command()
@@ -82,7 +110,8 @@ def plan(
         eligibility=Eligibility(min_probability, min_clv, segment, risk_tier, recommended_only),
         assigned_at=_date(assigned_at),
     )
-    result = plan_campaign(SqliteScoreStore(settings.store_file), load_playbook(settings.playbook), request)
+    store = SqliteScoreStore(settings.store_file)
+    result = plan_campaign(store, load_playbook(settings.playbook), request, _scoring_bundle(settings, store))
     if out_file is not None:
         write_contacts(result, out_file)
     if log_file is not None:

@@ -1,14 +1,17 @@
 """Planning a retention campaign from the serving store's scores: whom to contact, whom to hold out.
 
-Customers are ranked by the action's expected incremental net value, the stored value at risk (churn
-probability x the lifetime value if retained; x the playbook's margin on a revenue basis only) x the
-action's success rate - its cost, as scoring weighs actions. The success rate is the playbook's prior until uplift estimates
-replace it (the plan says which was used). Treatment and control are assigned by a hash of (campaign,
-customer id): the same plan gives the same groups on any machine, and the assignment probability of each
-row is logged, so the campaign can be measured (:mod:`serving.campaigns`) and learned from. A small
-exploration share of eligible customers below the ranking's cut joins the campaign too, so later uplift
-models see the customers the ranking would never pick. A global holdout (by a hash of the id alone) is
-never contacted by any campaign.
+Customers are ranked by the action's expected incremental net value, as scoring weighs actions: the
+incremental retention the action buys x what keeping the customer is worth (the value if retained, x the
+playbook's margin on a revenue basis only) - its cost. The incremental retention is the champion's learned
+effect of the action (``features.bundle.ActionEffects``, from randomised campaigns, admitted by training's
+policy gate) when the model that scored the store carries one, else the playbook's prior (churn probability
+x success rate); the plan says which was used. Customers scoring flagged do-not-contact (every action's
+learned effect is negative) are never in a campaign, not even to explore. Treatment and control are
+assigned by a hash of (campaign, customer id): the same plan gives the same groups on any machine, and the
+assignment probability of each row is logged, so the campaign can be measured (:mod:`serving.campaigns`)
+and learned from. A small exploration share of eligible customers below the ranking's cut joins the
+campaign too, so later uplift models see the customers the ranking would never pick. A global holdout (by
+a hash of the id alone) is never contacted by any campaign.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from features.bundle import ModelBundle
 from features.campaigns import CONTROL, TREATMENT
 from features.errors import ConfigError
 from features.io import write_frame_atomic
@@ -116,18 +120,67 @@ def _check(request: PlanRequest, playbook: Playbook) -> float:
     return cost
 
 
+def _weight(pool: pd.DataFrame, margin: float) -> np.ndarray:
+    """A unit of stored value in the business's terms: the playbook's margin on a revenue basis, 1 on a
+    contribution basis (that value already nets the margin)."""
+    basis = pool["value_basis"] if "value_basis" in pool else pd.Series(None, index=pool.index, dtype=object)
+    return np.where(basis == "contribution", 1.0, margin)
+
+
 def _value_at_stake(pool: pd.DataFrame, margin: float) -> pd.Series:
     """What keeping each customer is worth, as scoring weighs it (:mod:`serving.actions`): the stored value
-    at risk (p x the value if retained), else p x clv for stores without it; times the playbook's margin on
-    a revenue basis only, since a contribution-basis value already nets the margin."""
+    at risk (p x the value if retained), else p x clv for stores without it, x :func:`_weight`."""
     naive = pool["churn_probability"] * pool["clv"]
     at_risk = pool["value_at_risk"].astype(float).fillna(naive) if "value_at_risk" in pool else naive
-    basis = pool["value_basis"] if "value_basis" in pool else pd.Series(None, index=pool.index, dtype=object)
-    return at_risk * np.where(basis == "contribution", 1.0, margin)
+    return at_risk * _weight(pool, margin)
 
 
-def plan_campaign(store: ScoreStore, playbook: Playbook, request: PlanRequest) -> Plan:
-    """Rank, select, explore and assign (see the module docstring); nothing is written here."""
+def _retained_value(pool: pd.DataFrame, margin: float) -> np.ndarray:
+    """The value if retained x :func:`_weight`: the value at stake over the churn probability (the stored
+    clv where that probability is 0)."""
+    p = pool["churn_probability"].to_numpy(dtype=float)
+    at_stake = _value_at_stake(pool, margin).to_numpy(dtype=float)
+    clv = pool["clv"].to_numpy(dtype=float) * _weight(pool, margin)
+    return np.where(p > 0, at_stake / np.where(p > 0, p, 1.0), clv)
+
+
+def _do_not_contact(scores: pd.DataFrame) -> pd.Series:
+    """Customers scoring flagged do-not-contact (in their stored action)."""
+    if "action" not in scores:
+        return pd.Series(False, index=scores.index)
+    return scores["action"].map(lambda a: bool(isinstance(a, dict) and a.get("do_not_contact")))
+
+
+_INPUT_CHUNK = 2_000  # customers whose stored inputs one read fetches
+
+
+def learned_effect(
+    store: ScoreStore, bundle: ModelBundle | None, action: str, ids: list[str]
+) -> np.ndarray | None:
+    """The champion's learned change in retention from ``action`` for each of ``ids``, from the inputs the
+    store kept for them (NaN for a customer without stored inputs); None when the model learned no effect of
+    this action (no effects admitted, or not this action)."""
+    effects = None if bundle is None else bundle.effects
+    if effects is None or action not in effects.actions:
+        return None
+    stored: dict[str, Any] = {}
+    for start in range(0, len(ids), _INPUT_CHUNK):
+        rows = store.get_many(ids[start : start + _INPUT_CHUNK], with_inputs=True)
+        stored |= {i: r.get("features") for i, r in rows.items()}
+    names = [f.name for f in bundle.features]  # type: ignore[union-attr]
+    inputs = [stored.get(i) if isinstance(stored.get(i), dict) else None for i in ids]
+    frame = pd.DataFrame([row or {} for row in inputs]).reindex(columns=names)
+    if not len(frame):
+        return np.zeros(0)
+    estimate = effects.estimate(bundle.matrix(frame))[:, effects.actions.index(action)]  # type: ignore[union-attr]
+    return np.where([row is None for row in inputs], np.nan, estimate)
+
+
+def plan_campaign(
+    store: ScoreStore, playbook: Playbook, request: PlanRequest, bundle: ModelBundle | None = None
+) -> Plan:
+    """Rank, select, explore and assign (see the module docstring); nothing is written here. ``bundle`` is
+    the model that scored the store: its learned effects, if any, replace the playbook's prior."""
     cost = _check(request, playbook)
     action = next(a for a in playbook.actions if a.name == request.action)
     scores = pd.DataFrame(list(store.iter_query(CustomerQuery(limit=0))))
@@ -143,8 +196,17 @@ def plan_campaign(store: ScoreStore, playbook: Playbook, request: PlanRequest) -
         eligible &= scores["action_name"] == request.action
     ids = scores["customer_id"].astype(str)
     global_holdout = ids.map(lambda i: unit_hash("global-holdout", i)) < request.global_holdout
-    pool = scores[eligible & ~global_holdout].copy()
-    pool["expected_net_value"] = _value_at_stake(pool, playbook.margin) * action.success_rate - cost
+    do_not_contact = _do_not_contact(scores)
+    pool = scores[eligible & ~global_holdout & ~do_not_contact].copy()
+    prior = pool["churn_probability"].to_numpy(dtype=float) * action.success_rate
+    effect = learned_effect(store, bundle, request.action, pool["customer_id"].astype(str).tolist())
+    learned = np.zeros(len(pool), dtype=bool) if effect is None else ~np.isnan(effect)
+    pool["incremental_retention"] = (
+        prior if effect is None else np.where(learned, np.nan_to_num(effect), prior)
+    )
+    pool["retained_value"] = _retained_value(pool, playbook.margin)
+    pool["learned"] = learned
+    pool["expected_net_value"] = pool["incremental_retention"] * pool["retained_value"] - cost
     pool = pool.sort_values(["expected_net_value", "customer_id"], ascending=[False, True])
 
     wanted = request.count if request.count is not None else int((request.budget or 0.0) // cost)
@@ -159,17 +221,7 @@ def plan_campaign(store: ScoreStore, playbook: Playbook, request: PlanRequest) -
     draw = chosen["customer_id"].astype(str).map(lambda i: unit_hash(request.campaign, i))
     in_control = (draw < request.holdout).to_numpy()
     assigned_at = pd.Timestamp(request.assigned_at or str(scores["as_of"].iloc[0])[:10])
-    prior = f"{action.success_rate:.0%} success (playbook prior)"
-    whys = [
-        f"{reason}: {p:.0%} churn risk x {v:,.2f} value x {prior} - {cost:,.2f} cost = {n:,.2f}"
-        for reason, p, v, n in zip(
-            chosen["reason"],
-            chosen["churn_probability"],
-            chosen["clv"],
-            chosen["expected_net_value"],
-            strict=True,
-        )
-    ]
+    whys = [_why(row, action.success_rate, cost) for row in chosen.itertuples()]
     rows = pd.DataFrame(
         {
             "customer_id": chosen["customer_id"].astype(str).to_numpy(),
@@ -181,6 +233,7 @@ def plan_campaign(store: ScoreStore, playbook: Playbook, request: PlanRequest) -
             "cost": [0.0 if c else cost for c in in_control],
             "churn_probability": chosen["churn_probability"].to_numpy(),
             "clv": chosen["clv"].to_numpy(),
+            "incremental_retention": chosen["incremental_retention"].round(4).to_numpy(),
             "expected_net_value": chosen["expected_net_value"].round(2).to_numpy(),
             "selected_by": chosen["reason"].to_numpy(),
             "why": whys,
@@ -194,6 +247,7 @@ def plan_campaign(store: ScoreStore, playbook: Playbook, request: PlanRequest) -
         "eligibility": rules.describe(),
         "eligible": len(pool),
         "global_holdout": int(global_holdout.sum()),
+        "do_not_contact": int((eligible & ~global_holdout & do_not_contact).sum()),
         "worth_contacting": len(worth),
         "ranked": len(ranked),
         "explored": len(explored),
@@ -203,7 +257,7 @@ def plan_campaign(store: ScoreStore, playbook: Playbook, request: PlanRequest) -
         "exploration_share": request.exploration,
         "expected_cost": round(treated * cost, 2),
         "expected_net_value": round(float(rows.loc[~in_control, "expected_net_value"].sum()), 2),
-        "estimates": "playbook prior success rate (no uplift estimates in use)",
+        "estimates": _estimates(effect, learned),
     }
     if len(ranked) < size - n_explore:
         summary["shortfall"] = (
@@ -211,6 +265,29 @@ def plan_campaign(store: ScoreStore, playbook: Playbook, request: PlanRequest) -
             "smaller than asked"
         )
     return Plan(rows, summary)
+
+
+def _why(row: Any, success_rate: float, cost: float) -> str:
+    """One contact's reason to be in the campaign, in the terms its net value was computed in."""
+    if row.learned:
+        return (
+            f"{row.reason}: {row.incremental_retention:+.1%} retention (learned from randomised campaigns) x "
+            f"{row.retained_value:,.2f} value if retained - {cost:,.2f} cost = {row.expected_net_value:,.2f}"
+        )
+    return (
+        f"{row.reason}: {row.churn_probability:.0%} churn risk x {row.clv:,.2f} value x "
+        f"{success_rate:.0%} success (playbook prior) - {cost:,.2f} cost = {row.expected_net_value:,.2f}"
+    )
+
+
+def _estimates(effect: np.ndarray | None, learned: np.ndarray) -> str:
+    """Which estimates of the action's effect ranked the customers, in words."""
+    if effect is None:
+        return "playbook prior success rate (no uplift estimates in use)"
+    words = "learned uplift effects of the model that scored the store (randomised campaigns)"
+    if not learned.all():
+        words += f"; {int((~learned).sum()):,} customers without stored inputs: playbook prior success rate"
+    return words
 
 
 def write_contacts(plan: Plan, path: Path) -> None:

@@ -429,6 +429,74 @@ def test_a_bundle_with_effects_round_trips_through_mlflow_and_changes_actions(
     assert list(predicted["do_not_contact"]) == dnc.tolist()
 
 
+class InputStore(FakeStore):
+    """Stored scores and the inputs they were scored from, as a store returns them."""
+
+    def __init__(self, scored: pd.DataFrame, frame: pd.DataFrame, names: list[str]) -> None:
+        inputs = frame[names].astype(object).where(frame[names].notna(), None)
+        self.rows = [
+            {
+                "customer_id": str(customer),
+                "as_of": "2026-01-01",
+                "churn_probability": float(row["churn_probability"]),
+                "clv": float(row["clv"]["residual_value"]),
+                "value_at_risk": float(row["value_at_risk"]),
+                "value_basis": row["value_basis"],
+                "segment": row["segment"],
+                "risk_tier": row["risk_tier"],
+                "action_name": row["action"]["name"],
+                "action": row["action"],
+            }
+            for customer, (_, row) in zip(frame["customer_id"], scored.iterrows(), strict=True)
+        ]
+        self.inputs = dict(zip(frame["customer_id"].astype(str), inputs.to_dict("records"), strict=True))
+
+    def get_many(self, ids: list[str], with_inputs: bool = True) -> dict[str, dict[str, Any]]:
+        assert with_inputs
+        return {i: {"customer_id": i, "features": self.inputs[i]} for i in ids if i in self.inputs}
+
+
+@pytest.mark.slow
+def test_a_plan_ranks_by_the_learned_effect_and_never_takes_do_not_contact(trained: Any) -> None:
+    """With learned effects in the model that scored the store, the plan picks the customers the action
+    was learned to keep (here: the service call works on customers with complaints), by that effect x
+    the value if retained - cost, and leaves out every customer scoring flagged do-not-contact."""
+    from dataclasses import replace as swap
+
+    from features.model_store import LoadedModel, load_model
+    from features.settings import get_settings
+    from serving.scoring import Scorer
+    from training.registry import configure_mlflow
+
+    configure_mlflow(get_settings())
+    champion = load_model("models:/churnguard@champion")
+    frame = _features(trained)
+    bundle = swap(champion.bundle, effects=_made_up_effects(champion.bundle, frame))
+    playbook = load_playbook()
+    scored = Scorer.for_model(LoadedModel(bundle, champion.info), playbook).score_frame(frame, "2026-01-01")
+    store = InputStore(scored, frame, [f.name for f in bundle.features])
+    request = PlanRequest("learned", "service_recovery_call", count=60, holdout=0.2, exploration=0.1)
+
+    learned = plan_campaign(store, playbook, request, bundle)  # type: ignore[arg-type]
+    priors = plan_campaign(store, playbook, request)  # type: ignore[arg-type]
+
+    assert "learned uplift effects" in learned.summary["estimates"]
+    assert "playbook prior" in priors.summary["estimates"]
+    dnc = {r["customer_id"] for r in store.rows if r["action"]["do_not_contact"]}
+    assert dnc and learned.summary["do_not_contact"] > 0
+    assert not dnc & set(learned.rows["customer_id"]) and not dnc & set(priors.rows["customer_id"])
+    complained = dict(zip(frame["customer_id"].astype(str), frame["complaints_365d"] > 0, strict=True))
+
+    def complainers(plan: Any) -> float:
+        ranked = plan.rows[plan.rows["selected_by"] == "ranked"]
+        return float(np.mean([complained[c] for c in ranked["customer_id"]]))
+
+    assert complainers(learned) > 0.9 and complainers(learned) > complainers(priors)
+    ranked = learned.rows[learned.rows["selected_by"] == "ranked"]
+    assert ranked["expected_net_value"].is_monotonic_decreasing and (ranked["expected_net_value"] > 0).all()
+    assert all("learned from randomised campaigns" in why for why in ranked["why"])
+
+
 @pytest.mark.slow
 def test_a_bundle_of_the_format_before_effects_still_loads_and_uses_the_priors(
     trained: Any, tmp_path: Path
