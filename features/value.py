@@ -6,7 +6,9 @@ What each part does (the model card repeats this):
 - **LightGBM** (the bundle's churn and spend models) knows the most about the next ``H`` days: service
   failures, trends, discounts. It gives the churn probability ``p`` and the spend over the horizon.
 - **BG/NBD + Gamma-Gamma** (:mod:`features.btyd`) extrapolate beyond the horizon, where no label exists:
-  expected purchases and order value of a customer, discounted to the end of the relationship.
+  expected purchases and order value of a customer over the next two years, discounted; the years after
+  the second shrink geometrically by the customer's own second-year-to-first-year ratio
+  (:func:`geometric_lifetime`), not by BG/NBD's own tail, which overstated how long customers stay.
 
 Combined, per customer, with ``m`` the margin (1 on a revenue basis), ``c`` the yearly cost to serve and
 ``d_H`` the mean discount factor over the horizon::
@@ -18,8 +20,8 @@ Combined, per customer, with ``m`` the margin (1 on a revenue basis), ``c`` the 
 
 ``q`` is BG/NBD's own probability of no purchase in the horizon, so ``k`` moves the long-run value by how
 much more (or less) likely the ML model thinks the customer is to stay than BG/NBD does. The value if the
-customer is retained, which value at risk multiplies by ``p``, is BG/NBD's residual value for a customer
-known to be alive today (the residual value divided by P(alive)).
+customer is retained, which value at risk multiplies by ``p``, is BG/NBD's residual value (two years and
+their continuation) for a customer known to be alive today (that value divided by P(alive)).
 
 The interval (p05, p95) is parameter uncertainty only: at training the parameters are redrawn from their
 estimated sampling distribution (normal in log-parameters, standard errors from the observed information)
@@ -60,6 +62,7 @@ from features.economics import (
 INPUT_COLUMNS: Final = ("value_frequency", "value_recency", "value_T", "value_monetary", "value_margin")
 FREQUENCY_BINS: Final = (0, 1, 2, 4, 8, 16)  # lower edges of the interval's frequency bins
 MAX_RETENTION_RATIO: Final = 3.0
+MAX_YEAR_RATIO: Final = 0.95  # of a year's value to the year before it, beyond the second year
 SPEND_CAP_QUANTILE: Final = 0.99
 _BOOTSTRAP_DRAWS: Final = 20
 _BOOTSTRAP_CUSTOMERS: Final = 1000
@@ -148,6 +151,7 @@ def fit_value_model(
         "purchases": f"BG/NBD, {bg_note}",
         "spend": note,
         "interval": "parameter bootstrap, ratios per frequency bin",
+        "tail": "BG/NBD's first two years, the years after shrinking by each customer's year-two ratio",
         "prior_order_value": float(
             summary["monetary_value"][x > 0]
             .clip(upper=summary["monetary_value"][x > 0].quantile(SPEND_CAP_QUANTILE))
@@ -364,18 +368,22 @@ def _btyd_parts(
     order_value = model.order_value(x, monetary)
     with_cost = bool((cost > 0).any())
 
-    def contribution(edges: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        """Discounted contribution over the steps (None: to the end), and the discounted cost to serve."""
-        if edges is None:
-            orders, alive_years = steps.residual(alive_years=with_cost)
-        else:
-            orders, alive_years = steps.over(edges, alive_years=with_cost)
-        serve = cost * alive_years
-        return margin * orders * order_value - serve, serve
+    def sales(edges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Discounted revenue over the steps, and the discounted cost to serve."""
+        orders, alive_years = steps.over(edges, alive_years=with_cost)
+        return orders * order_value, cost * alive_years
+
+    def contribution(edges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        revenue, serve = sales(edges)
+        return margin * revenue - serve, serve
 
     r, alpha, unit = bg.params_["r"], bg.params_["alpha"], bg.unit_days_
     no_purchase_if_alive = ((alpha + age) / (alpha + age + horizon / unit)) ** (r + x)
-    lifetime, _ = contribution(None)
+    (revenue_1, serve_1), (revenue_2, serve_2) = sales(horizon_edges(365.0)), sales(horizon_edges(730.0))
+    lifetime = margin * geometric_lifetime(revenue_1, revenue_2 - revenue_1) - geometric_lifetime(
+        serve_1, serve_2 - serve_1
+    )
+    first_year = margin * revenue_1 - serve_1
     btyd_horizon, horizon_cost = contribution(horizon_edges(horizon))
     return {
         "value_margin": margin,
@@ -385,13 +393,30 @@ def _btyd_parts(
         "value_btyd_keeps": steps.p_alive * (1 - no_purchase_if_alive),
         "value_lifetime": lifetime,
         "value_btyd_horizon": btyd_horizon,
-        "value_btyd_year": contribution(horizon_edges(365.0))[0] if horizon < 365 else btyd_horizon,
+        "value_btyd_year": first_year if horizon < 365 else btyd_horizon,
         "value_horizon_cost": horizon_cost,
         "value_orders_90d": steps.expected_purchases(90.0),
         "value_orders_1y": steps.expected_purchases(365.0),
         "value_order_value": order_value,
         "value_frequency": x,
     }
+
+
+def geometric_lifetime(first_year: np.ndarray, second_year: np.ndarray) -> np.ndarray:
+    """Discounted revenue (or cost to serve) to the end from the first two years' (both discounted to
+    today): the years after the second shrink by the ratio of the second to the first, per customer
+    (capped at :data:`MAX_YEAR_RATIO`); a second year worth nothing ends the relationship there.
+
+    BG/NBD's own tail (its DERT) is not used: on the generator's base, seasonal and shop_export worlds its
+    first two years came within 0.74-1.06 of what customers then booked, but its value beyond the first
+    year was 1.4 to 1.9 times the truth's (dropout only at a purchase keeps a slowly buying customer alive
+    for decades). Continuing the second year geometrically put BG/NBD's residual value a year before the
+    scoring date at 0.95-1.13 of the truth's (base, seasonal, purchase_log, shop_export) instead of
+    1.35-1.66, with the same ranking."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(first_year > 0, second_year / first_year, 0.0)
+    ratio = np.clip(np.nan_to_num(ratio), 0.0, MAX_YEAR_RATIO)
+    return first_year + np.maximum(second_year, 0.0) / (1.0 - ratio)
 
 
 @dataclass(frozen=True)

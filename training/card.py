@@ -50,7 +50,8 @@ def _value_section(bundle: ModelBundle) -> str:
   where its features (service, trends, discounts) know most.
 - **BG/NBD + Gamma-Gamma** ({m.get("purchases")}; {m.get("spend")}), fitted on the purchase summary at
   {m.get("fitted_at")} ({m.get("customers")} customers, {m.get("repeat_customers")} with repeat purchases),
-  extrapolate beyond the horizon: discounted expected purchases x expected order value.
+  extrapolate beyond the horizon: discounted expected purchases x expected order value over two years; later
+  years shrink by each customer's year-two-to-year-one ratio.
 - `residual_value` = LightGBM's horizon spend (discounted, x margin, less cost to serve) + BTYD's value beyond
   the horizon x (1 - p) / BTYD's own P(purchase in the horizon), the ratio clipped to [0, 3]: the ML model's
   view of whether the customer stays moves the long-run value.

@@ -9,16 +9,21 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from features.btyd import residual_value, rfm_summary
 from features.economics import EconomicsConfig, cost_per_year, load_economics
 from features.errors import ConfigError
 from features.value import (
     PART_COLUMNS,
+    ServeCosts,
     ValueModel,
     combine,
     fit_value_model,
+    geometric_lifetime,
     inputs_from_features,
     parts_for_frame,
     records_columns,
+    value_inputs,
+    value_parts,
 )
 from serving.actions import NO_ACTION, Action, Playbook, decide_actions
 
@@ -160,6 +165,58 @@ def test_lifetime_value_exceeds_one_year_and_rises_with_margin(model: ValueModel
     )
     assert value.residual_value[0] > value.value_1y[0] > 0
     assert value.p05[0] <= value.residual_value[0] <= value.p95[0]
+
+
+def test_years_after_the_second_shrink_as_the_second_did_after_the_first() -> None:
+    first, second = np.array([100.0, 100.0, 100.0, 0.0]), np.array([80.0, 0.0, 200.0, 0.0])
+    lifetime = geometric_lifetime(first, second)
+    assert lifetime[0] == pytest.approx(100 + 80 / (1 - 0.8))  # 100 + 80 + 64 + ...
+    assert lifetime[1] == pytest.approx(100.0)  # nothing in the second year: the relationship ends
+    assert lifetime[2] == pytest.approx(100 + 200 / (1 - 0.95))  # a growing customer: capped, finite
+    assert lifetime[3] == 0.0
+
+
+def test_lifetime_lies_between_two_years_and_bgnbds_own_tail(
+    model: ValueModel, transactions: pd.DataFrame, cutoff: pd.Timestamp
+) -> None:
+    """BG/NBD's own tail (DERT) keeps slow buyers alive for decades and overstated every generator world's
+    value beyond two years; the value model continues the first two years instead, so it never exceeds
+    DERT and never falls below the two years it is built from."""
+    summary = rfm_summary(transactions, cutoff)
+    repeat = summary[summary["frequency"] > 0].head(300)
+    ids = pd.Series(repeat.index)
+    rows = len(ids)
+    parts = value_parts(
+        model,
+        value_inputs(transactions, cutoff, ids),
+        ServeCosts(np.zeros(rows), np.zeros(rows)),
+        horizon_days=730,  # value_btyd_horizon: the first two years
+    )
+    dert = residual_value(model.purchases, model.spend, repeat, annual_discount_rate=0.10).to_numpy()
+    assert (parts["value_lifetime"] <= dert * (1 + 1e-9)).all()
+    assert (parts["value_lifetime"] >= parts["value_btyd_horizon"] * (1 - 1e-9)).all()
+    assert parts["value_lifetime"].sum() < 0.95 * dert.sum()
+
+
+def test_lifetime_falls_with_the_discount_rate_and_is_at_most_zero_without_margin(model: ValueModel) -> None:
+    frame = pd.DataFrame(
+        {
+            "orders_total": [6, 2],
+            "tenure_days": [500, 200],
+            "recency_days": [10, 90],
+            "spend_total": [400.0, 90.0],
+        }
+        | {"support_365d": [4, 4]}
+    )
+
+    def lifetime(economics: EconomicsConfig) -> np.ndarray:
+        priced = ValueModel(model.purchases, model.spend, economics, method=model.method)
+        return parts_for_frame(priced, frame, rows=2, horizon_days=90)["value_lifetime"]
+
+    low, high = (lifetime(EconomicsConfig(gross_margin=1.0, annual_discount_rate=r)) for r in (0.05, 0.25))
+    assert (high < low).all()
+    tiny = lifetime(EconomicsConfig(gross_margin=1e-9, cost_per_support_contact=10.0))
+    assert (tiny <= 0).all()
 
 
 def test_economics_errors_name_the_key(tmp_path: Path) -> None:
