@@ -152,24 +152,56 @@ class _Pieces:
     close: str
 
 
+@dataclass(frozen=True)
+class _FeatureTexts:
+    """The JSON texts of each feature's name, typical value and group, and the distinct middles of its
+    reasons (by direction) as objects and as arrays: the same for every call with the same features."""
+
+    names: list[str]
+    typicals: list[str]
+    object_middles: list[str]
+    array_middles: list[str]
+
+
+# The features' texts by the identity of their sequence (a served model's features are written once,
+# not at every request); at most a few sequences are kept, each with a reference that pins its id.
+_FEATURE_TEXTS: dict[int, tuple[Sequence[ReasonFeature], _FeatureTexts]] = {}
+
+
+def _feature_texts(features: Sequence[ReasonFeature]) -> _FeatureTexts:
+    cached = _FEATURE_TEXTS.get(id(features))
+    if cached is not None and cached[0] is features:
+        return cached[1]
+    groups = [json.dumps(f.group) for f in features]
+    texts = _FeatureTexts(
+        [json.dumps(f.name) for f in features],
+        [json.dumps(f.typical, default=str) for f in features],
+        [f', "direction": "{d}", "group": {g}, "sentence": ' for g in groups for d in (LOWERS, RAISES)],
+        [f', "{d}", {g}, ' for g in groups for d in (LOWERS, RAISES)],
+    )
+    if len(_FEATURE_TEXTS) >= 8:
+        _FEATURE_TEXTS.clear()
+    _FEATURE_TEXTS[id(features)] = (features, texts)
+    return texts
+
+
 def encode_reasons(table: ReasonTable) -> tuple[list[str], list[str]]:
     """(objects, arrays): each row's reasons as a JSON array of objects, byte for byte what
     ``json.dumps(reason_dicts(table)[i])`` writes, and the store's twin with arrays in REASON_FIELDS order."""
-    names = [json.dumps(f.name) for f in table.features]
-    typicals = [json.dumps(f.typical, default=str) for f in table.features]
-    groups = [json.dumps(f.group) for f in table.features]
+    texts = _feature_texts(table.features)
+    names, typicals = texts.names, texts.typicals
     values = [value_json(v) for _, v in table.heads]
     objects = _Pieces(
         [
             f'{{"feature": {names[j]}, "value": {v}, "typical": {typicals[j]}, "contribution": '
             for (j, _), v in zip(table.heads, values, strict=True)
         ],
-        [f', "direction": "{d}", "group": {g}, "sentence": ' for g in groups for d in (LOWERS, RAISES)],
+        texts.object_middles,
         "}",
     )
     arrays = _Pieces(
         [f"[{names[j]}, {v}, {typicals[j]}, " for (j, _), v in zip(table.heads, values, strict=True)],
-        [f', "{d}", {g}, ' for g in groups for d in (LOWERS, RAISES)],
+        texts.array_middles,
         "]",
     )
     contributions = _distinct_texts(table.contribution, float_json)

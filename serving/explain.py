@@ -179,11 +179,11 @@ def _describe(bundle: ModelBundle, matrix: np.ndarray, top: np.ndarray, value: n
     sentences: list[str] = []
     sentence_of = np.zeros(top.shape, dtype=np.intp)
     new = np.zeros(top.shape, dtype=bool)
-    for j, info in enumerate(bundle.features):
+    prepared = _prepared(bundle)
+    for j in np.unique(top).tolist():  # the features among the reasons, in feature order
         at = top == j
-        if not at.any():
-            continue
-        speak, categories = _speaker(info), info.categories
+        info, speak = bundle.features[j], prepared.speakers[j]
+        categories = info.categories
         here = value[at]
         distinct, where = np.unique(here, return_inverse=True)
         decoded: list[float | str | None] = [
@@ -231,7 +231,7 @@ def top_reasons(bundle: ModelBundle, matrix: np.ndarray, contrib: np.ndarray, to
     rounded = _round(contribution, 4)
     described = _describe(bundle, matrix, top, _round(np.take_along_axis(matrix, top, axis=1), 4))
     table = ReasonTable(
-        features=_reason_features(bundle),
+        features=_prepared(bundle).reason_features,
         heads=described.heads,
         head_of=described.head_of,
         contribution=rounded,
@@ -247,5 +247,29 @@ def top_reasons(bundle: ModelBundle, matrix: np.ndarray, contrib: np.ndarray, to
     return Reasons(text, stored, firsts, _risk_groups(infos, top, rounded, described.new))
 
 
-def _reason_features(bundle: ModelBundle) -> list[ReasonFeature]:
-    return [ReasonFeature(f.name, f.typical, f.group) for f in bundle.features]
+@dataclass(frozen=True)
+class _Prepared:
+    """What explaining needs of each feature of a model, the same at every call: its sentence pattern and
+    what its reasons share."""
+
+    speakers: list[Speaker]
+    reason_features: list[ReasonFeature]
+
+
+# Prepared once per model (by the identity of its feature list, which a reference here pins); the API
+# explains one record at a time, where preparing every feature's pattern cost more than the record.
+_PREPARED: dict[int, tuple[list[FeatureInfo], _Prepared]] = {}
+
+
+def _prepared(bundle: ModelBundle) -> _Prepared:
+    features = bundle.features
+    cached = _PREPARED.get(id(features))
+    if cached is not None and cached[0] is features:
+        return cached[1]
+    prepared = _Prepared(
+        [_speaker(f) for f in features], [ReasonFeature(f.name, f.typical, f.group) for f in features]
+    )
+    if len(_PREPARED) >= 8:
+        _PREPARED.clear()
+    _PREPARED[id(features)] = (features, prepared)
+    return prepared

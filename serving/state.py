@@ -13,8 +13,7 @@ from serving.settings import ServingSettings
 from serving.store import ScoreStore
 
 if TYPE_CHECKING:
-    import anyio
-
+    from serving.api.score_batches import ScoreBatcher
     from serving.backends import AsyncReads
     from serving.dashboard.session import SharedSessions
 
@@ -29,5 +28,5 @@ class AppState:
     metrics: Metrics
     reads: AsyncReads | None = None  # the store's awaitable reads (hot API routes)
     sessions: SharedSessions | None = None  # dashboard session state of a server store (replicas)
-    score_threads: anyio.CapacityLimiter | None = None  # worker threads of POST /v1/score (made in the loop)
+    score_batcher: ScoreBatcher | None = None  # POST /v1/score's worker threads (made in the loop)
     logged_not_ready: str | None = None  # the last not-ready reason logged by /ready (logged once each)

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Path, Request, Response, status
 from fastapi.routing import APIRoute
 
-from serving.api.deps import ApiKeyDep, StateDep, reads_of, verify_key
+from serving.api.deps import ApiKeyDep, StateDep, bearer_token, reads_of, verify_key
 from serving.schemas import BatchRequest, BatchResponse, CustomerScore, ErrorResponse
 from serving.state import AppState
 
@@ -40,14 +40,6 @@ async def stored_score(state: AppState, customer_id: str) -> dict[str, Any]:
         )
     state.metrics.scores.observe(record["churn_probability"])
     return record
-
-
-def bearer_token(authorization: str | None) -> str | None:
-    """The token of an ``Authorization: Bearer <token>`` header, read as FastAPI's ``HTTPBearer`` reads it
-    (scheme case-insensitive, split at the first space, token stripped); None for anything else."""
-    scheme, _, token = (authorization or "").partition(" ")
-    token = token.strip()
-    return token if scheme.lower() == "bearer" and token else None
 
 
 class StoredScoreRoute(APIRoute):
