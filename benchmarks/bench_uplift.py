@@ -1,6 +1,6 @@
 """Uplift: the share of the oracle policy's gain over doing nothing that each way of choosing actions captures.
 
-    python benchmarks/bench_uplift.py --customers 6000 [--seed 3] [--full]
+    python benchmarks/bench_uplift.py --customers 6000 [--seed 3] [--full] [--dogs usage|id_hash] [--scenario base]
 
 A generator world runs four randomised campaigns (every playbook action to a share of the customers
 active at a month start, the rest held out). `churnguard train` (the real pipeline, a real MLflow store)
@@ -21,10 +21,15 @@ contact (as many contacts as the learned policy, a random customer and a random 
 expectation); then the do-not-contact flag's precision and recall against the truth's sleeping dogs, and
 what the gate decided.
 
-A ceiling no learner can pass: the generator draws sleeping dogs among contract customers by a hash of the
-id, which no feature reveals. The row "oracle blind to which contract customers are sleeping dogs" gives
-every contract customer the contract customers' mean true effect (the rest keep their own): the most any
-policy built on the data could capture.
+A ceiling no learner can pass: whether a contract customer is a sleeping dog is drawn by a hash of the
+id, against odds that behaviour reveals (``--dogs usage``, the default: light users are likelier dogs) or
+that are the same for every contract customer (``--dogs id_hash``, the earlier world). The row "oracle
+that knows each customer's sleeping-dog odds, not the draw" chooses by the truth's ``true_effect_blind``
+(the effect expected over the draw): the most any policy built on the data could capture. Truth folders
+without it fall back to the earlier, cruder ceiling (every contract customer gets the contract customers'
+mean true effect).
+
+Any scenario whose world has the contract tables runs with ``--scenario`` (never tune to one world).
 """
 
 from __future__ import annotations
@@ -50,8 +55,21 @@ ARM_SHARE = 0.08  # per action; seven actions leave 44% as the shared control gr
 AIM = 0.8  # the share of the oracle's gain the learned policy should capture
 
 
-def generate_world(folder: Path, customers: int, seed: int) -> tuple[Path, Path]:
-    """The data and truth folders of a base world with the four campaigns (cached by size and seed)."""
+@dataclasses.dataclass(frozen=True)
+class WorldChoice:
+    """Which generator world: the scenario and how its sleeping dogs are drawn."""
+
+    scenario: str = "base"
+    dogs: str = "usage"
+
+    def folder(self, work_dir: Path, customers: int, seed: int) -> Path:
+        return work_dir / f"uplift5-{self.scenario}-{self.dogs}-{customers}-seed-{seed}"
+
+
+def generate_world(
+    folder: Path, customers: int, seed: int, world: WorldChoice = WorldChoice()
+) -> tuple[Path, Path]:
+    """The data and truth folders of a world with the four campaigns (cached by size and seed)."""
     from features.synthetic import Scenario, generate_dataset
     from features.synthetic.campaigns import ACTION_COSTS, DO_NOTHING, CampaignDesign, CampaignSetup
 
@@ -64,8 +82,13 @@ def generate_world(folder: Path, customers: int, seed: int) -> tuple[Path, Path]
         CampaignDesign("judge", JUDGE, arms),
         CampaignDesign("evaluate", EVALUATE, arms),
     )
-    scenario = Scenario("base", campaigns=CampaignSetup(designs=designs))
-    print(f"  generating {customers:,} customers with four randomised campaigns (not timed)", flush=True)
+    setup = CampaignSetup(designs=designs, sleeping_dogs=world.dogs)  # type: ignore[arg-type]
+    scenario = Scenario(world.scenario, campaigns=setup)
+    print(
+        f"  generating {customers:,} customers ({world.scenario}, sleeping dogs by {world.dogs}) with four "
+        "randomised campaigns (not timed)",
+        flush=True,
+    )
     generate_dataset(data, customers, seed, scenario=scenario, truth_dir=truth)
     return data, truth
 
@@ -95,6 +118,7 @@ class Judged:
     value: np.ndarray
     gained: np.ndarray  # customers x actions: true retention gained
     costs: np.ndarray  # per action
+    gained_blind: np.ndarray | None = None  # ... expected over the sleeping-dog draw (None: old truth)
 
 
 def judged_customers(data: Path, truth: Path, bundle: Any, playbook: Any) -> Judged:
@@ -121,6 +145,10 @@ def judged_customers(data: Path, truth: Path, bundle: Any, playbook: Any) -> Jud
     costs = playbook.costs()
     actions = [a for a in true.columns if a in costs]
     gained = -true.loc[ids, actions].to_numpy(dtype=np.float64)  # churn probability removed = retention added
+    blind = None
+    if "true_effect_blind" in effects.columns:
+        expected = effects.pivot(index="customer_id", columns="action", values="true_effect_blind")
+        blind = -expected.loc[ids, actions].to_numpy(dtype=np.float64)
     worth = gained * value[:, None] - np.array([costs[a] for a in actions])[None, :]
     return Judged(
         features,
@@ -129,16 +157,21 @@ def judged_customers(data: Path, truth: Path, bundle: Any, playbook: Any) -> Jud
         value,
         gained,
         np.array([costs[a] for a in actions]),
+        blind,
     )
 
 
-def blind_oracle(judged: Judged) -> np.ndarray:
-    """The oracle's choices when every contract customer's effect is the contract customers' mean (see the
-    module docstring): the ceiling for a policy learned from the data."""
-    contract = judged.features["plan"].astype(str).str.lower().ne("none").to_numpy()
-    gained = judged.gained.copy()
-    if contract.any():
-        gained[contract] = gained[contract].mean(axis=0)
+def blind_oracle(judged: Judged, earlier: bool = False) -> np.ndarray:
+    """The oracle's choices by the effects expected over the sleeping-dog draw (see the module docstring):
+    the ceiling for a policy learned from the data. ``earlier`` (and older truth folders): every contract
+    customer's effect is the contract customers' mean, the cruder ceiling reported before."""
+    if judged.gained_blind is not None and not earlier:
+        gained = judged.gained_blind
+    else:
+        contract = judged.features["plan"].astype(str).str.lower().ne("none").to_numpy()
+        gained = judged.gained.copy()
+        if contract.any():
+            gained[contract] = gained[contract].mean(axis=0)
     net = gained * judged.value[:, None] - judged.costs[None, :]
     best = net.argmax(axis=1)
     return np.where(net.max(axis=1) > 0, judged.worth.columns[best], "no_action")
@@ -167,13 +200,15 @@ def scored_actions(
     )
 
 
-def run(customers: int, work_dir: Path, seed: int = 3, quick: bool = True) -> dict[str, Any]:
+def run(
+    customers: int, work_dir: Path, seed: int = 3, quick: bool = True, world: WorldChoice = WorldChoice()
+) -> dict[str, Any]:
     from features.bundle import choose_by_effects
     from features.campaigns import load_campaigns, playbook_from_env
     from features.loading import load_dataset
     from training.uplift import UpliftInputs, learn_uplift
 
-    data, truth = generate_world(work_dir / f"uplift4-{customers}-seed-{seed}", customers, seed)
+    data, truth = generate_world(world.folder(work_dir, customers, seed), customers, seed, world)
     playbook = playbook_from_env()
     with churnguard_home(work_dir / f"uplift-home-{customers}-{seed}-{time.time_ns()}"):
         loaded, train_seconds, uplift_line = _train(data, quick)
@@ -196,6 +231,7 @@ def run(customers: int, work_dir: Path, seed: int = 3, quick: bool = True) -> di
     figures: dict[str, Any] = {
         "customers": customers,
         "seed": seed,
+        "world": dataclasses.asdict(world),
         "evaluated": len(judged.features),
         "train_seconds": round(train_seconds, 1),
         "uplift_seconds": round(uplift_seconds, 1),
@@ -217,8 +253,13 @@ def run(customers: int, work_dir: Path, seed: int = 3, quick: bool = True) -> di
         "oracle (truth)",
         np.where(judged.worth.to_numpy().max(axis=1) > 0, judged.worth.columns[best], "no_action"),
     )
+    if judged.gained_blind is not None:
+        add("oracle that knows each customer's sleeping-dog odds, not the draw", blind_oracle(judged))
     if "plan" in judged.features.columns:
-        add("oracle blind to which contract customers are sleeping dogs", blind_oracle(judged))
+        earlier = (
+            "oracle giving every contract customer the contract customers' mean effect (earlier ceiling)"
+        )
+        add(earlier, blind_oracle(judged, earlier=True))
     flagged = np.zeros(len(judged.features), dtype=bool)
     if model is not None:
         basis = "revenue" if bundle.value_model is None else bundle.value_model.basis
@@ -251,6 +292,8 @@ def run(customers: int, work_dir: Path, seed: int = 3, quick: bool = True) -> di
         "precision": float(dogs[flagged].mean()) if flagged.any() else float("nan"),
         "recall": float(flagged[dogs].mean()) if dogs.any() else float("nan"),
     }
+    if model is not None:
+        figures["shrinkage"] = dict(model.shrinkage_)
     return figures
 
 
@@ -261,7 +304,12 @@ def markdown(figures: dict[str, Any]) -> str:
         [r["policy"], f"{r['gain']:,.0f}", f"{r['gain'] / n:,.2f}", f"{r['share']:.0%}", f"{r['contacts']:,}"]
         for r in figures["policies"]
     ]
-    out = [table(["policy", "true net gain", "per customer", "share of oracle", "contacts"], rows)]
+    world = figures.get("world", {})
+    out = [
+        f"World: {world.get('scenario', 'base')}, sleeping dogs by {world.get('dogs', 'id_hash')}, "
+        f"{figures['customers']:,} customers, seed {figures['seed']}.\n",
+        table(["policy", "true net gain", "per customer", "share of oracle", "contacts"], rows),
+    ]
     dog = figures["sleeping_dogs"]
     out.append(
         f"\nDo-not-contact flag vs the truth's sleeping dogs ({dog['customers']:,} of {n:,} customers, "
@@ -274,6 +322,9 @@ def markdown(figures: dict[str, Any]) -> str:
             f"Gate in training: {gate['reason']} (learned policy - playbook, DR value per customer "
             f"{gate['gain_per_customer']:+,.2f} [{gate['low']:+,.2f}, {gate['high']:+,.2f}])."
         )
+    if figures.get("shrinkage"):
+        kept = ", ".join(f"{k} {v:.2f}" for k, v in figures["shrinkage"].items())
+        out.append(f"Share of each effect model kept after cross-fitting: {kept}.")
     out.append(
         f"Training: {figures['training_said']} ({figures['train_seconds']:.0f} s to train, "
         f"{figures['uplift_seconds']:.0f} s to learn and gate the effects again for this table)."
@@ -296,9 +347,17 @@ def main(argv: list[str] | None = None) -> int:
         "--full", action="store_true", help="default training settings instead of the quick ones"
     )
     parser.add_argument("--work-dir", type=Path, default=Path(tempfile.gettempdir()) / "churnguard-bench")
+    parser.add_argument(
+        "--dogs",
+        choices=("usage", "id_hash"),
+        default="usage",
+        help="how the world draws sleeping dogs: odds by usage (default) or a flat share (the earlier world)",
+    )
+    parser.add_argument("--scenario", default="base", help="a generator scenario with the contract tables")
     args = parser.parse_args(argv)
     args.work_dir.mkdir(parents=True, exist_ok=True)
-    figures = run(parse_count(args.customers), args.work_dir, args.seed, quick=not args.full)
+    world = WorldChoice(args.scenario, args.dogs)
+    figures = run(parse_count(args.customers), args.work_dir, args.seed, quick=not args.full, world=world)
     print(markdown(figures))
     return 0
 

@@ -224,7 +224,7 @@ def generate_dataset(
         write_truth(truth_tmp, customers, outcome, ids, TruthRun(seed, world, calendar))
         if effects is not None:
             effects.write(data_tmp, file_format)
-            write_campaign_truth(truth_tmp, effects.assignments())
+            write_campaign_truth(truth_tmp, effects.assignments(), rule=effects.setup.sleeping_dogs)
         report("truth", 1.0)
         publish_dirs((truth_tmp, truth_dir), (data_tmp, out_dir))
 

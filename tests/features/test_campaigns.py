@@ -161,3 +161,61 @@ def test_events_after_assignment_never_change_campaign_features(tmp_path: Path) 
     assert campaigns is not None
     assert_frame_equal(campaign_features(a, campaigns), campaign_features(b, campaigns))
     assert not campaign_outcomes(a, campaigns).equals(campaign_outcomes(b, campaigns))
+
+
+# ------------------------------------------------------------------ the generator's sleeping dogs
+
+
+def test_generated_sleeping_dogs_are_likelier_among_light_users_but_never_certain() -> None:
+    """The world draws sleeping dogs among contract customers with odds that fall with usage (behaviour
+    reveals the odds, never the draw); the earlier world's flat share stays available."""
+    import numpy as np
+
+    from features.errors import ConfigError
+    from features.synthetic.campaigns import sleeping_dog_probability, sleeping_dogs
+    from features.synthetic.params import DEFAULT_PARAMS
+
+    rng = np.random.default_rng(0)
+    n = 20_000
+    rate = rng.gamma(DEFAULT_PARAMS.purchase_rate_shape, DEFAULT_PARAMS.mean_purchase_rate / 0.7, n)
+    contract = rng.random(n) < 0.3
+    ids = [f"C{i}" for i in range(n)]
+    odds = sleeping_dog_probability(contract, rate, DEFAULT_PARAMS)
+    dogs = sleeping_dogs(ids, odds)
+    assert not dogs[~contract].any() and (odds[~contract] == 0).all()
+    assert 0.5 < dogs[contract].mean() < 0.7  # about the earlier world's share
+    light, heavy = contract & (rate < np.quantile(rate, 0.1)), contract & (rate > np.quantile(rate, 0.9))
+    assert dogs[light].mean() > 0.85 and 0.1 < dogs[heavy].mean() < 0.4  # likelier, never certain
+    assert (sleeping_dogs(ids, odds) == dogs).all()  # a hash, not a random draw: the same every run
+    flat = sleeping_dog_probability(contract, rate, DEFAULT_PARAMS, "id_hash")
+    assert set(np.unique(flat[contract])) == {0.6}
+    with pytest.raises(ConfigError, match="sleeping-dog rule"):
+        sleeping_dog_probability(contract, rate, DEFAULT_PARAMS, "random")  # type: ignore[arg-type]
+
+
+def test_the_truth_records_the_effect_expected_over_the_sleeping_dog_draw(tmp_path: Path) -> None:
+    """``true_effect_blind`` (what a policy built on the data can know) is the true effect without a
+    contract; for a drawn sleeping dog it is milder than the truth, for a contract customer spared it is
+    harsher, and the odds fall with the customer's purchase rate."""
+    from datetime import date
+
+    import numpy as np
+
+    from features.synthetic import Period, Scenario, generate_dataset
+    from features.synthetic.campaigns import CampaignDesign, CampaignSetup, load_campaign_effects
+    from features.synthetic.oracle import load_truth
+
+    design = CampaignDesign("spring", date(2025, 3, 1), (("account_review", 0.5),))
+    scenario = Scenario("base", Period(date(2024, 1, 1), date(2025, 7, 1)), CampaignSetup(designs=(design,)))
+    generate_dataset(tmp_path / "data", 1500, seed=2, scenario=scenario, truth_dir=tmp_path / "truth")
+    effects = load_campaign_effects(tmp_path / "truth")
+    rows = effects[effects["action"] == "account_review"].set_index("customer_id")
+    odds = rows["sleeping_dog_probability"]
+    contract = odds > 0
+    assert contract.any() and (~contract).any() and rows.loc[contract, "sleeping_dog"].any()
+    truth, blind = rows["true_effect"], rows["true_effect_blind"]
+    assert np.allclose(blind[~contract], truth[~contract])
+    dog, spared = contract & rows["sleeping_dog"], contract & ~rows["sleeping_dog"]
+    assert (blind[dog] <= truth[dog] + 1e-12).all() and (blind[spared] >= truth[spared] - 1e-12).all()
+    rate = load_truth(tmp_path / "truth")["purchase_rate"].reindex(odds.index)
+    assert np.corrcoef(np.log(rate[contract]), odds[contract])[0, 1] < -0.9

@@ -94,6 +94,27 @@ def test_the_gate_counts_what_actions_cost(fitted: tuple[UpliftModel, UpliftLog,
     assert free.gain > costly.gain + 49  # the same retention, the cost of 50 per customer apart
 
 
+def test_a_difference_that_does_not_hold_up_out_of_fold_is_shrunk_away() -> None:
+    """Two actions that work alike (more for customers with more failures) share the contact effect and
+    have no difference of their own to learn: cross-fitting finds their difference trees' variation is
+    noise and keeps little of it, while the shared effect's dependence on failures holds up and is kept."""
+    rng = np.random.default_rng(0)
+    n = 5000
+    failures = rng.poisson(0.6, n).astype(float)
+    x = pd.DataFrame({"failures": failures, "noise": rng.random(n), "other": rng.random(n)})
+    effect = 0.15 * np.minimum(failures, 2)
+    received = rng.choice([DO_NOTHING, "call", "visit"], size=n, p=[0.5, 0.25, 0.25])
+    gain = np.where(received == DO_NOTHING, 0.0, effect)
+    retained = (rng.random(n) < 0.6 - 0.1 * failures.clip(0, 2) + gain).astype(float)
+    log = UpliftLog(x, received, np.where(received == DO_NOTHING, 0.5, 0.25), retained, np.full(n, 100.0))
+    model = UpliftModel().fit(log)
+    kept = model.shrinkage_
+    assert kept["contact"] > 0.6 and max(kept["call"], kept["visit"]) < 0.3, kept
+    estimate = model.effects(x)
+    for action in ("call", "visit"):
+        assert np.corrcoef(estimate[action], effect)[0, 1] > 0.7, action
+
+
 # ------------------------------------------------------------------- the training step on a generated world
 
 
