@@ -256,7 +256,8 @@ def serve(
             min=1,
             max=64,
             help="uvicorn worker processes (about one per core), each loading the model and watching the "
-            "alias. They share the store: the SQLite file on this host, or CHURNGUARD_STORE_URL across hosts.",
+            "alias, each on a listening socket of its own (SO_REUSEPORT: the kernel spreads connections "
+            "evenly). They share the store: the SQLite file on this host, or CHURNGUARD_STORE_URL across hosts.",
         ),
     ] = 1,
     demo: Annotated[
@@ -275,12 +276,12 @@ def serve(
     ] = True,
 ) -> None:
     """Run the scoring API and dashboard under uvicorn."""
-    import uvicorn
+    from serving.workers import run_workers
 
     if demo:
         _print_demo_hints(host, port)
     out.print(f"serving on http://{host}:{port}  (OpenAPI schema: http://{host}:{port}/openapi.json)")
-    uvicorn.run(
+    run_workers(
         "serving.app:create_app",
         factory=True,
         host=host,

@@ -16,7 +16,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TypeVar
@@ -155,11 +155,16 @@ def wait_for_http(server: ServerProcess, path: str, *, timeout: float) -> None:
 
 
 def start_api(
-    home: Path, log_path: Path, extra_env: Mapping[str, str] | None = None, *, timeout: float = 120
+    home: Path,
+    log_path: Path,
+    extra_env: Mapping[str, str] | None = None,
+    *,
+    timeout: float = 120,
+    args: Sequence[str] = (),
 ) -> ServerProcess:
-    """``churnguard serve`` on a free loopback port with ``home`` as CHURNGUARD_HOME, ready on /health."""
+    """``churnguard serve [args]`` on a free loopback port with ``home`` as CHURNGUARD_HOME, ready on /health."""
     port = free_port()
-    argv = [str(CHURNGUARD), "serve", "--host", LOOPBACK, "--port", str(port)]
+    argv = [str(CHURNGUARD), "serve", "--host", LOOPBACK, "--port", str(port), *args]
     server = _spawn("churnguard serve", argv, child_env(home, extra_env), port, log_path)
     try:
         wait_for_http(server, "/health", timeout=timeout)
@@ -235,9 +240,9 @@ class Servers:
     def _log(self, name: str) -> Path:
         return self.folder / f"{name}-{len(self.started)}.log"
 
-    def api(self, home: Path, **env: str) -> ServerProcess:
-        """``churnguard serve`` on ``home`` with extra CHURNGUARD_* settings, ready to answer."""
-        server = start_api(home, self._log("api"), env)
+    def api(self, home: Path, args: Sequence[str] = (), **env: str) -> ServerProcess:
+        """``churnguard serve [args]`` on ``home`` with extra CHURNGUARD_* settings, ready to answer."""
+        server = start_api(home, self._log("api"), env, args=args)
         self.started.append(server)
         return server
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +15,7 @@ import pytest
 
 from serving.store import SqliteScoreStore
 from tests.conftest import Trained
-from tests.integration.servers import Servers, bearer
+from tests.integration.servers import LOOPBACK, Servers, bearer, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -127,3 +131,79 @@ def test_real_server_refuses_missing_and_wrong_keys(
 
             right = client.request(method, path, json=body, headers=bearer(trained.api_key))
             assert right.status_code in (200, 404), (method, path, right.text)  # 404: id not scored
+
+
+def _socket_inodes(pid: int) -> set[str]:
+    """The inodes of the sockets a process holds open (Linux /proc)."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(OSError):
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
+            if link.startswith("socket:["):
+                inodes.add(link[len("socket:[") : -1])
+    return inodes
+
+
+def _children(pid: int) -> set[int]:
+    return {int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()}
+
+
+def _sockets_per_worker(server_pid: int, port: int, state: str) -> dict[int, set[str]]:
+    """Per child process of the server, the TCP sockets (inodes) on ``port`` in ``state`` it holds ("01"
+    established, "0A" listening)."""
+    found = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == state:
+            found.add(fields[9])
+    held = {child: _socket_inodes(child) & found for child in _children(server_pid)}
+    return {pid: inodes for pid, inodes in held.items() if inodes}
+
+
+@pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="reads connections from Linux's /proc")
+def test_workers_share_the_connections_and_a_dead_one_is_replaced(api_home: Path, servers: Servers) -> None:
+    """``serve --workers 2``: the kernel spreads a burst of 32 keep-alive connections over both workers
+    (one shared socket gave one worker 28 of wrk's 32), and a killed worker is replaced without a
+    connection waiting on a socket nobody accepts from."""
+    server = servers.api(api_home, args=("--workers", "2"))
+    wait_until(  # /health answered once the first worker listened; the second may still be loading
+        lambda: len(_sockets_per_worker(server.pid, server.port, "0A")) == 2,
+        timeout=60,
+        interval=0.3,
+        what="both workers listening",
+    )
+    # A burst of connections, as a client's pool opens them: on one shared socket the worker that wakes
+    # first accepts most of them (asyncio accepts up to the backlog per wake-up).
+    burst = [socket.create_connection((LOOPBACK, server.port), timeout=10) for _ in range(32)]
+    try:
+        for sock in burst:
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: churnguard\r\n\r\n")
+        for sock in burst:
+            assert sock.recv(64).startswith(b"HTTP/1.1 200")
+        spread = {pid: len(held) for pid, held in _sockets_per_worker(server.pid, server.port, "01").items()}
+        assert len(spread) == 2 and min(spread.values()) >= 6, spread
+        # each worker accepts from a listening socket of its own, which the kernel balances by a hash
+        # (with one shared socket, this burst split 24 / 8 or 30 / 2, and wrk's 28 / 4)
+        listening = _sockets_per_worker(server.pid, server.port, "0A")
+        assert set(listening) == set(spread) and len(set().union(*listening.values())) == 2, listening
+    finally:
+        for sock in burst:
+            sock.close()
+
+    before = _children(server.pid)
+    victim = next(iter(spread))
+    os.kill(victim, signal.SIGKILL)
+    wait_until(
+        lambda: bool(_children(server.pid) - before) and victim not in _children(server.pid),
+        timeout=60,
+        interval=0.5,
+        what="a replacement worker",
+    )
+    answered = []
+    for _ in range(40):  # fresh connections: each lands on a live worker's socket, none hangs
+        with (
+            httpx.Client(base_url=server.base_url, timeout=10) as client,
+            contextlib.suppress(httpx.HTTPError),
+        ):
+            answered.append(client.get("/health").status_code)
+    assert answered.count(200) == 40, answered
