@@ -42,6 +42,7 @@ from training.backtest import Fitted, Recipe, fit_recipe, held_out, run_backtest
 from training.config import TrainConfig
 from training.evaluate import Backtest, Evaluation
 from training.promotion import calibration_warning
+from training.registry import champion_bundle
 from training.run import RunContext, Stopwatch
 from training.tracking import log_and_register
 from training.uplift import UpliftInputs, UpliftResult, learn_uplift
@@ -302,10 +303,12 @@ def learn_actions(
     bundle: ModelBundle,
     cfg: TrainConfig,
     playbook: Playbook | None,
+    champion: ModelBundle | None = None,
 ) -> UpliftResult:
-    """What the actions change, learned from the campaigns and gated against the playbook's priors
-    (:func:`training.uplift.learn_uplift`); when the gate passes the effects go inside ``bundle``. Either
-    way the bundle's metadata records which policy decides actions and why."""
+    """What the actions change, learned from the campaigns and gated against the incumbent, the
+    ``champion``'s learned effects or else the playbook's priors (:func:`training.uplift.learn_uplift`);
+    the effects in force go inside ``bundle``. Either way the bundle's metadata records which policy
+    decides actions and why."""
     if playbook is None:  # the user's playbook matters only when there is something to learn
         playbook = playbook_from_env() if campaigns is not None else load_playbook()
     result = learn_uplift(
@@ -315,6 +318,7 @@ def learn_actions(
             bundle=bundle,
             playbook=playbook,
             horizon_days=cfg.horizon_days,
+            champion=champion,
         )
     )
     bundle.effects = result.effects
@@ -397,7 +401,8 @@ def train(
     if campaigns is not None:
         report("learning what the actions change", 0.72)
     with watch("uplift"):
-        uplift = learn_actions(dataset, campaigns, bundle, cfg, business.playbook)
+        champion = champion_bundle(settings) if campaigns is not None else None
+        uplift = learn_actions(dataset, campaigns, bundle, cfg, business.playbook, champion)
     report("profiling the drift reference", 0.74)
     with watch("reference"):  # what monitoring compares each scoring run with (features.drift)
         bundle.metadata["reference"] = model_reference(dataset, bundle, frames.snapshots)

@@ -7,6 +7,7 @@ import fcntl
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import mlflow
 from mlflow import MlflowClient
@@ -16,6 +17,9 @@ from features.errors import ModelNotFoundError
 from features.locks import advisory_lock, is_postgres_uri
 from features.model_store import connect
 from features.settings import ChurnguardSettings
+
+if TYPE_CHECKING:
+    from features.bundle import ModelBundle
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -61,6 +65,22 @@ def version_by_alias(client: MlflowClient, name: str, alias: str) -> str | None:
     try:
         return str(client.get_model_version_by_alias(name, alias).version)
     except MlflowException:
+        return None
+
+
+def champion_bundle(settings: ChurnguardSettings) -> ModelBundle | None:
+    """The current champion's bundle (what training's policy gate treats as the incumbent); None when there
+    is no champion or it cannot be read (the gate then judges against the playbook's priors)."""
+    from features.model_store import load_model
+
+    connect(settings)
+    name = settings.model_name
+    version = version_by_alias(MlflowClient(), name, CHAMPION)
+    if version is None:
+        return None
+    try:
+        return load_model(f"models:/{name}/{version}").bundle
+    except (ModelNotFoundError, MlflowException, OSError, ValueError, KeyError):
         return None
 
 

@@ -43,8 +43,10 @@ above zero and every action it chooses was received by enough customers in the l
 
 :func:`learn_uplift` is the training step: with a campaigns table holding complete outcomes at two dates
 or more, it fits on the campaigns older than the newest ones, gates the learned policy against the
-playbook's (the incumbent) on the newest ones' log, and returns the effect models for the bundle when the
-gate passes, with what it found either way (for MLflow, the model card and the bundle's metadata).
+incumbent on the newest ones' log, and returns the effect models for the bundle when the gate passes, with
+what it found either way (for MLflow, the model card and the bundle's metadata). The incumbent is the
+champion's learned policy when the champion ships effects on the same features (refused, the new bundle
+keeps the champion's effects), else the playbook's priors (refused, the priors stay).
 """
 
 from __future__ import annotations
@@ -380,6 +382,7 @@ class UpliftInputs:
     bundle: ModelBundle
     playbook: Playbook
     horizon_days: int
+    champion: ModelBundle | None = None  # the deployed champion: its learned effects are the incumbent
 
 
 @dataclass(frozen=True)
@@ -512,6 +515,34 @@ def playbook_policy(inputs: UpliftInputs, logged: _Logged) -> np.ndarray:
     return choice.names(playbook)
 
 
+def champion_effects(inputs: UpliftInputs) -> ActionEffects | None:
+    """The champion's learned effects, when it has them and reads the same features as the new bundle (its
+    models then apply to the new bundle's inputs as they are); None: the playbook's priors are the
+    incumbent."""
+    champion = inputs.champion
+    if champion is None or champion.effects is None:
+        return None
+    same = [(f.name, f.categories) for f in champion.features] == [
+        (f.name, f.categories) for f in inputs.bundle.features
+    ]
+    return champion.effects if same else None
+
+
+def effects_policy(effects: ActionEffects, inputs: UpliftInputs, logged: _Logged) -> np.ndarray:
+    """What shipped effects choose for the log's customers, with the playbook's costs (as scoring would)."""
+    costs = inputs.playbook.costs()
+    actions = [a for a in effects.actions if a in costs]
+    estimates = effects.estimate(logged.matrix)[:, [effects.actions.index(a) for a in actions]]
+    choice = choose_by_effects(
+        estimates,
+        logged.log.value,
+        np.array([costs[a] for a in actions]),
+        min_net_value=inputs.playbook.min_net_value,
+        lifetime=logged.lifetime,
+    )
+    return choice.names(actions)
+
+
 def learned_policy(model: UpliftModel, inputs: UpliftInputs, logged: _Logged) -> np.ndarray:
     """What the learned effects choose for the log's customers, with the playbook's costs."""
     costs = inputs.playbook.costs()
@@ -567,17 +598,22 @@ def learn_uplift(inputs: UpliftInputs) -> UpliftResult:
         return _priors(
             f"no playbook action was received by {MIN_PER_ACTION} customers of the older campaigns", **found
         )
+    incumbent = champion_effects(inputs)
     verdict = gate(
         judge.log,
         learned_policy(model, inputs, judge),
-        playbook_policy(inputs, judge),
+        playbook_policy(inputs, judge) if incumbent is None else effects_policy(incumbent, inputs, judge),
         outcome=model,
         costs=inputs.playbook.costs(),
     )
     found["gate"] = verdict
+    if not verdict.accepted and incumbent is not None:
+        reason = f"the champion's learned policy stays: the new one did not beat it ({verdict.reason})"
+        return UpliftResult(UPLIFT_EFFECTS, reason, incumbent, **found)
     if not verdict.accepted:
         return _priors(f"the learned policy did not pass the gate ({verdict.reason})", **found)
     basis = "revenue" if inputs.bundle.value_model is None else inputs.bundle.value_model.basis
     effects = model.action_effects(inputs.playbook, basis)
-    reason = f"the learned policy passed the gate against the playbook's priors ({verdict.reason})"
+    against = "the playbook's priors" if incumbent is None else "the champion's learned policy"
+    reason = f"the learned policy passed the gate against {against} ({verdict.reason})"
     return UpliftResult(UPLIFT_EFFECTS, reason, effects, **found)

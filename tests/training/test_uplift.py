@@ -193,6 +193,36 @@ def test_training_learns_from_the_older_campaigns_and_gates_on_the_newest(
 
 
 @pytest.mark.slow
+def test_a_champion_with_learned_effects_is_the_incumbent_and_stays_unless_beaten(
+    trained: Any, campaign_world: Path
+) -> None:
+    """Once a learned policy is in force, the next training judges against it, not the playbook: a
+    candidate no better than the champion's policy (here: the very same effects) is refused, and the new
+    bundle keeps the champion's effects rather than falling back to the priors."""
+    from dataclasses import replace
+
+    from features.campaigns import load_campaigns
+
+    campaigns = load_campaigns(campaign_world)
+    inputs = _inputs(trained, campaign_world, campaigns)
+    first = learn_uplift(inputs)
+    assert first.model is not None
+    shipped = first.model.action_effects(inputs.playbook, "revenue")
+    champion = replace(inputs.bundle, effects=shipped)
+
+    again = learn_uplift(replace(inputs, champion=champion))
+    verdict = again.gate
+    assert verdict is not None and not verdict.accepted
+    assert verdict.gain == pytest.approx(0.0, abs=1e-9)  # the same policy: nothing to gain
+    assert again.effects is shipped and again.decided_by == "uplift effects"
+    assert "champion's learned policy stays" in again.reason
+
+    other_features = replace(champion, features=champion.features[:-1])  # effects that cannot apply
+    fallback = learn_uplift(replace(inputs, champion=other_features))
+    assert fallback.gate is not None and fallback.gate.gain == pytest.approx(first.gate.gain)  # type: ignore[union-attr]
+
+
+@pytest.mark.slow
 def test_without_two_campaign_dates_with_ended_outcomes_the_priors_stay(
     trained: Any, campaign_world: Path
 ) -> None:
