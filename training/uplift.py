@@ -528,34 +528,32 @@ def champion_effects(inputs: UpliftInputs) -> ActionEffects | None:
     return champion.effects if same else None
 
 
-def effects_policy(effects: ActionEffects, inputs: UpliftInputs, logged: _Logged) -> np.ndarray:
-    """What shipped effects choose for the log's customers, with the playbook's costs (as scoring would)."""
+def _effects_choice(
+    actions: list[str], estimates: np.ndarray, inputs: UpliftInputs, logged: _Logged
+) -> np.ndarray:
+    """What estimated effects (rows x ``actions``) choose for the log's customers, with the playbook's costs
+    and only its actions (as scoring would)."""
     costs = inputs.playbook.costs()
-    actions = [a for a in effects.actions if a in costs]
-    estimates = effects.estimate(logged.matrix)[:, [effects.actions.index(a) for a in actions]]
+    kept = [j for j, action in enumerate(actions) if action in costs]
     choice = choose_by_effects(
-        estimates,
+        np.asarray(estimates, dtype=np.float64)[:, kept],
         logged.log.value,
-        np.array([costs[a] for a in actions]),
+        np.array([costs[actions[j]] for j in kept]),
         min_net_value=inputs.playbook.min_net_value,
         lifetime=logged.lifetime,
     )
-    return choice.names(actions)
+    return choice.names([actions[j] for j in kept])
+
+
+def effects_policy(effects: ActionEffects, inputs: UpliftInputs, logged: _Logged) -> np.ndarray:
+    """What shipped effects (the champion's) choose for the log's customers."""
+    return _effects_choice(effects.actions, effects.estimate(logged.matrix), inputs, logged)
 
 
 def learned_policy(model: UpliftModel, inputs: UpliftInputs, logged: _Logged) -> np.ndarray:
-    """What the learned effects choose for the log's customers, with the playbook's costs."""
-    costs = inputs.playbook.costs()
+    """What the learned effects choose for the log's customers."""
     effects = model.effects(logged.log.features)
-    effects = effects[[a for a in effects.columns if a in costs]]
-    choice = choose_by_effects(
-        effects.to_numpy(dtype=np.float64),
-        logged.log.value,
-        np.array([costs[a] for a in effects.columns]),
-        min_net_value=inputs.playbook.min_net_value,
-        lifetime=logged.lifetime,
-    )
-    return choice.names(list(effects.columns))
+    return _effects_choice(list(effects.columns), effects.to_numpy(dtype=np.float64), inputs, logged)
 
 
 def _counts(received: np.ndarray) -> dict[str, int]:

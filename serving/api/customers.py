@@ -14,7 +14,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Path, Request, Response, status
 from fastapi.routing import APIRoute
 
-from serving.api.deps import ApiKeyDep, StateDep, bearer_token, reads_of, verify_key
+from serving.api.deps import ApiKeyDep, StateDep, bearer_token, field_response, reads_of, verify_key
 from serving.schemas import BatchRequest, BatchResponse, CustomerScore, ErrorResponse
 from serving.state import AppState
 
@@ -66,10 +66,7 @@ class StoredScoreRoute(APIRoute):
             state: AppState = request.app.state.churnguard
             if verify_key(state, token) is None:
                 return await generic(request)  # 403, counted by the throttle, from the one place
-            value, errors = field.validate(await stored_score(state, customer_id), {}, loc=("response",))
-            if errors:  # not expected: let the generic handler report it as it always has
-                return await generic(request)
-            return Response(field.serialize_json(value), media_type="application/json")
+            return await field_response(field, await stored_score(state, customer_id), request, generic)
 
         return handler
 

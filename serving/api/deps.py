@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
-from typing import Annotated
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import Depends, HTTPException, Request, status
+from fastapi import Depends, HTTPException, Request, Response, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from features.errors import ChurnguardError
@@ -15,6 +16,9 @@ from serving.keys import KeyRecord
 from serving.model_source import LoadedModel
 from serving.state import AppState
 from serving.store import SqliteScoreStore
+
+if TYPE_CHECKING:
+    from fastapi._compat import ModelField
 
 log = logging.getLogger("churnguard.api")
 _bearer = HTTPBearer(auto_error=False, description="An API key from `churnguard keys create`.")
@@ -44,6 +48,17 @@ def bearer_token(authorization: str | None) -> str | None:
     scheme, _, token = (authorization or "").partition(" ")
     token = token.strip()
     return token if scheme.lower() == "bearer" and token else None
+
+
+async def field_response(
+    field: ModelField, result: Any, request: Request, generic: Callable[[Request], Awaitable[Response]]
+) -> Response:
+    """A fast route's answer, validated and serialised by the route's own response field (the bytes the
+    generic handler would send); anything unexpected goes to the generic handler, which reports it."""
+    value, errors = field.validate(result, {}, loc=("response",))
+    if errors:
+        return await generic(request)
+    return Response(field.serialize_json(value), media_type="application/json")
 
 
 BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]

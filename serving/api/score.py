@@ -20,7 +20,7 @@ from pydantic import ValidationError
 
 from features.bundle import FeatureInfo
 from features.value import records_columns
-from serving.api.deps import ApiKeyDep, ModelDep, StateDep, bearer_token, verify_key
+from serving.api.deps import ApiKeyDep, ModelDep, StateDep, bearer_token, field_response, verify_key
 from serving.api.score_batches import ScoreBatcher, Scored, ScoreJob, job_spans
 from serving.model_source import LoadedModel
 from serving.schemas import ErrorResponse, ScoreRecord, ScoreRequest, ScoreResponse
@@ -185,10 +185,7 @@ class ScoreRoute(APIRoute):
                 body = ScoreRequest.model_validate_json(await request.body())
             except ValidationError:  # the generic handler words the 422 (the body is kept for it)
                 return await generic(request)
-            value, errors = field.validate(await score_request(state, body, model), {}, loc=("response",))
-            if errors:  # not expected: let the generic handler report it as it always has
-                return await generic(request)
-            return Response(field.serialize_json(value), media_type="application/json")
+            return await field_response(field, await score_request(state, body, model), request, generic)
 
         return handler
 
