@@ -29,6 +29,10 @@ that knows each customer's sleeping-dog odds, not the draw" chooses by the truth
 without it fall back to the earlier, cruder ceiling (every contract customer gets the contract customers'
 mean true effect).
 
+A second ceiling, for what the features carry: the row "model fitted to the truth's effects" is a
+LightGBM per action fitted to the evaluation customers' true effects themselves (cross-fitted, no outcome
+noise), choosing by the same rule. A learner that sees only outcomes cannot pass it on these features.
+
 Any scenario whose world has the contract tables runs with ``--scenario`` (never tune to one world).
 """
 
@@ -177,6 +181,29 @@ def blind_oracle(judged: Judged, earlier: bool = False) -> np.ndarray:
     return np.where(net.max(axis=1) > 0, judged.worth.columns[best], "no_action")
 
 
+def truth_fitted_effects(judged: Judged, x: pd.DataFrame, seed: int, folds: int = 5) -> np.ndarray:
+    """The data's ceiling for learned effects: per action, a LightGBM fitted to the truth's own effects
+    (retention gained, expected over the sleeping-dog draw where the truth has it) of the evaluation
+    customers, from their model inputs, cross-fitted over ``folds`` folds.
+
+    No learner sees true effects; this one does, for four fifths of the customers each time, with no
+    outcome noise at all. Its policy (the same choice rule) shows how much of the oracle's gain the
+    features can carry; the rest lies in what no table records (the latent gap, the sleeping-dog draw)."""
+    import lightgbm as lgb
+    from sklearn.model_selection import KFold
+
+    target = judged.gained_blind if judged.gained_blind is not None else judged.gained
+    fitted = np.zeros_like(target)
+    for train, test in KFold(folds, shuffle=True, random_state=seed).split(x):
+        for j in range(target.shape[1]):
+            model = lgb.LGBMRegressor(
+                n_estimators=300, learning_rate=0.05, num_leaves=15, min_child_samples=30,
+                random_state=seed, verbose=-1,
+            )  # fmt: skip
+            fitted[test, j] = model.fit(x.iloc[train], target[train, j]).predict(x.iloc[test])
+    return fitted
+
+
 def policy_gain(judged: Judged, chosen: np.ndarray) -> tuple[float, int]:
     """The true net gain of a policy's choices over doing nothing, and how many it contacts."""
     worth = judged.worth
@@ -260,6 +287,12 @@ def run(
             "oracle giving every contract customer the contract customers' mean effect (earlier ceiling)"
         )
         add(earlier, blind_oracle(judged, earlier=True))
+    choose = {"costs": judged.costs, "min_net_value": playbook.min_net_value}
+    ceiling = truth_fitted_effects(judged, bundle.model_input(judged.features), seed)
+    add(
+        "model fitted to the truth's effects, same choice rule (the data's ceiling)",
+        choose_by_effects(ceiling, judged.value, **choose).names(list(judged.worth.columns)),
+    )
     flagged = np.zeros(len(judged.features), dtype=bool)
     if model is not None:
         basis = "revenue" if bundle.value_model is None else bundle.value_model.basis
