@@ -61,6 +61,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
             models=holder,
             store=backends.store,
             keys=backends.keys,
+            campaigns=backends.campaigns,
             playbook=load_playbook(settings.playbook),
             metrics=metrics,
             reads=backends.reads,

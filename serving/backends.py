@@ -2,8 +2,9 @@
 
 ``CHURNGUARD_STORE_URL`` unset: the embedded SQLite store (``<home>/scores.db``), keys in
 ``<home>/api_keys.json``, sessions in files under the home: nothing to start, one host.
-``CHURNGUARD_STORE_URL=postgresql://…``: scores, keys and dashboard sessions in PostgreSQL, shared by every
-worker process and replica.
+``CHURNGUARD_STORE_URL=postgresql://…``: scores, keys, dashboard sessions and campaigns in PostgreSQL,
+shared by every worker process and replica. Campaigns (:mod:`serving.campaign_store`) always live in the
+store the scores live in.
 
 The API's hot reads go through :class:`AsyncReads`, so they never wait behind the thread pool: natively
 async on PostgreSQL (:class:`~serving.pg_store.PostgresScoreStore` on an async pool); on SQLite a
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import anyio
 from anyio import to_thread
 
+from serving.campaign_store import CampaignStore, SqliteCampaigns
 from serving.keys import KeyStore
 from serving.settings import ServingSettings
 from serving.store import ScoreStore, SqliteScoreStore
@@ -134,6 +136,7 @@ class Backends:
     store: ScoreStore
     reads: AsyncReads
     keys: KeyStore
+    campaigns: CampaignStore
     sessions: SharedSessions | None = None
 
     async def aopen(self) -> None:
@@ -161,17 +164,25 @@ def _retrieve(done: asyncio.Future[Any]) -> None:
 
 
 def open_backends(settings: ServingSettings) -> Backends:
-    """The store, async reads, keys and session state the settings select (PostgreSQL: migrated first)."""
+    """The store, async reads, keys, campaigns and session state the settings select (PostgreSQL:
+    migrated first)."""
     url = settings.server_store_url
     if url is None:
         sqlite = SqliteScoreStore(settings.store_file)
-        return Backends(sqlite, SqliteReads(sqlite), KeyStore(settings.keys_file))
+        return Backends(
+            sqlite, SqliteReads(sqlite), KeyStore(settings.keys_file), SqliteCampaigns(settings.store_file)
+        )
     from serving.pg_auth import PostgresKeys, PostgresSessions
+    from serving.pg_campaigns import PostgresCampaigns
     from serving.pg_store import PostgresScoreStore
 
     store = PostgresScoreStore(url, async_max_size=settings.store_pool_size).open()
     return Backends(
-        store, PostgresReads(store), KeyStore(backend=PostgresKeys(store)), PostgresSessions(store)
+        store,
+        PostgresReads(store),
+        KeyStore(backend=PostgresKeys(store)),
+        PostgresCampaigns(store),
+        PostgresSessions(store),
     )
 
 

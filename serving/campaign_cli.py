@@ -91,12 +91,21 @@ def plan(
     ] = None,
 ) -> None:
     """Pick customers by expected incremental net value, hold out a control group by a deterministic hash,
-    and record the campaign in the store."""
+    and record the campaign in the store.
+
+    The store decides whether the name is new, before any file is written: a refused plan leaves the
+    contact list and the log as they were."""
     from serving.actions import load_playbook
-    from serving.campaign_plan import Eligibility, PlanRequest, append_log, plan_campaign, write_contacts
-    from serving.campaigns import record_campaign
+    from serving.backends import open_backends
+    from serving.campaign_plan import (
+        Eligibility,
+        PlanRequest,
+        append_log,
+        check_log,
+        plan_campaign,
+        write_contacts,
+    )
     from serving.settings import get_serving_settings
-    from serving.store import SqliteScoreStore
 
     settings = get_serving_settings()
     request = PlanRequest(
@@ -110,13 +119,21 @@ def plan(
         eligibility=Eligibility(min_probability, min_clv, segment, risk_tier, recommended_only),
         assigned_at=_date(assigned_at),
     )
-    store = SqliteScoreStore(settings.store_file)
-    result = plan_campaign(store, load_playbook(settings.playbook), request, _scoring_bundle(settings, store))
+    backends = open_backends(settings)  # the scores and the campaigns live in the same store
+    try:
+        store = backends.store
+        result = plan_campaign(
+            store, load_playbook(settings.playbook), request, _scoring_bundle(settings, store)
+        )
+        if log_file is not None:
+            check_log(result, log_file)
+        backends.campaigns.record_campaign(result.summary, result.rows)
+    finally:
+        backends.close()
     if out_file is not None:
         write_contacts(result, out_file)
     if log_file is not None:
         append_log(result, log_file)
-    record_campaign(settings.store_file, result.summary, result.rows)
     summary = result.summary
     out.print(
         f"campaign {campaign}: {summary['treatment']:,} to contact with {action}, {summary['control']:,} held out "
@@ -147,12 +164,17 @@ def report(
     ] = True,
 ) -> None:
     """Retention and spend of treatment vs control per campaign and action, with confidence intervals."""
-    from serving.campaigns import report_campaigns, report_lines, save_reports
+    from serving.backends import open_backends
+    from serving.campaigns import report_campaigns, report_lines
     from serving.settings import get_serving_settings
 
     reports = report_campaigns(data, mapping, horizon_days=horizon, margin=margin, campaign=campaign)
     if store:
-        save_reports(get_serving_settings().store_file, reports)
+        backends = open_backends(get_serving_settings())
+        try:
+            backends.campaigns.save_reports(reports)
+        finally:
+            backends.close()
     if as_json:
         out.print_json(json.dumps([r.as_dict() for r in reports], default=str))
         return

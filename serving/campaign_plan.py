@@ -297,17 +297,24 @@ def write_contacts(plan: Plan, path: Path) -> None:
     write_frame_atomic(spreadsheet_safe(contacts), Path(path))
 
 
+def check_log(plan: Plan, path: Path) -> pd.DataFrame | None:
+    """The ``campaigns.csv`` at ``path`` (None when absent); refuses one that already holds the plan's
+    campaign name, so a plan can be checked against its log before anything is recorded."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    existing = pd.read_csv(path, dtype=str)
+    if "campaign" in existing.columns and (existing["campaign"] == plan.summary["campaign"]).any():
+        raise ConfigError(f"{path} already holds campaign {plan.summary['campaign']!r}: choose another name")
+    return existing
+
+
 def append_log(plan: Plan, path: Path) -> int:
     """Add the plan's assignments to a ``campaigns.csv`` (created if absent); refuses a campaign name the file
     already holds. Returns the rows written."""
-    path = Path(path)
     log = plan.log().astype({"assigned_at": str})
-    if path.exists():
-        existing = pd.read_csv(path, dtype=str)
-        if "campaign" in existing.columns and (existing["campaign"] == plan.summary["campaign"]).any():
-            raise ConfigError(
-                f"{path} already holds campaign {plan.summary['campaign']!r}: choose another name"
-            )
+    existing = check_log(plan, path)
+    if existing is not None:
         log = pd.concat([existing, log.astype(str)], ignore_index=True)
-    write_frame_atomic(log, path)
+    write_frame_atomic(log, Path(path))
     return len(plan.rows)

@@ -1,4 +1,4 @@
-"""Measuring retention campaigns against their control groups, and keeping campaigns in the serving store.
+"""Measuring retention campaigns against their control groups.
 
 Per campaign and action, the treatment group (given the action) is compared with the control group held
 out of it (the arm's own control rows, or the campaign's shared control when the arm has none): retention
@@ -8,20 +8,14 @@ cost and ROI, each with a 95% confidence interval. Means are inverse-propensity 
 probabilities are still compared fairly; with constant probabilities they are plain means. Intervals use
 the normal approximation. When a campaign compares several actions, the p-values are Holm-adjusted.
 
-Campaigns live in the serving store's SQLite file, in tables of their own (``campaigns``,
-``campaign_contacts``, ``campaign_reports``) that :mod:`serving.store` never touches, so the API and the
-dashboard can show plans and reports without the data folder.
+Planned campaigns and these reports are kept in the serving store in force (:mod:`serving.campaign_store`),
+so the API and the dashboard can show plans and reports without the data folder.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import sqlite3
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
@@ -264,124 +258,3 @@ def report_lines(report: CampaignReport) -> list[str]:
         lines += [f"    warning: {w}" for w in arm.warnings]
     lines += [f"  note: {n}" for n in report.notes]
     return lines
-
-
-# ------------------------------------------------------------------------------------ the store's tables
-
-_SCHEMA = (
-    "CREATE TABLE IF NOT EXISTS campaigns (campaign TEXT PRIMARY KEY, created_at TEXT, plan TEXT)",
-    "CREATE TABLE IF NOT EXISTS campaign_contacts (campaign TEXT, customer_id TEXT, action TEXT, "
-    "grp TEXT, assignment_probability REAL, assigned_at TEXT, expected_net_value REAL, why TEXT, "
-    "PRIMARY KEY (campaign, customer_id))",
-    "CREATE TABLE IF NOT EXISTS campaign_reports (campaign TEXT PRIMARY KEY, computed_at TEXT, report TEXT)",
-)
-
-
-@contextmanager
-def _connect(store_file: Path) -> Iterator[sqlite3.Connection]:
-    """The store's SQLite file with the campaign tables present; commits on success."""
-    Path(store_file).parent.mkdir(parents=True, exist_ok=True)
-    con = sqlite3.connect(store_file, timeout=30)
-    con.row_factory = sqlite3.Row
-    try:
-        for statement in _SCHEMA:
-            con.execute(statement)
-        yield con
-        con.commit()
-    finally:
-        con.close()
-
-
-def record_campaign(store_file: Path, plan: dict[str, Any], contacts: pd.DataFrame) -> None:
-    """Keep a planned campaign and its assignments; a campaign name is used once."""
-    name = str(plan["campaign"])
-    with _connect(store_file) as con:
-        if con.execute("SELECT 1 FROM campaigns WHERE campaign = ?", (name,)).fetchone():
-            raise ConfigError(f"a campaign named {name!r} is already recorded: choose another name")
-        con.execute(
-            "INSERT INTO campaigns VALUES (?, ?, ?)",
-            (name, datetime.now(UTC).isoformat(timespec="seconds"), json.dumps(plan, default=str)),
-        )
-        con.executemany(
-            "INSERT INTO campaign_contacts VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            contacts[
-                [
-                    "campaign",
-                    "customer_id",
-                    "action",
-                    "group",
-                    "assignment_probability",
-                    "assigned_at",
-                    "expected_net_value",
-                    "why",
-                ]
-            ]
-            .astype({"assigned_at": str})
-            .itertuples(index=False, name=None),
-        )
-
-
-def save_reports(store_file: Path, reports: list[CampaignReport]) -> None:
-    """Keep the latest report of each campaign for the API and the dashboard."""
-    now = datetime.now(UTC).isoformat(timespec="seconds")
-    with _connect(store_file) as con:
-        con.executemany(
-            "INSERT OR REPLACE INTO campaign_reports VALUES (?, ?, ?)",
-            [(r.campaign, now, json.dumps(r.as_dict(), default=_finite)) for r in reports],
-        )
-
-
-def _finite(value: object) -> object:
-    return None if isinstance(value, float) and not math.isfinite(value) else str(value)
-
-
-def list_campaigns(store_file: Path) -> list[dict[str, Any]]:
-    """Every campaign planned or reported: name, when planned, the plan (if any), and whether a report exists."""
-    if not Path(store_file).exists():
-        return []
-    with _connect(store_file) as con:
-        planned = {r["campaign"]: dict(r) for r in con.execute("SELECT * FROM campaigns")}
-        reported = {r["campaign"]: r["computed_at"] for r in con.execute("SELECT * FROM campaign_reports")}
-    names = sorted(set(planned) | set(reported))
-    return [
-        {
-            "campaign": n,
-            "created_at": planned.get(n, {}).get("created_at"),
-            "plan": json.loads(planned[n]["plan"]) if n in planned else None,
-            "reported_at": reported.get(n),
-        }
-        for n in names
-    ]
-
-
-def stored_report(store_file: Path, campaign: str) -> dict[str, Any] | None:
-    """The latest report of ``campaign`` (with ``computed_at``), or None."""
-    if not Path(store_file).exists():
-        return None
-    with _connect(store_file) as con:
-        row = con.execute("SELECT * FROM campaign_reports WHERE campaign = ?", (campaign,)).fetchone()
-    if row is None:
-        return None
-    return {**json.loads(row["report"]), "computed_at": row["computed_at"]}
-
-
-def stored_contacts(
-    store_file: Path, campaign: str, *, limit: int = 1000, offset: int = 0
-) -> dict[str, Any] | None:
-    """A page of a planned campaign's assignments (treatment and control), or None when it is unknown."""
-    if not Path(store_file).exists():
-        return None
-    with _connect(store_file) as con:
-        if not con.execute("SELECT 1 FROM campaigns WHERE campaign = ?", (campaign,)).fetchone():
-            return None
-        total = con.execute(
-            "SELECT COUNT(*) FROM campaign_contacts WHERE campaign = ?", (campaign,)
-        ).fetchone()[0]
-        rows = con.execute(
-            "SELECT customer_id, action, grp AS 'group', assignment_probability, assigned_at, "
-            "expected_net_value, why FROM campaign_contacts WHERE campaign = ? ORDER BY customer_id "
-            "LIMIT ? OFFSET ?",
-            (campaign, limit, offset),
-        )
-        contacts = [dict(r) for r in rows]
-    return {"campaign": campaign, "total": int(total), "contacts": contacts}

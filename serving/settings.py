@@ -24,7 +24,7 @@ class ServingSettings(ChurnguardSettings):
     store_url: SecretStr | None = Field(
         default=None,
         description="A PostgreSQL serving store shared by several API processes or hosts "
-        "(postgresql://user@host:5432/db); it also holds the API keys and dashboard sessions. "
+        "(postgresql://user@host:5432/db); it also holds the API keys, dashboard sessions and campaigns. "
         "Unset: the embedded SQLite file (store_path) and the key file (keys_path).",
     )
     store_pool_size: int = Field(

@@ -1,4 +1,5 @@
-"""What the app holds while it runs: settings, the model holder, the store, the keys, the playbook."""
+"""What the app holds while it runs: settings, the model holder, the store, the keys, the campaigns, the
+playbook."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from serving.actions import Playbook
+from serving.campaign_store import CampaignStore
 from serving.keys import KeyStore
 from serving.metrics import Metrics
 from serving.model_source import ModelHolder
@@ -24,6 +26,7 @@ class AppState:
     models: ModelHolder
     store: ScoreStore
     keys: KeyStore
+    campaigns: CampaignStore  # planned campaigns and reports, in the same store as the scores
     playbook: Playbook
     metrics: Metrics
     reads: AsyncReads | None = None  # the store's awaitable reads (hot API routes)

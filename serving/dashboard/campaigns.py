@@ -7,7 +7,6 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
-from serving.campaigns import list_campaigns, stored_report
 from serving.dashboard.context import SessionDep, StateDep
 from serving.dashboard.render import render
 
@@ -17,10 +16,10 @@ router = APIRouter(include_in_schema=False)
 @router.get("/campaigns", response_class=HTMLResponse)
 def campaigns(request: Request, session: SessionDep, state: StateDep) -> HTMLResponse:
     """Every campaign in the store, with its latest report's figures per action."""
-    store_file = state.settings.store_file
+    campaigns = state.campaigns
     shown: list[dict[str, Any]] = []
-    for entry in list_campaigns(store_file):
-        report = stored_report(store_file, entry["campaign"]) if entry["reported_at"] else None
+    for entry in campaigns.list_campaigns():
+        report = campaigns.stored_report(entry["campaign"]) if entry["reported_at"] else None
         shown.append({**entry, "report": report})
     loaded = state.models.current
     return render(
