@@ -2,11 +2,11 @@
 
     python benchmarks/bench_uplift.py --customers 6000 [--seed 3] [--full] [--dogs usage|id_hash] [--scenario base]
 
-A generator world runs four randomised campaigns (every playbook action to a share of the customers
-active at a month start, the rest held out). `churnguard train` (the real pipeline, a real MLflow store)
-learns from the first two and gates the learned policy against the playbook on the third, the newest one
-whose outcomes have ended. The fourth starts two months before the data ends, so training never sees its
-outcomes: the policies are judged on its customers, whose true effect of every action the generator's
+A generator world runs randomised campaigns (every playbook action to a share of the customers active at a
+month start, the rest held out). `churnguard train` (the real pipeline, a real MLflow store) learns from the
+first ones (two unless ``--learn-campaigns`` says more, four months apart) and gates the learned policy
+against the playbook on the next, the newest one whose outcomes have ended. The last starts two months
+before the data ends, so training never sees its outcomes: the policies are judged on its customers, whose true effect of every action the generator's
 truth holds (the oracle's change in 90-day churn probability with and without the action's hazard
 multiplier, see features.synthetic.campaigns).
 
@@ -53,7 +53,9 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import QUICK_TRAIN, churnguard_home, parse_count, table
 
-LEARN = (date(2025, 2, 1), date(2025, 6, 1))
+# Learning campaigns, four months apart (a campaign's effect lasts three); the benchmark uses the newest
+# ``learn_campaigns`` of them (two unless told), so more randomised history is the only thing that changes.
+LEARN_DATES = (date(2024, 2, 1), date(2024, 6, 1), date(2024, 10, 1), date(2025, 2, 1), date(2025, 6, 1))
 JUDGE, EVALUATE = date(2025, 10, 1), date(2026, 5, 1)
 ARM_SHARE = 0.08  # per action; seven actions leave 44% as the shared control group
 AIM = 0.8  # the share of the oracle's gain the learned policy should capture
@@ -65,15 +67,18 @@ class WorldChoice:
 
     scenario: str = "base"
     dogs: str = "usage"
+    learn_campaigns: int = 2
 
     def folder(self, work_dir: Path, customers: int, seed: int) -> Path:
-        return work_dir / f"uplift5-{self.scenario}-{self.dogs}-{customers}-seed-{seed}"
+        learn = "" if self.learn_campaigns == 2 else f"-learn{self.learn_campaigns}"
+        return work_dir / f"uplift5-{self.scenario}-{self.dogs}{learn}-{customers}-seed-{seed}"
 
 
 def generate_world(
     folder: Path, customers: int, seed: int, world: WorldChoice = WorldChoice()
 ) -> tuple[Path, Path]:
-    """The data and truth folders of a world with the four campaigns (cached by size and seed)."""
+    """The data and truth folders of a world with its learning campaigns, the judging and the evaluation
+    campaign (cached by size, seed and world)."""
     from features.synthetic import Scenario, generate_dataset
     from features.synthetic.campaigns import ACTION_COSTS, DO_NOTHING, CampaignDesign, CampaignSetup
 
@@ -82,15 +87,18 @@ def generate_world(
         return data, truth
     arms = tuple((a, ARM_SHARE) for a in ACTION_COSTS if a != DO_NOTHING)
     designs = (
-        *(CampaignDesign(f"learn{i}", at, arms) for i, at in enumerate(LEARN, 1)),
+        *(
+            CampaignDesign(f"learn{i}", at, arms)
+            for i, at in enumerate(LEARN_DATES[-world.learn_campaigns :], 1)
+        ),
         CampaignDesign("judge", JUDGE, arms),
         CampaignDesign("evaluate", EVALUATE, arms),
     )
     setup = CampaignSetup(designs=designs, sleeping_dogs=world.dogs)  # type: ignore[arg-type]
     scenario = Scenario(world.scenario, campaigns=setup)
     print(
-        f"  generating {customers:,} customers ({world.scenario}, sleeping dogs by {world.dogs}) with four "
-        "randomised campaigns (not timed)",
+        f"  generating {customers:,} customers ({world.scenario}, sleeping dogs by {world.dogs}) with "
+        f"{len(designs)} randomised campaigns (not timed)",
         flush=True,
     )
     generate_dataset(data, customers, seed, scenario=scenario, truth_dir=truth)
@@ -340,7 +348,8 @@ def markdown(figures: dict[str, Any]) -> str:
     world = figures.get("world", {})
     out = [
         f"World: {world.get('scenario', 'base')}, sleeping dogs by {world.get('dogs', 'id_hash')}, "
-        f"{figures['customers']:,} customers, seed {figures['seed']}.\n",
+        f"{world.get('learn_campaigns', 2)} campaigns to learn from, {figures['customers']:,} customers, "
+        f"seed {figures['seed']}.\n",
         table(["policy", "true net gain", "per customer", "share of oracle", "contacts"], rows),
     ]
     dog = figures["sleeping_dogs"]
@@ -387,9 +396,17 @@ def main(argv: list[str] | None = None) -> int:
         help="how the world draws sleeping dogs: odds by usage (default) or a flat share (the earlier world)",
     )
     parser.add_argument("--scenario", default="base", help="a generator scenario with the contract tables")
+    parser.add_argument(
+        "--learn-campaigns",
+        type=int,
+        choices=range(1, len(LEARN_DATES) + 1),
+        default=2,
+        metavar=f"1..{len(LEARN_DATES)}",
+        help="randomised campaigns to learn from before the judging one (default 2: how much history helps)",
+    )
     args = parser.parse_args(argv)
     args.work_dir.mkdir(parents=True, exist_ok=True)
-    world = WorldChoice(args.scenario, args.dogs)
+    world = WorldChoice(args.scenario, args.dogs, args.learn_campaigns)
     figures = run(parse_count(args.customers), args.work_dir, args.seed, quick=not args.full, world=world)
     print(markdown(figures))
     return 0
