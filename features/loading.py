@@ -13,6 +13,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,7 +39,7 @@ from features.contract import (
 from features.errors import DataProblem, DataValidationError
 from features.exports import LoadReport, TableReport
 from features.parsing import InputColumn, parse_attribute, parse_column
-from features.referrals import clean_referrals, without_blank_ids
+from features.referrals import ReferralsLoad, clean_referrals, keep_usable_referrals, without_blank_ids
 from features.validation import check_values, duplicated_rows
 
 __all__ = [
@@ -48,6 +49,7 @@ __all__ = [
     "format_load_report",
     "load_dataset",
     "load_extra_table",
+    "load_referrals",
     "read_mapping",
 ]
 
@@ -228,7 +230,39 @@ def load_extra_table(
     """Read one optional table outside the :class:`Dataset` (e.g. ``campaigns``) the way the contract tables
     are read: found by name or through the column mapping, parsed and checked. Returns the frame and its
     file, None when the folder has no such file, or raises one DataValidationError listing every problem."""
-    data_dir = Path(data_dir)
+    loaded = _read_extra_table(Path(data_dir), spec, mapping_file, now)
+    return None if loaded is None else (_fill_defaults(loaded[0], spec), loaded[1])
+
+
+def load_referrals(
+    data_dir: Path,
+    known: Callable[[pd.Series], pd.Series],
+    source: str,
+    mapping_file: Path | None = None,
+    *,
+    now: datetime | None = None,
+) -> pd.DataFrame | None:
+    """The folder's ``referrals`` table alone, read and cleaned as :func:`load_dataset` reads and cleans it
+    (the same rows kept, the same refusal), for an engine that holds the other tables elsewhere (Spark).
+    ``known`` answers which of the customer ids the table names the data knows, and ``source`` names
+    where it looked (:func:`features.referrals.customer_source`). None when the folder has no referrals;
+    a DataValidationError when the table cannot be read or holds no referral that can count."""
+    loaded = _read_extra_table(Path(data_dir), REFERRALS, mapping_file, now)
+    if loaded is None:
+        return None
+    table, path, report = loaded
+    named = pd.Series(pd.concat([table["referrer_id"], table["referred_id"]]).astype(str).unique(), dtype=str)
+    problems: list[DataProblem] = []
+    kept = keep_usable_referrals(table, known(named), ReferralsLoad(source, str(path), report, problems))
+    if problems:
+        raise DataValidationError(problems)
+    return kept
+
+
+def _read_extra_table(
+    data_dir: Path, spec: TableSpec, mapping_file: Path | None, now: datetime | None
+) -> tuple[pd.DataFrame, Path, TableReport] | None:
+    """One table found, parsed and checked as :func:`load_dataset` does it, with its load report."""
     if mapping_file is None and (data_dir / MAPPING_FILE).exists():
         mapping_file = data_dir / MAPPING_FILE
     table_mapping = (read_mapping(mapping_file) if mapping_file else {}).get(spec.name, TableMapping())
@@ -240,20 +274,22 @@ def load_extra_table(
         return None
     frame = _read_table(path, spec, table_mapping, problems)
     table = None
+    policy = table_mapping.duplicates or DuplicatePolicy.DROP
+    report = TableReport(
+        spec.name, path.name, rows_read=0 if frame is None else len(frame), duplicates=policy
+    )
     if frame is not None:
         now_ts = (
             pd.Timestamp(now or datetime.now(UTC)).tz_localize(None)
             if (now is None or now.tzinfo)
             else (pd.Timestamp(now))
         )
-        policy = table_mapping.duplicates or DuplicatePolicy.DROP
-        report = TableReport(spec.name, path.name, rows_read=len(frame), duplicates=policy)
         table = _to_contract(frame, _Source(path, spec, table_mapping, report), now_ts, problems)
     if problems or table is None:
         raise DataValidationError(
             problems or [DataProblem(str(path), None, "cannot be read", "export it again")]
         )
-    return _fill_defaults(table.frame, spec), path
+    return table.frame, path, report
 
 
 def format_load_report(dataset: Dataset) -> list[str]:

@@ -41,6 +41,7 @@ is refused: that is a mapping or id-format mistake, not data to value as 0.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, Protocol
 
@@ -50,11 +51,11 @@ import pyarrow
 import pyarrow.compute as pc
 
 from features.errors import DataProblem
-from features.exports import TableReport
 from features.parsing import InputColumn
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # exports -> validation -> engine would close a circle (engine.spark_referrals)
     from features.economics import EconomicsConfig
+    from features.exports import TableReport
 
 COLUMNS: Final = ("referrer_id", "referred_id", "timestamp")
 # Per referred customer, the value a referral brought: (historic, residual) column pairs accepted.
@@ -154,8 +155,19 @@ def referred_values(
     referred_on = pd.Series(counted["timestamp"].dt.normalize().to_numpy(), index=ids.to_numpy())
     since = theirs["timestamp"].to_numpy() >= tx_ids.map(referred_on).to_numpy()
     spent = theirs["amount"].where(since, 0.0).groupby(tx_ids.to_numpy()).sum()
-    net = spent.reindex(ids.to_numpy()).fillna(0.0)
     margin = value_inputs(theirs, as_of, ids, economics)["value_margin"].to_numpy(float)
+    return referred_frame(ids, spent, margin, scored)
+
+
+def referred_frame(
+    ids: pd.Series, spent: pd.Series, margin: np.ndarray, scored: pd.DataFrame
+) -> pd.DataFrame:
+    """:func:`referred_values`' frame from its parts, whichever engine computed them (Spark's:
+    :mod:`features.engine.spark_referrals`). ``ids``: the referred customers; ``spent``: their net spend
+    from the day of their referral until as-of, by customer id (absent: 0); ``margin``: aligned with
+    ``ids``; ``scored``: ``customer_id`` and ``residual_value`` of the customers scored (absent: not
+    active, residual 0)."""
+    net = spent.reindex(ids.to_numpy()).fillna(0.0)
     own = scored.assign(customer_id=scored["customer_id"].astype(str)).drop_duplicates("customer_id")
     own = own.set_index("customer_id")
     residual = pd.to_numeric(own["residual_value"], errors="coerce").reindex(ids.to_numpy())
@@ -202,13 +214,42 @@ def clean_referrals(
     every row left out counted in ``report``; a DataProblem when rows were read and none can be used.
 
     Known customers are those of the customers table when there is one, else every id of the events."""
-    table = frames["referrals"]
-    where = str(files["referrals"])
     if "customers" in files:
-        known, source = frames["customers"]["customer_id"], files["customers"].name
+        known = frames["customers"]["customer_id"]
     else:
         known = pd.concat([frames[name]["customer_id"] for name in _EVENT_TABLES if name in files])
-        source = "the transactions, interactions or cancellations"
+    load = ReferralsLoad(customer_source(files), str(files["referrals"]), report, problems)
+    kept = keep_usable_referrals(frames["referrals"], known, load)
+    if len(kept):
+        _note_timing(kept, frames, report)
+    return kept
+
+
+def customer_source(files: Mapping[str, object]) -> str:
+    """Where the known customers come from, as messages name it: the customers file, else the events."""
+    if "customers" in files:
+        return Path(str(files["customers"])).name
+    return "the transactions, interactions or cancellations"
+
+
+@dataclass(frozen=True)
+class ReferralsLoad:
+    """Where :func:`keep_usable_referrals` reports: ``where`` is the referrals file, ``source`` names where
+    the known customers come from (:func:`customer_source`); rows left out are counted in ``report``, and
+    a table with none usable becomes a problem in ``problems``."""
+
+    source: str
+    where: str
+    report: TableReport
+    problems: list[DataProblem]
+
+
+def keep_usable_referrals(table: pd.DataFrame, known: pd.Series, load: ReferralsLoad) -> pd.DataFrame:
+    """The rows of a parsed referrals table that can count: no self-referral, both customers among
+    ``known`` (it need hold only the ids the table names: an engine that keeps the customers elsewhere
+    looks those up), per referred customer the earliest. The rules of :func:`clean_referrals`, apart so
+    that Spark batch scoring applies them to the same rows (``features.loading.load_referrals``)."""
+    report = load.report
     self_referral = (table["referrer_id"] == table["referred_id"]).to_numpy(dtype=bool)
     known_referrer = _member(table["referrer_id"], known)
     known_referred = _member(table["referred_id"], known)
@@ -224,30 +265,27 @@ def clean_referrals(
         [table["referrer_id"][~known_referrer & ~self_referral], table["referred_id"][~known_referred]]
     ).unique()[:5]
     if report.rows_read and not len(kept):
-        _refuse(where, report, source, list(strangers), problems)
+        _refuse(load, list(strangers))
         return kept
     if unknown.any():
         report.warnings.append(
-            f"{report.file}: skipped {int(unknown.sum()):,} referrals naming customers not in {source} "
-            f"(e.g. {', '.join(repr(s) for s in strangers[:3])})"
+            f"{report.file}: skipped {int(unknown.sum()):,} referrals naming customers not in "
+            f"{load.source} (e.g. {', '.join(repr(s) for s in strangers[:3])})"
         )
-    _note_timing(kept, frames, report)
     return kept
 
 
-def _refuse(
-    where: str, report: TableReport, source: str, strangers: list[object], problems: list[DataProblem]
-) -> None:
-    reasons = ", ".join(f"{n:,} {reason}" for reason, n in report.dropped.items())
-    problems.append(
+def _refuse(load: ReferralsLoad, strangers: list[object]) -> None:
+    reasons = ", ".join(f"{n:,} {reason}" for reason, n in load.report.dropped.items())
+    load.problems.append(
         DataProblem(
-            where,
+            load.where,
             "referrer_id, referred_id" if strangers else None,
             f"has no referral that can count among its rows ({reasons})",
-            f"referrer_id and referred_id must hold the customer ids of {source}, two different customers "
-            "per row: check which columns columns.yaml maps to them and that the ids are written alike "
-            "(leading zeros, prefixes); or remove the referrals file",
-            report.rows_read,
+            f"referrer_id and referred_id must hold the customer ids of {load.source}, two different "
+            "customers per row: check which columns columns.yaml maps to them and that the ids are written "
+            "alike (leading zeros, prefixes); or remove the referrals file",
+            load.report.rows_read,
             strangers,
         )
     )

@@ -156,8 +156,9 @@ def _model_inputs_and_outputs(bundle: ModelBundle, chunk: pd.DataFrame) -> tuple
 
 
 def to_output(scores: pd.DataFrame) -> pd.DataFrame:
-    """The file form of scores: flat columns a CRM can import, nested parts as JSON text. Scores made
-    without the loaded tables (Spark's partitions) have no referral value: null."""
+    """The file form of scores: flat columns a CRM can import, nested parts as JSON text. Scores without a
+    ``referral_value`` get null there: a Spark partition's, whose referral values are joined in once
+    every partition is scored (:func:`serving.spark_batch.with_referral_values`)."""
     out = scores.drop(columns=["features", "history"], errors="ignore")
     if "referral_value" not in out.columns:
         out = out.assign(referral_value=np.nan)

@@ -12,6 +12,14 @@ file's columns plus the store's ``features`` and ``stored_reasons``, partitioned
 ``_churnguard.json`` sidecar (the store's meta) and Spark's ``_SUCCESS`` marker; :func:`load_store` turns
 it into the serving store.
 
+``referral_value`` is local batch's too, to the cent: a referrer's value reads the scores of the customers
+they referred, so it is joined in once every partition is scored (:func:`with_referral_values`; the
+referrals table is read and cleaned on the driver by the loader's code, the referred customers' spend is
+summed on Spark: :mod:`features.engine.spark_referrals` says why and how far that scales). The scores are
+then kept (``persist``: memory, spilling to the executors' disks) between that lookup and the write, so
+the model runs once per customer. Without a referrals table or a value model the value is null, and
+nothing is kept.
+
 Not here yet: the dashboard's recent purchase history (``history`` is ``{}``), which local batch gathers
 from the loaded tables, and the dated run snapshot and drift report that local ``churnguard score`` keeps
 in the store (:func:`load_store` replaces the current scores only).
@@ -25,8 +33,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 
 from features.errors import ConfigError
@@ -36,7 +45,18 @@ from serving.encoding import DECISION_COLUMNS, FIGURE_COLUMNS, FILE_COLUMNS, inp
 from serving.scoring import Scorer
 from serving.store import ScoreStore
 
-__all__ = ["META_FILE", "SparkScoreRequest", "load_store", "run_spark_batch", "score_partitions"]
+if TYPE_CHECKING:
+    from features.economics import EconomicsConfig
+    from features.engine.spark_source import SparkSource
+
+__all__ = [
+    "META_FILE",
+    "SparkScoreRequest",
+    "load_store",
+    "run_spark_batch",
+    "score_partitions",
+    "with_referral_values",
+]
 
 META_FILE = "_churnguard.json"
 _STORE_ONLY = ("stored_reasons", "features", "history")
@@ -107,7 +127,10 @@ def run_spark_batch(settings: Any, request: SparkScoreRequest) -> BatchResult:
     :func:`features.engine.spark.write_parquet_atomic`: staging folder, ``_SUCCESS``, rename)."""
     from features.engine.spark import write_parquet_atomic
     from features.engine.spark_jobs import checked_as_of, open_source, scoring_frame
+    from features.engine.spark_referrals import known_customers
+    from features.loading import load_referrals
     from features.model_store import load_model
+    from features.referrals import customer_source
     from serving.actions import load_playbook
 
     if request.out.suffix == ".csv":
@@ -119,6 +142,10 @@ def run_spark_batch(settings: Any, request: SparkScoreRequest) -> BatchResult:
     scorer = Scorer.for_model(model, load_playbook(request.playbook), request.top_k)
     source = open_source(settings, request.data_dir, request.mapping)
     as_of = checked_as_of(source, request.as_of)
+    # read (or refused) before the long part, by the loader's code: the rows it keeps locally
+    referrals = load_referrals(
+        request.data_dir, known_customers(source), customer_source(source.files), request.mapping
+    )
     features, _ = scoring_frame(source, as_of, scorer.bundle.value_model)
     scores = score_partitions(features, scorer, as_of)
     meta = {
@@ -127,9 +154,53 @@ def run_spark_batch(settings: Any, request: SparkScoreRequest) -> BatchResult:
         "scored_at": datetime.now(UTC).replace(microsecond=0).isoformat(),
         "feature_names": scorer.bundle.feature_names,
     }
-    write_parquet_atomic(scores, request.out, ("as_of",), {META_FILE: json.dumps(meta)})
+    value_model = scorer.bundle.value_model
+    persisted = None
+    try:
+        if referrals is not None and value_model is not None:
+            # the referred customers' scores feed their referrers': scored once, kept, read twice
+            persisted = scores.persist()
+            scores = with_referral_values(persisted, referrals, source, as_of, value_model.economics)
+        write_parquet_atomic(scores, request.out, ("as_of",), {META_FILE: json.dumps(meta)})
+    finally:
+        if persisted is not None:
+            persisted.unpersist()
     customers = scores.sparkSession.read.parquet(str(request.out)).count()
     return BatchResult(customers, time.perf_counter() - started, str(as_of.date()))
+
+
+def with_referral_values(
+    scores: Any,
+    referrals: pd.DataFrame,
+    source: SparkSource,
+    as_of: pd.Timestamp,
+    economics: EconomicsConfig | None,
+) -> Any:
+    """``scores`` (a Spark frame of :func:`score_partitions`) with each customer's ``referral_value`` as
+    local batch gives it (:func:`serving.batch.referral_column`: to the cent, 0 for a customer who referred
+    nobody, null where a referred customer's value is unknown), from the referred customers' ``clv`` in
+    these scores (:func:`features.engine.spark_referrals.referrer_values`)."""
+    from pyspark.sql import functions as F
+
+    from features.engine.spark import spark_frame
+    from features.engine.spark_referrals import referrer_values
+
+    residuals = scores.select("customer_id", F.col("clv").alias("residual_value"))
+    transactions = spark_frame(source.tables.transactions)
+    values = referrer_values(referrals, transactions, residuals, as_of, economics)
+    table = scores.sparkSession.createDataFrame(
+        pd.DataFrame(
+            {
+                "customer_id": values["customer_id"].astype(str),
+                "_value": np.round(values["referral_value"].to_numpy(float), 2),
+                "_referrer": True,
+            }
+        ),
+        "customer_id string, _value double, _referrer boolean",
+    )
+    value = F.when(F.col("_referrer").isNull(), F.lit(0.0)).otherwise(F.col("_value"))
+    joined = scores.join(table, "customer_id", "left")
+    return joined.select(*[value.alias(c) if c == "referral_value" else F.col(c) for c in scores.columns])
 
 
 def read_scores(folder: Path) -> tuple[pd.DataFrame, dict[str, Any]]:

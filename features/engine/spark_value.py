@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 
     from features.economics import EconomicsConfig
 
-__all__ = ["attach_value_inputs", "purchase_summary"]
+__all__ = ["attach_value_inputs", "customer_margin", "line_margin", "purchase_summary"]
 
 DAY_MICROS: Final = 86_400_000_000
 _EPOCH: Final = pd.Timestamp("1970-01-01")
@@ -67,7 +67,7 @@ def purchase_summary(
     micros = F.unix_micros(F.col("timestamp").cast("timestamp"))
     rows = (
         transactions.select(
-            "customer_id", micros.alias("_us"), "amount", _line_margin(transactions, economics)
+            "customer_id", micros.alias("_us"), "amount", line_margin(transactions, economics)
         )
         .where(F.col("_us") < F.lit(cutoff))
         .repartition("customer_id")  # the one shuffle: every step below groups by customer
@@ -102,12 +102,14 @@ def purchase_summary(
         F.when(bought, (F.col("_last") - F.col("_first")).cast("double")).alias(recency),
         F.when(bought, (F.lit(cutoff) - F.col("_first") * DAY_MICROS).cast("double") / DAY_MICROS).alias(age),
         F.when(bought, F.when(frequency > 0, F.try_divide(repeat, frequency)).otherwise(0.0)).alias(monetary),
-        _customer_margin(economics).alias(margin_column),
+        customer_margin(economics).alias(margin_column),
     )
 
 
-def _customer_margin(economics: EconomicsConfig | None) -> Column:
-    """The spend-weighted margin over a customer's purchase lines (null without any: filled later)."""
+def customer_margin(economics: EconomicsConfig | None) -> Column:
+    """The spend-weighted margin over a customer's purchase lines (null without any: filled later), as an
+    aggregate's output: it reads the per-customer sums ``_weighted`` (amount x :func:`line_margin` over
+    the purchase lines) and ``_spend`` (their amount)."""
     from pyspark.sql import functions as F
 
     if economics is None:
@@ -117,8 +119,9 @@ def _customer_margin(economics: EconomicsConfig | None) -> Column:
     return F.try_divide(F.col("_weighted"), F.col("_spend")).cast("double")
 
 
-def _line_margin(transactions: SparkFrame, economics: EconomicsConfig | None) -> Column:
-    """Each line's margin: its channel's (lower-cased) from the config, else the gross margin."""
+def line_margin(transactions: SparkFrame, economics: EconomicsConfig | None) -> Column:
+    """Each line's margin, as the column ``_margin``: its channel's (lower-cased) from the config, else the
+    gross margin; null when the config gives no channel margins (:func:`customer_margin` needs none)."""
     from pyspark.sql import functions as F
 
     by_channel = {} if economics is None else economics.channel_margins()

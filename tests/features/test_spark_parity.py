@@ -233,3 +233,71 @@ def test_purchase_summary_follows_rfm_summary_conventions(backend: Any) -> None:
     assert by_id.loc["A", "value_margin"] == pytest.approx((10 * 0.5 + 5 * 0.2 + 20 * 0.3 + 30 * 0.5) / 65)
     assert by_id.loc["B", "value_margin"] == 0.5  # its purchase line counts, though the day nets to zero
     assert by_id.loc["D", "value_margin"] == 0.3
+
+
+def test_referral_values_on_spark_equal_the_local_ones(backend: Any) -> None:
+    """Spark's referral values (the referred customers' spend summed where the transactions lie) are
+    `features.referrals`' to the cent, channel margins, the referral day and unscored customers included."""
+    from types import SimpleNamespace
+
+    from features.economics import EconomicsConfig
+    from features.engine.spark_referrals import referrer_values
+    from features.referrals import referral_values, referred_values
+
+    tx = pd.DataFrame(
+        [
+            ("B", "2024-01-01 09:00", 40.0, "web"),  # before B's referral: not credited
+            ("B", "2024-02-01 08:00", 30.0, "app"),  # the referral's day, before its hour: credited
+            ("B", "2024-02-10 10:00", -10.0, "web"),
+            ("B", "2024-03-01 10:00", 50.0, "store"),
+            ("B", "2024-04-02 10:00", 99.0, "web"),  # after as-of
+            ("C", "2024-01-15 10:00", 20.0, "web"),
+            ("C", "2024-03-05 10:00", -60.0, "web"),  # C returned more than they bought since: 0
+            ("E", "2023-11-01 10:00", 100.0, "Web"),  # E is no longer active: their spend only
+            ("A", "2024-01-01 10:00", 5.0, "web"),
+        ],
+        columns=["customer_id", "timestamp", "amount", "channel"],
+    )
+    tx["timestamp"] = pd.to_datetime(tx["timestamp"], format="ISO8601")
+    referrals = pd.DataFrame(
+        [
+            ("A", "B", "2024-02-01 20:00"),
+            ("A", "C", "2024-02-01 00:00"),
+            ("A", "E", "2023-10-01 00:00"),
+            ("G", "D", "2024-01-01 00:00"),  # D bought nothing yet
+            ("K", "F", "2024-01-01 00:00"),  # F's value is unknown
+            ("H", "B", "2024-03-01 00:00"),  # B was referred by A first
+            ("A", "A", "2024-01-01 00:00"),
+            ("L", "M", "2024-05-01 00:00"),  # after as-of
+        ],
+        columns=["referrer_id", "referred_id", "timestamp"],
+    )
+    referrals["timestamp"] = pd.to_datetime(referrals["timestamp"], format="ISO8601")
+    scored = pd.DataFrame(
+        {
+            "customer_id": ["A", "B", "C", "D", "F", "M"],
+            "residual_value": [3.0, 10.5, 2.25, 7.0, np.nan, 1.0],
+        }
+    )
+    as_of = pd.Timestamp("2024-04-01")
+    economics = EconomicsConfig(gross_margin=0.3, margin_by_channel={"web": 0.5, "app": 0.2})
+    session = backend._session
+    transactions = session.createDataFrame(
+        tx.astype({"customer_id": object, "channel": object}),
+        "customer_id string, timestamp timestamp, amount double, channel string",
+    )
+    on_spark = session.createDataFrame(
+        scored.astype({"customer_id": object}), "customer_id string, residual_value double"
+    )
+
+    spark = referrer_values(referrals, transactions, on_spark, as_of, economics).set_index("customer_id")
+    data = SimpleNamespace(referrals=referrals, transactions=tx)
+    ids = sorted(spark.index)
+    local = referral_values(referrals, referred_values(data, as_of, scored, economics), as_of, ids)
+
+    assert ids == ["A", "G", "K"]  # H's repeat, A's self-referral and L's later referral count for nobody
+    np.testing.assert_allclose(spark.loc[ids, "referral_value"], local, rtol=0, atol=1e-9)
+    b_margin = (40 * 0.5 + 30 * 0.2 + 50 * 0.3) / 120
+    assert spark.loc["A", "referral_value"] == pytest.approx((70 * b_margin + 10.5) + 2.25 + 100 * 0.5)
+    assert spark.loc["G", "referral_value"] == 7.0
+    assert np.isnan(spark.loc["K", "referral_value"])

@@ -203,3 +203,67 @@ def test_untyped_numeric_signature_serves_predict_and_spark_udf(trained: Any, tm
     )
     out = spark_frame.select(udf(*bundle.feature_names).alias("p")).select("p.*").toPandas()
     np.testing.assert_allclose(out["churn_probability"], expected["churn_probability"], atol=1e-12)
+
+
+def test_spark_batch_values_referrals_as_local_batch(
+    spark_run: SparkRun, trained: Any, tmp_path: Path
+) -> None:
+    """A folder with a referrals table (behind a column mapping) gets each referrer's referral_value on
+    Spark as local `churnguard score` gives it, to the cent: the loader's rules on which referrals count,
+    a referred customer no longer active, spend from the referral's day on. Without the table: null."""
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from features.cli import build_app
+
+    assert spark_run.spark["referral_value"].isna().all() and spark_run.local["referral_value"].isna().all()
+
+    data = shutil.copytree(trained.data, tmp_path / "crm")
+    scored = spark_run.local
+    active = scored.loc[scored["clv"] > 0, "customer_id"].astype(str).tolist()  # valued: a clear sum
+    tx = pd.read_parquet(data / "transactions.parquet")
+    tx["customer_id"] = tx["customer_id"].astype(str)
+    spend = tx.groupby("customer_id")["amount"].sum()
+    lost = next(c for c in spend.index if c not in set(scored["customer_id"]) and spend[c] > 0)
+    first = tx["timestamp"].min() - pd.Timedelta(days=1)
+    bought = tx.loc[tx["customer_id"] == active[1], "timestamp"].sort_values()
+    midway = bought.iloc[len(bought) // 2].normalize() + pd.Timedelta(hours=23, minutes=59)
+    referrer, second, repeater, self_referrer, nobody, stranger = active[0], *active[3:8]
+    rows = [
+        (referrer, active[1], midway),  # credited from that day on, the day's earlier purchases too
+        (referrer, active[2], first),
+        (referrer, active[2], first),  # an exact repeat: dropped
+        (referrer, lost, first),  # no longer active: what they spent, no residual value
+        (second, active[8], first),
+        (repeater, active[1], midway + pd.Timedelta(days=3)),  # active[1] was referrer's already
+        (self_referrer, self_referrer, first),
+        (stranger, "nobody-we-know", first),
+    ]
+    pd.DataFrame(rows, columns=["ambassador", "friend", "referred_at"]).to_csv(
+        data / "ambassadors.csv", index=False
+    )
+    (data / "columns.yaml").write_text(
+        "referrals:\n  file: ambassadors.csv\n"
+        "  columns: {referrer_id: ambassador, referred_id: friend, timestamp: referred_at}\n"
+    )
+    runner, app = CliRunner(), build_app()
+    spark_out, local_out = tmp_path / "spark.parquet", tmp_path / "local.parquet"
+    for command in (
+        ["score", "--data", str(data), "--out", str(local_out), "--no-store"],
+        ["score", "--data", str(data), "--out", str(spark_out), "--engine", "spark", "--no-store"],
+    ):
+        result = runner.invoke(app, command)
+        assert result.exit_code == 0, result.output
+
+    local = pd.read_parquet(local_out).sort_values("customer_id", ignore_index=True)
+    spark = pd.read_parquet(spark_out).sort_values("customer_id", ignore_index=True)
+    assert spark["customer_id"].tolist() == local["customer_id"].tolist()
+    assert spark["referral_value"].notna().all() and local["referral_value"].notna().all()
+    np.testing.assert_allclose(spark["referral_value"], local["referral_value"], rtol=0, atol=1e-9)
+    values = spark.set_index("customer_id")["referral_value"]
+    own = spark.set_index("customer_id")["clv"]
+    assert values[referrer] > own[active[1]] + own[active[2]] > 0  # plus their spend, and the lost one's
+    assert values[second] >= own[active[8]]
+    assert values[repeater] == values[self_referrer] == values[nobody] == values[stranger] == 0.0
+    assert (values > 0).sum() == 2
