@@ -97,7 +97,8 @@ class PromotionConfig(BaseModel):
         le=0.2,
         description="A first model within this much of the best baseline on the metric still becomes "
         "champion, with a warning: one validation cutoff of about 2,000 customers has a PR AUC standard "
-        "error of 0.01-0.015, so a smaller gap is noise.",
+        "error of 0.01-0.015, so a smaller gap is noise. On fewer customers the allowed gap is 1.96 "
+        "standard errors of the paired difference when that is larger (training.promotion.paired_noise).",
     )
 
 

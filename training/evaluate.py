@@ -8,7 +8,9 @@ purchase calibration and the notebooks all read it, so "bin 3" means the same cu
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -154,6 +156,22 @@ def gains_table(y: np.ndarray, score: np.ndarray, points: int = 100) -> pd.DataF
 def _top(scores: np.ndarray, share: float) -> np.ndarray:
     k = max(1, round(len(scores) * share))
     return np.argsort(-scores, kind="stable")[:k]
+
+
+def _clipped(score: Callable[..., Any]) -> Callable[[np.ndarray, np.ndarray], float]:
+    def judged(y: np.ndarray, p: np.ndarray) -> float:
+        return float(score(np.asarray(y, dtype=int), np.clip(np.asarray(p, dtype=float), 1e-6, 1 - 1e-6)))
+
+    return judged
+
+
+# The promotion metrics alone, as churn_metrics computes them (for resampling, where the rest would cost).
+METRIC_FUNCTIONS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
+    "roc_auc": _clipped(roc_auc_score),
+    "pr_auc": _clipped(average_precision_score),
+    "brier": _clipped(brier_score_loss),
+    "log_loss": _clipped(lambda y, p: log_loss(y, p, labels=[0, 1])),
+}
 
 
 def churn_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:

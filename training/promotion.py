@@ -5,11 +5,13 @@
    least as good as the champion on ``promotion.metric``, both measured on the same validation rows.
    The guard protects a working champion: a worse-calibrated challenger never replaces it.
 3. No champion (the first model), or a champion that cannot be loaded or scored: the candidate must not
-   lose to any baseline (recency rule, RFM logistic) on the metric by more than ``baseline_tolerance``.
-   One validation cutoff of about 2,000 customers has a PR AUC standard error of 0.01-0.015, and a new user
-   with no champion at all cannot score anything, so a model that ties the baselines within that noise is
-   promoted, with a warning that it only ties them. A model clearly worse than a baseline is not: the
-   data or the features are suspect. A promoted first model becomes champion even above the calibration
+   lose to any baseline (recency rule, RFM logistic) on the metric by more than its noise: the larger of
+   ``baseline_tolerance`` and 1.96 standard errors of the paired difference on the validation rows
+   (:func:`paired_noise`, a bootstrap of the same customers scored by both). One validation cutoff of
+   about 2,000 customers has a PR AUC standard error of 0.01-0.015, a few hundred customers several times
+   that, and a new user with no champion at all cannot score anything, so a model that ties the baselines
+   within that noise is promoted, with a warning that it only ties them. A model clearly worse than a
+   baseline is not: the data or the features are suspect. A promoted first model becomes champion even above the calibration
    guard, because a model that ranks as well as the baselines is more use than no model at all, but the
    verdict carries a loud calibration warning (also in the model card and the bundle's
    ``metadata["warnings"]``, which serving shows).
@@ -19,11 +21,16 @@ This module is pure: it judges metrics and never talks to MLflow (``training.tra
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+
+import numpy as np
 
 from training.config import PromotionConfig
 
 LOWER_IS_BETTER = frozenset({"brier", "log_loss"})
+Z95 = 1.959964
+BOOTSTRAP_DRAWS = 200
 
 
 @dataclass(frozen=True)
@@ -59,8 +66,45 @@ def calibration_warning(ece: float, policy: PromotionConfig) -> str | None:
     )
 
 
+def _allowed_gap(policy: PromotionConfig, standard_error: float | None) -> float:
+    """How far a first model may trail a baseline and still be a tie: the tolerance, or the noise of the
+    paired difference when that is larger."""
+    if standard_error is None or not np.isfinite(standard_error):
+        return policy.baseline_tolerance
+    return max(policy.baseline_tolerance, Z95 * standard_error)
+
+
 def _better(metric: str, new: float, old: float) -> bool:
     return new <= old if metric in LOWER_IS_BETTER else new >= old
+
+
+def paired_noise(
+    metric: Callable[[np.ndarray, np.ndarray], float],
+    y: np.ndarray,
+    candidate: np.ndarray,
+    others: Mapping[str, np.ndarray],
+    *,
+    draws: int = BOOTSTRAP_DRAWS,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Per other model, the standard error of ``metric(candidate) - metric(other)`` on the rows ``y``:
+    the customers are resampled with replacement and both models judged on the same resample, so what
+    they share (which customers happened to be in the validation cutoff) cancels out. Resamples holding
+    one class only are skipped; NaN when too few remain."""
+    y = np.asarray(y)
+    rng = np.random.default_rng(seed)
+    differences: dict[str, list[float]] = {name: [] for name in others}
+    for _ in range(draws):
+        rows = rng.integers(0, len(y), len(y))
+        if y[rows].min() == y[rows].max():
+            continue
+        own = metric(y[rows], candidate[rows])
+        for name, scores in others.items():
+            differences[name].append(own - metric(y[rows], scores[rows]))
+    return {
+        name: float(np.std(found, ddof=1)) if len(found) >= 20 else float("nan")
+        for name, found in differences.items()
+    }
 
 
 def decide(
@@ -68,8 +112,11 @@ def decide(
     baselines: dict[str, dict[str, float]],
     champion: Champion | UnreadableChampion | None,
     policy: PromotionConfig,
+    noise: Mapping[str, float] | None = None,
 ) -> Decision:
-    """Apply rules 2 and 3 of the module docstring (rule 1 is the caller's ``--no-promote``)."""
+    """Apply rules 2 and 3 of the module docstring (rule 1 is the caller's ``--no-promote``). ``noise``:
+    per baseline, the standard error of the paired difference on the validation rows (:func:`paired_noise`;
+    absent or NaN: the tolerance alone)."""
     metric = policy.metric
     score = candidate[metric]
     if isinstance(champion, Champion):
@@ -87,14 +134,18 @@ def decide(
         )
     sign = 1.0 if metric in LOWER_IS_BETTER else -1.0  # how much worse the candidate is, in metric units
     behind = {name: sign * (score - m[metric]) for name, m in baselines.items()}
-    lost = {name: gap for name, gap in behind.items() if gap > policy.baseline_tolerance}
+    allowed = {name: _allowed_gap(policy, (noise or {}).get(name)) for name in baselines}
+    lost = {name: gap for name, gap in behind.items() if gap > allowed[name]}
     if lost:
-        worst = ", ".join(f"{name} {baselines[name][metric]:.4f}" for name in lost)
+        worst = ", ".join(
+            f"{name} {baselines[name][metric]:.4f}, {gap:.4f} ahead where noise allows {allowed[name]:.4f}"
+            for name, gap in lost.items()
+        )
         return Decision(
             False,
-            f"not promoted: {metric} {score:.4f} is clearly below the baseline ({worst}; tolerance "
-            f"{policy.baseline_tolerance}); check the data, or promote it anyway with "
-            "`churnguard promote VERSION`",
+            f"not promoted: {metric} {score:.4f} is clearly below the baseline ({worst}: the larger of the "
+            f"tolerance {policy.baseline_tolerance} and 1.96 paired standard errors); check the data, or "
+            "promote it anyway with `churnguard promote VERSION`",
         )
     why = (
         "first champion"

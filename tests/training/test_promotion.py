@@ -3,8 +3,11 @@ poorly calibrated (with a loud warning); a working champion is never replaced by
 
 from __future__ import annotations
 
+import numpy as np
+
 from training.config import PromotionConfig
-from training.promotion import Champion, UnreadableChampion, calibration_warning, decide
+from training.evaluate import METRIC_FUNCTIONS
+from training.promotion import Champion, UnreadableChampion, calibration_warning, decide, paired_noise
 
 POLICY = PromotionConfig(metric="pr_auc", max_ece=0.03)
 BASELINES = {"rfm_logistic": {"pr_auc": 0.60, "ece": 0.01}, "recency_rule": {"pr_auc": 0.55, "ece": 0.02}}
@@ -58,3 +61,30 @@ def test_unreadable_champion_is_named_and_judged_like_a_first_model() -> None:
         decision.promoted and "v4 could not be evaluated" in decision.reason and "format 9" in decision.reason
     )
     assert not decide({"pr_auc": 0.50, "ece": 0.01}, BASELINES, broken, POLICY).promoted
+
+
+def test_a_first_model_trailing_a_baseline_within_its_paired_noise_is_champion() -> None:
+    """On a small validation cutoff the same gap is noise: 0.025 behind with a paired standard error of
+    0.015 (1.96 x 0.015 = 0.029 allowed) is a tie, promoted with the ranking warning; with 0.005 it is not."""
+    candidate = {"pr_auc": 0.575, "ece": 0.01}
+    noisy = decide(candidate, BASELINES, None, POLICY, {"rfm_logistic": 0.015, "recency_rule": 0.015})
+    assert noisy.promoted and "ties the baselines" in noisy.reason
+    sure = decide(candidate, BASELINES, None, POLICY, {"rfm_logistic": 0.005, "recency_rule": 0.005})
+    assert not sure.promoted and "rfm_logistic 0.6000, 0.0250 ahead where noise allows 0.0200" in sure.reason
+
+
+def test_paired_noise_shrinks_with_the_validation_rows_and_cancels_what_the_models_share() -> None:
+    """The bootstrap's standard error of the lead: a quarter of the customers give about twice the noise,
+    and a baseline that ranks exactly as the candidate does (its square) leads by exactly 0 every time."""
+    rng = np.random.default_rng(7)
+    n = 4000
+    risk = rng.normal(size=n)
+    y = (rng.random(n) < 1 / (1 + np.exp(-risk))).astype(int)
+    candidate = 1 / (1 + np.exp(-(risk + rng.normal(scale=1.0, size=n))))
+    baseline = 1 / (1 + np.exp(-(risk + rng.normal(scale=1.2, size=n))))
+    auc = METRIC_FUNCTIONS["roc_auc"]
+    full = paired_noise(auc, y, candidate, {"b": baseline, "same": candidate**2})
+    small = paired_noise(auc, y[:1000], candidate[:1000], {"b": baseline[:1000]})
+    assert full["same"] == 0.0
+    assert 1.5 < small["b"] / full["b"] < 2.7
+    assert 0.003 < full["b"] < 0.03
