@@ -88,3 +88,21 @@ def test_paired_noise_shrinks_with_the_validation_rows_and_cancels_what_the_mode
     assert full["same"] == 0.0
     assert 1.5 < small["b"] / full["b"] < 2.7
     assert 0.003 < full["b"] < 0.03
+
+
+def test_a_first_model_behind_on_pr_auc_but_ahead_on_roc_auc_is_champion_with_both_named() -> None:
+    """Not every view of the ranking says it is worse, so it is not "clearly worse": promoted, and the
+    warning names both figures. Behind on both, it is refused as before."""
+    baselines = {
+        "rfm_logistic": {"pr_auc": 0.745, "roc_auc": 0.808, "ece": 0.01},
+        "recency_rule": {"pr_auc": 0.655, "roc_auc": 0.748, "ece": 0.02},
+    }
+    noise = {"rfm_logistic": 0.005, "recency_rule": 0.005}
+    mixed = decide({"pr_auc": 0.720, "roc_auc": 0.810, "ece": 0.01}, baselines, None, POLICY, noise)
+    assert mixed.promoted and "first champion" in mixed.reason
+    assert (
+        "trails rfm_logistic's 0.7450" in mixed.reason
+        and "ROC AUC 0.8100 is ahead of its 0.8080" in mixed.reason
+    )
+    worse = decide({"pr_auc": 0.720, "roc_auc": 0.800, "ece": 0.01}, baselines, None, POLICY, noise)
+    assert not worse.promoted and "rfm_logistic 0.7450" in worse.reason
