@@ -29,7 +29,7 @@ DEMO_DATA ?= data/demo
 DEMO_CUSTOMERS ?= 10000
 DEMO_PORT ?= 8000
 demo: install
-	$(BIN)/churnguard generate --out $(DEMO_DATA) --customers $(DEMO_CUSTOMERS) --seed 42 --if-missing
+	$(BIN)/churnguard generate --out $(DEMO_DATA) --customers $(DEMO_CUSTOMERS) --seed 42 --referrals --if-missing
 	$(BIN)/churnguard train --data $(DEMO_DATA) --if-no-champion
 	$(BIN)/churnguard score --data $(DEMO_DATA) --out models/demo_scores.csv
 	$(BIN)/churnguard serve --demo --port $(DEMO_PORT)

@@ -193,6 +193,14 @@ def generate(
     list_scenarios: Annotated[
         bool, typer.Option("--list-scenarios", help="Print the scenarios with what each changes, and stop.")
     ] = False,
+    referrals: Annotated[
+        bool,
+        typer.Option(
+            "--referrals",
+            help="Also write referrals.<format>: who referred each customer acquired through the referral "
+            "channel (gives scores a referral_value; worlds with the contract tables).",
+        ),
+    ] = False,
 ) -> None:
     """Write a realistic synthetic CRM dataset (and its ground truth, in a separate folder).
 
@@ -202,7 +210,7 @@ def generate(
 
     from features.errors import ConfigError
     from features.progress import stage_progress
-    from features.synthetic import SCENARIOS, generate_dataset
+    from features.synthetic import SCENARIOS, Scenario, generate_dataset
 
     if list_scenarios:
         for name, description in SCENARIOS.items():
@@ -225,11 +233,12 @@ def generate(
             truth_dir=truth_dir,
             file_format=cast(Literal["parquet", "csv"], file_format),
             progress=report,
-            scenario=scenario,
+            scenario=Scenario(scenario, referrals=referrals),
         )
+    referred = f", {summary.n_referrals:,} referrals" if referrals else ""
     out.print(
         f"wrote {summary.n_customers:,} customers, {summary.n_transactions:,} transactions, "
-        f"{summary.n_interactions:,} interactions, {summary.n_cancellations:,} cancellations "
+        f"{summary.n_interactions:,} interactions, {summary.n_cancellations:,} cancellations{referred} "
         f"to {summary.out_dir} in {summary.seconds:.1f}s (ground truth: {summary.truth_dir})"
     )
 

@@ -6,8 +6,9 @@ export), ``scenarios`` (the worlds), ``oracle`` (truth writing, reading and the 
 (the expected residual value the truth carries).
 
 :func:`generate_dataset` writes the four input tables of the data contract (``transactions``, ``customers``,
-``interactions``, ``cancellations``) into ``out_dir`` and the latent truth behind them into a separate
-``truth_dir`` that no product command reads. :func:`true_churn_probability` turns that truth into the best
+``interactions``, ``cancellations``), and on request the optional ``referrals`` (:class:`Scenario`
+``referrals``), into ``out_dir`` and the latent truth behind them into a separate ``truth_dir`` that no
+product command reads. :func:`true_churn_probability` turns that truth into the best
 possible churn probability at any cutoff, the ceiling a model trained on the observable tables can approach;
 :func:`true_residual_value` into each customer's expected residual value there (discounted revenue to the end
 of the relationship), the oracle a lifetime-value model is scored against.
@@ -107,7 +108,7 @@ from features.synthetic.params import Calendar, Customers, FileFormat
 from features.synthetic.scenarios import SCENARIOS, World, build_world
 from features.synthetic.shop_export import ShopExportSink, customer_numbers, write_columns_yaml
 from features.synthetic.simulate import OrderSink, Simulation, draw_customers
-from features.synthetic.write import TransactionSink, id_bytes, write_other_tables
+from features.synthetic.write import TransactionSink, id_bytes, write_other_tables, write_referrals
 
 __all__ = [
     "SCENARIOS",
@@ -122,6 +123,7 @@ __all__ = [
 ]
 
 TABLE_NAMES: tuple[str, ...] = ("transactions", "customers", "interactions", "cancellations")
+REFERRAL_STREAM = 0x5EF  # the referrals' own random stream, next to the seed (see Scenario.referrals)
 
 
 @dataclass(frozen=True)
@@ -137,6 +139,7 @@ class GenerationSummary:
     start: date
     end: date
     seconds: float
+    n_referrals: int = 0
 
 
 @dataclass(frozen=True)
@@ -157,6 +160,9 @@ class Scenario:
     name: str = "base"
     period: Period = Period()
     campaigns: CampaignSetup | None = None
+    referrals: bool = (
+        False  # also write who referred whom (tables worlds; features.synthetic.write.referrers)
+    )
 
 
 def generate_dataset(
@@ -181,7 +187,10 @@ def generate_dataset(
     as the stages ``"simulate"``, ``"write"`` and ``"truth"`` advance.
 
     A :class:`Scenario` with ``campaigns`` also runs randomised campaigns (or replays logged ones) inside
-    the world; without them nothing changes.
+    the world; without them nothing changes. One with ``referrals`` also writes ``referrals.<format>``:
+    each customer acquired through the ``referral`` channel, referred by an earlier customer still there
+    (:func:`~features.synthetic.write.referrers`), drawn from a random stream of its own, so every other
+    file is the same with or without it.
 
     Raises ``FileExistsError`` if ``out_dir`` or ``truth_dir`` exists and is not empty (the caller decides
     whether to delete it), and :class:`~features.errors.ConfigError` for invalid arguments.
@@ -195,6 +204,8 @@ def generate_dataset(
     _validate_arguments(n_customers, file_format, spec.period, (out_dir, truth_dir))
     calendar = Calendar.between(start, end)
     world = build_world(spec.name, calendar)
+    if spec.referrals and world.shape != "tables":
+        raise ConfigError(f"referrals need a world with the contract tables; {world.name!r} has none")
     for target in (out_dir, truth_dir):
         ensure_empty_dir(target)
     report = progress or silent
@@ -213,11 +224,16 @@ def generate_dataset(
         finally:
             n_transactions = sink.close()
         report("write", 0.0)
-        n_interactions = n_cancellations = 0
+        n_interactions = n_cancellations = n_referrals = 0
         if world.shape == "tables":
             n_interactions, n_cancellations = write_other_tables(
                 data_tmp, file_format, customers, outcome, calendar, ids
             )
+            if spec.referrals:
+                referral_rng = np.random.default_rng(np.random.SeedSequence([seed, REFERRAL_STREAM]))
+                n_referrals = write_referrals(
+                    data_tmp, file_format, referral_rng, customers, outcome, calendar, ids
+                )
         elif world.shape == "shop_export":
             write_columns_yaml(data_tmp)
         report("write", 1.0)
@@ -235,6 +251,7 @@ def generate_dataset(
         n_transactions=n_transactions,
         n_interactions=n_interactions,
         n_cancellations=n_cancellations,
+        n_referrals=n_referrals,
         start=start,
         end=end,
         seconds=time.perf_counter() - began,

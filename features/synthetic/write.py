@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Final
 
 import numpy as np
 import pandas as pd
@@ -161,6 +161,14 @@ _INTERACTIONS_SCHEMA = _schema(
     ]
 )
 _CANCELLATIONS_SCHEMA = _schema([_ID, ("timestamp", TS, "datetime64[us]")])
+_REFERRALS_SCHEMA = _schema(
+    [
+        ("referrer_id", pa.large_string(), "str"),
+        ("referred_id", pa.large_string(), "str"),
+        ("timestamp", TS, "datetime64[us]"),
+    ]
+)
+REFERRAL_TRIES: Final = 8  # draws of an earlier customer still there, before a referral goes unrecorded
 
 
 # ---------------------------------------------------------------------------------------------- writers
@@ -367,6 +375,59 @@ def write_other_tables(
         },
     )
     return len(contacts), len(cancelled)
+
+
+def referrers(
+    rng: np.random.Generator, customers: Customers, departure_day: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Who brought whom: each customer acquired through the ``referral`` channel is referred by a customer
+    who signed up on an earlier day and was still there on the referred customer's signup day, drawn
+    uniformly (up to :data:`REFERRAL_TRIES` draws; a customer with no such referrer found, like the very
+    first ones, has their referral unrecorded, as real referral programmes lose some).
+
+    ``departure_day``: day each customer left (inf: still there). Returns (referrer, referred) row indices,
+    referred ascending. Customers are in signup order, so "earlier" is a prefix of the rows."""
+    referred = np.flatnonzero(customers.acquisition == ACQUISITION.index("referral"))
+    day = customers.signup_day
+    earlier = np.searchsorted(day, day[referred], side="left")  # customers who signed up on an earlier day
+    referred, earlier = referred[earlier > 0], earlier[earlier > 0]
+    chosen = np.full(len(referred), -1, dtype=np.int64)
+    for _ in range(REFERRAL_TRIES):
+        open_ = chosen < 0
+        if not open_.any():
+            break
+        draw = np.floor(rng.random(int(open_.sum())) * earlier[open_]).astype(np.int64)
+        there = departure_day[draw] > day[referred[open_]]
+        rows = np.flatnonzero(open_)[there]
+        chosen[rows] = draw[there]
+    found = chosen >= 0
+    return chosen[found], referred[found]
+
+
+def write_referrals(
+    folder: Path,
+    file_format: FileFormat,
+    rng: np.random.Generator,
+    customers: Customers,
+    outcome: Outcome,
+    calendar: Calendar,
+    ids: np.ndarray,
+) -> int:
+    """Write ``referrals``: :func:`referrers`, each dated at the referred customer's signup; the count."""
+    referrer, referred = referrers(rng, customers, outcome.departure_day)
+    _write_table(
+        folder / f"referrals.{file_format}",
+        _REFERRALS_SCHEMA,
+        file_format,
+        {
+            "referrer_id": fixed_width_strings(ids[referrer]),
+            "referred_id": fixed_width_strings(ids[referred]),
+            "timestamp": timestamps(
+                calendar, customers.signup_day[referred].astype(np.int64) * SECONDS_PER_DAY
+            ),
+        },
+    )
+    return len(referred)
 
 
 def _observable_contacts(contacts: Contacts, departure: np.ndarray, calendar: Calendar) -> Contacts:

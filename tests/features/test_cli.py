@@ -80,6 +80,20 @@ def test_a_shop_export_scenario_validates_through_its_own_columns_yaml(tmp_path:
     assert "valid" in result.stdout
 
 
+def test_generate_with_referrals_writes_a_table_the_loader_reports(tmp_path: Path) -> None:
+    """``--referrals`` adds the referrals table (counted in the summary line) and ``validate`` loads it;
+    a world without the contract tables refuses it in one line."""
+    data = tmp_path / "shop"
+    made = churnguard("generate", "--customers", "400", "--out", str(data), "--referrals")
+    assert made.returncode == 0, made.stderr
+    written = len(pd.read_parquet(data / "referrals.parquet"))
+    assert written > 20 and f"{written:,} referrals" in " ".join(made.stdout.split())
+    result = churnguard("validate", "--data", str(data))
+    assert result.returncode == 0 and "referrals" in result.stdout, result.stdout + result.stderr
+    log = churnguard("generate", "--scenario", "purchase_log", "--out", str(tmp_path / "log"), "--referrals")
+    assert log.returncode == 2 and "referrals need a world with the contract tables" in log.stderr
+
+
 @pytest.mark.parametrize("as_of", ["2030-01-01", "1990-06-30"])
 def test_an_as_of_date_outside_the_data_is_refused_naming_the_data_range(tmp_path: Path, as_of: str) -> None:
     data = tmp_path / "shop"

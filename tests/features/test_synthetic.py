@@ -16,6 +16,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from features.errors import ConfigError
+from features.loading import load_dataset
 from features.synthetic import (
     TABLE_NAMES,
     GenerationSummary,
@@ -116,6 +117,37 @@ def test_same_seed_gives_byte_identical_files_and_another_seed_differs(tmp_path:
         for n in TABLE_NAMES
     ]
     assert all(differ)
+
+
+def test_referrals_name_an_earlier_customer_still_there_and_change_no_other_file(tmp_path: Path) -> None:
+    """With referrals asked for, every customer acquired through the referral channel who can have a
+    referrer gets one: a customer who signed up on an earlier day and had not left by the referred one's
+    signup, dated at that signup; the loader takes the table as it is; every other file is byte-identical
+    to the world without referrals."""
+    plain = generate_dataset(tmp_path / "plain", n_customers=600, seed=5)
+    summary = generate_dataset(tmp_path / "ref", n_customers=600, seed=5, scenario=Scenario(referrals=True))
+    for name in TABLE_NAMES:
+        file = f"{name}.parquet"
+        assert (plain.out_dir / file).read_bytes() == (summary.out_dir / file).read_bytes(), name
+    assert not (plain.out_dir / "referrals.parquet").exists()
+    referrals = pd.read_parquet(summary.out_dir / "referrals.parquet")
+    customers = pd.read_parquet(summary.out_dir / "customers.parquet").set_index("customer_id")
+    traits = load_truth(summary.truth_dir)
+    assert summary.n_referrals == len(referrals) > 0
+    by_referral = customers.index[customers["acquisition_channel"] == "referral"]
+    assert set(referrals["referred_id"]) <= set(by_referral)
+    assert len(referrals) >= 0.95 * len(by_referral)  # only the very first customers can lack a referrer
+    assert referrals["referred_id"].is_unique and (referrals["referrer_id"] != referrals["referred_id"]).all()
+    signup = customers["signup_date"]
+    referred_on = signup.loc[referrals["referred_id"]].to_numpy()
+    assert (signup.loc[referrals["referrer_id"]].to_numpy() < referred_on).all()
+    assert (referrals["timestamp"].to_numpy() == referred_on).all()
+    left = traits["death_time"].loc[referrals["referrer_id"]].to_numpy()
+    assert not (left <= referred_on).any()  # NaT (still there) compares False
+    dataset = load_dataset(summary.out_dir)
+    assert dataset.referrals is not None and len(dataset.referrals) == len(referrals)
+    with pytest.raises(ConfigError, match="referrals need a world with the contract tables"):
+        generate_dataset(tmp_path / "log", 50, 1, scenario=Scenario("purchase_log", referrals=True))
 
 
 def test_summary_counts_match_written_tables(
