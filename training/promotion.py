@@ -14,10 +14,10 @@
    baseline is not: the data or the features are suspect. "Clearly worse" means every view of the ranking
    says so: a model behind on the metric but ahead of that baseline on ROC AUC (the whole ranking, not
    its top) is promoted with a warning naming both (seen on the contract-only world at 2,500 customers:
-   PR AUC 0.720 against the RFM logistic's 0.745, ROC AUC 0.810 against 0.808, Brier better too). A promoted first model becomes champion even above the calibration
-   guard, because a model that ranks as well as the baselines is more use than no model at all, but the
-   verdict carries a loud calibration warning (also in the model card and the bundle's
-   ``metadata["warnings"]``, which serving shows).
+   PR AUC 0.720 against the RFM logistic's 0.745, ROC AUC 0.810 against 0.808, Brier better too). A
+   promoted first model becomes champion even above the calibration guard, because a model that ranks as
+   well as the baselines is more use than no model at all, but the verdict carries a loud calibration
+   warning (also in the model card and the bundle's ``metadata["warnings"]``, which serving shows).
 
 This module is pure: it judges metrics and never talks to MLflow (``training.tracking`` does).
 """
