@@ -17,6 +17,7 @@ a hash of the id alone) is never contacted by any campaign.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 from dataclasses import dataclass, field
 from datetime import date
@@ -32,7 +33,7 @@ from features.errors import ConfigError
 from features.io import write_frame_atomic
 from serving.actions import Playbook
 from serving.encoding import spreadsheet_safe
-from serving.store import CustomerQuery, ScoreStore
+from serving.store import ScoreStore
 
 LOG_COLUMNS = ("customer_id", "campaign", "action", "assigned_at", "group", "assignment_probability", "cost")
 
@@ -145,13 +146,33 @@ def _retained_value(pool: pd.DataFrame, margin: float) -> np.ndarray:
 
 
 def _do_not_contact(scores: pd.DataFrame) -> pd.Series:
-    """Customers scoring flagged do-not-contact (in their stored action)."""
+    """Customers scoring flagged do-not-contact (in their stored action, as the store keeps it: JSON
+    text)."""
     if "action" not in scores:
         return pd.Series(False, index=scores.index)
-    return scores["action"].map(lambda a: bool(isinstance(a, dict) and a.get("do_not_contact")))
+
+    def flagged(action: object) -> bool:
+        if isinstance(action, str) and "do_not_contact" in action:  # most actions never mention it
+            action = json.loads(action)
+        return bool(isinstance(action, dict) and action.get("do_not_contact"))
+
+    return scores["action"].map(flagged)
 
 
 _INPUT_CHUNK = 2_000  # customers whose stored inputs one read fetches
+# What planning reads of every stored score (ScoreStore.columns: nothing else is fetched or decoded).
+PLAN_COLUMNS = (
+    "customer_id",
+    "as_of",
+    "churn_probability",
+    "risk_tier",
+    "clv",
+    "value_at_risk",
+    "segment",
+    "value_basis",
+    "action_name",
+    "action",
+)
 
 
 def learned_effect(
@@ -183,7 +204,7 @@ def plan_campaign(
     the model that scored the store: its learned effects, if any, replace the playbook's prior."""
     cost = _check(request, playbook)
     action = next(a for a in playbook.actions if a.name == request.action)
-    scores = pd.DataFrame(list(store.iter_query(CustomerQuery(limit=0))))
+    scores = store.columns(PLAN_COLUMNS)
     if scores.empty:
         raise ConfigError("the serving store holds no scores: run `churnguard score --data DIR` first")
     rules = request.eligibility

@@ -37,7 +37,7 @@ from features.errors import ConfigError
 from serving.encoding import INPUT_COLUMNS, STORE_COLUMNS, model_json
 from serving.migrations import SCHEMA, migrate
 from serving.pg_history import PostgresHistory
-from serving.store import SORTABLE, CustomerQuery, _record, _rows
+from serving.store import SORTABLE, CustomerQuery, _record, _rows, checked_columns
 
 log = logging.getLogger("churnguard.store")
 
@@ -306,6 +306,15 @@ class PostgresScoreStore(PostgresHistory):
             cur.itersize = 2000
             cur.execute(sql, params)
             yield from map(_decode, cur)
+
+    def columns(self, names: Sequence[str]) -> pd.DataFrame:
+        """``names`` of every current score as stored (JSON columns as their text, nothing decoded), one row
+        per customer (:meth:`serving.store.SqliteScoreStore.columns`)."""
+        wanted = checked_columns(names)
+        with self.connection() as conn, conn.cursor() as cur:
+            cur.execute(f"SELECT {', '.join(f's.{n}' for n in wanted)} {_CURRENT}")
+            rows = cur.fetchall()
+        return pd.DataFrame(rows, columns=wanted)
 
     def summary(self) -> dict[str, Any]:
         """Totals, segments, the probability histogram and actions, from one snapshot."""

@@ -126,6 +126,7 @@ class ScoreStore(Protocol):
     ) -> dict[str, dict[str, Any]]: ...
     def query(self, q: CustomerQuery) -> tuple[list[dict[str, Any]], int]: ...
     def iter_query(self, q: CustomerQuery) -> Iterator[dict[str, Any]]: ...
+    def columns(self, names: Sequence[str]) -> pd.DataFrame: ...
     def summary(self) -> dict[str, Any]: ...
     def meta(self) -> dict[str, Any]: ...
     # Score history (see "History" below): one compact snapshot per batch run, the newest ``keep_runs`` kept.
@@ -290,6 +291,19 @@ class SqliteScoreStore:
         where, params = self._where(q)
         sql = f"SELECT {self._select(con)[0]} FROM scores{where}{self._order(q)}"
         yield from (_record(r) for r in con.execute(sql, params))
+
+    def columns(self, names: Sequence[str]) -> pd.DataFrame:
+        """``names`` of every current score as stored (JSON columns as their text, nothing decoded), one row
+        per customer: for jobs that read a few columns of the whole set (campaign planning). A column an
+        earlier version's table lacks is null."""
+        wanted = checked_columns(names)
+        con = self._connect()
+        if not self._has_scores(con):
+            return pd.DataFrame(columns=wanted)
+        present = {r[1] for r in con.execute("PRAGMA table_info(scores)")}
+        found = [n for n in wanted if n in present]
+        rows = con.execute(f"SELECT {', '.join(found)} FROM scores").fetchall()
+        return pd.DataFrame([tuple(r) for r in rows], columns=found).reindex(columns=wanted)
 
     def summary(self) -> dict[str, Any]:
         con = self._connect()
@@ -552,6 +566,15 @@ def _json_default(value: object) -> object:
     if hasattr(value, "item"):
         return value.item()  # type: ignore[union-attr]
     return str(value)
+
+
+def checked_columns(names: Sequence[str]) -> list[str]:
+    """``names`` as a list, each a column of the store (:data:`~serving.encoding.STORE_COLUMNS`): the
+    stores put them into SQL."""
+    unknown = [n for n in names if n not in STORE_COLUMNS]
+    if unknown:
+        raise ValueError(f"not columns of the serving store: {unknown}")
+    return list(names)
 
 
 def _record(row: sqlite3.Row) -> dict[str, Any]:

@@ -4,7 +4,7 @@ the generator's true effect, and the CLI, API and dashboard showing it."""
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterator
+import json
 from dataclasses import replace
 from datetime import date
 from pathlib import Path
@@ -23,7 +23,6 @@ from features.synthetic.campaigns import CampaignDesign, CampaignSetup, load_cam
 from serving.actions import NO_ACTION, load_playbook
 from serving.campaign_plan import Eligibility, PlanRequest, plan_campaign, write_contacts
 from serving.campaigns import customers_needed, holm, measure_campaign, report_campaigns
-from serving.store import CustomerQuery
 
 PERIOD = Scenario("base", Period(date(2023, 1, 1), date(2025, 9, 1)))
 START = date(2025, 3, 1)
@@ -129,7 +128,7 @@ def test_the_world_before_a_campaign_is_unchanged_by_it(randomised: Path, tmp_pa
 
 
 class FakeStore:
-    """Stored scores as the plan reads them (through ``iter_query``)."""
+    """Stored scores as the plan reads them (through ``columns``: raw, a stored action as JSON text)."""
 
     def __init__(self, n: int = 400) -> None:
         rng = np.random.default_rng(1)
@@ -146,8 +145,11 @@ class FakeStore:
             for i, (p, v) in enumerate(zip(rng.random(n), rng.gamma(2.0, 200.0, n), strict=True))
         ]
 
-    def iter_query(self, q: CustomerQuery) -> Iterator[dict[str, Any]]:
-        yield from self.rows
+    def columns(self, names: list[str]) -> pd.DataFrame:
+        frame = pd.DataFrame(self.rows).reindex(columns=list(names))
+        if "action" in frame:
+            frame["action"] = frame["action"].map(lambda a: json.dumps(a) if isinstance(a, dict) else a)
+        return frame
 
 
 def test_a_plan_ranks_by_net_value_assigns_by_hash_and_logs_probabilities(tmp_path: Path) -> None:

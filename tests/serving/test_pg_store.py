@@ -118,6 +118,8 @@ def test_an_empty_store_answers_like_the_sqlite_one(pg_url: str, tmp_path: Path)
         assert empty.get("C1") is None
         assert empty.query(CustomerQuery()) == sqlite.query(CustomerQuery())
         assert empty.summary() == sqlite.summary()
+        assert list(empty.columns(["customer_id", "clv"]).columns) == ["customer_id", "clv"]
+        assert empty.columns(["customer_id"]).empty and sqlite.columns(["customer_id"]).empty
         empty.close()
 
 
@@ -135,6 +137,13 @@ def test_every_read_matches_the_sqlite_store(
     for q in QUERIES:
         assert store.query(q) == sqlite.query(q), q
         assert list(store.iter_query(q)) == list(sqlite.iter_query(q)), q
+    # the bulk column read (campaign planning): the same raw values, one row per customer, names checked
+    names = ["customer_id", "churn_probability", "clv", "segment", "action"]
+    bulk, local = (s.columns(names).sort_values("customer_id", ignore_index=True) for s in (store, sqlite))
+    pd.testing.assert_frame_equal(bulk, local, check_dtype=False)
+    assert len(bulk) == len(frame) and bulk["action"].map(json.loads).map(type).eq(dict).all()
+    with pytest.raises(ValueError, match="not columns of the serving store"):
+        store.columns(["customer_id; DROP TABLE x"])
     mine, theirs = store.summary(), sqlite.summary()
     assert mine["customers"] == theirs["customers"] == len(frame)
     assert mine["value_at_risk"] == pytest.approx(theirs["value_at_risk"])
