@@ -169,9 +169,7 @@ def open_backends(settings: ServingSettings) -> Backends:
     url = settings.server_store_url
     if url is None:
         sqlite = SqliteScoreStore(settings.store_file)
-        return Backends(
-            sqlite, SqliteReads(sqlite), KeyStore(settings.keys_file), SqliteCampaigns(settings.store_file)
-        )
+        return Backends(sqlite, SqliteReads(sqlite), KeyStore(settings.keys_file), SqliteCampaigns(sqlite))
     from serving.pg_auth import PostgresKeys, PostgresSessions
     from serving.pg_campaigns import PostgresCampaigns
     from serving.pg_store import PostgresScoreStore

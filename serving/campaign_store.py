@@ -32,6 +32,7 @@ from features.errors import ConfigError
 
 if TYPE_CHECKING:
     from serving.campaigns import CampaignReport
+    from serving.store import SqliteScoreStore
 
 # The contact list's columns as stored, in the tables' order (``group`` is stored as ``grp``).
 CONTACT_COLUMNS = (
@@ -138,35 +139,32 @@ _SCHEMA = (
 
 
 class SqliteCampaigns:
-    """The campaign tables in the SQLite store file (:class:`serving.store.SqliteScoreStore` never touches
-    them). Reads of a store file that does not exist yet find nothing and create nothing."""
+    """The campaign tables in the SQLite store file, through the score store's own connection (its mode,
+    journal and write transaction: :class:`serving.store.SqliteScoreStore` never touches these tables).
+    Reads of a store file that does not exist yet find nothing and create nothing."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
+    def __init__(self, store: SqliteScoreStore) -> None:
+        self.store = store
+        self._ready = False
 
-    @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        """The store file with the campaign tables present (autocommit: writes use :meth:`_transaction`)."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        con = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        con.row_factory = sqlite3.Row
-        try:
+    @property
+    def path(self) -> Path:
+        return self.store.path
+
+    def _connect(self) -> sqlite3.Connection:
+        """The store's connection, the campaign tables created on first use."""
+        con = self.store.connection()
+        if not self._ready:
             for statement in _SCHEMA:
                 con.execute(statement)
-            yield con
-        finally:
-            con.close()
+            self._ready = True
+        return con
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._connect() as con:
-            con.execute("BEGIN IMMEDIATE")  # the write lock first: a racing planner waits for this one
-            try:
-                yield con
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
-            con.execute("COMMIT")
+        self._connect()
+        with self.store.transaction() as con:  # BEGIN IMMEDIATE: a racing planner waits for this one
+            yield con
 
     def record_campaign(self, plan: Mapping[str, Any], contacts: pd.DataFrame) -> None:
         name, created_at, plan_json = plan_row(plan)
@@ -186,36 +184,34 @@ class SqliteCampaigns:
     def list_campaigns(self) -> list[dict[str, Any]]:
         if not self.path.exists():
             return []
-        with self._connect() as con:
-            planned = {
-                r["campaign"]: (r["created_at"], r["plan"]) for r in con.execute("SELECT * FROM campaigns")
-            }
-            reported = {
-                r["campaign"]: r["computed_at"] for r in con.execute("SELECT * FROM campaign_reports")
-            }
+        con = self._connect()
+        planned = {
+            r["campaign"]: (r["created_at"], r["plan"]) for r in con.execute("SELECT * FROM campaigns")
+        }
+        reported = {r["campaign"]: r["computed_at"] for r in con.execute("SELECT * FROM campaign_reports")}
         return listing(planned, reported)
 
     def stored_report(self, campaign: str) -> dict[str, Any] | None:
         if not self.path.exists():
             return None
-        with self._connect() as con:
-            row = con.execute("SELECT * FROM campaign_reports WHERE campaign = ?", (campaign,)).fetchone()
+        con = self._connect()
+        row = con.execute("SELECT * FROM campaign_reports WHERE campaign = ?", (campaign,)).fetchone()
         return None if row is None else report_answer(row["report"], row["computed_at"])
 
     def stored_contacts(self, campaign: str, *, limit: int = 1000, offset: int = 0) -> dict[str, Any] | None:
         if not self.path.exists():
             return None
-        with self._connect() as con:
-            if not con.execute("SELECT 1 FROM campaigns WHERE campaign = ?", (campaign,)).fetchone():
-                return None
-            total = con.execute(
-                "SELECT COUNT(*) FROM campaign_contacts WHERE campaign = ?", (campaign,)
-            ).fetchone()[0]
-            rows = con.execute(
-                "SELECT customer_id, action, grp AS 'group', assignment_probability, assigned_at, "
-                "expected_net_value, why FROM campaign_contacts WHERE campaign = ? ORDER BY customer_id "
-                "LIMIT ? OFFSET ?",
-                (campaign, limit, offset),
-            )
-            contacts = [dict(r) for r in rows]
+        con = self._connect()
+        if not con.execute("SELECT 1 FROM campaigns WHERE campaign = ?", (campaign,)).fetchone():
+            return None
+        total = con.execute(
+            "SELECT COUNT(*) FROM campaign_contacts WHERE campaign = ?", (campaign,)
+        ).fetchone()[0]
+        rows = con.execute(
+            "SELECT customer_id, action, grp AS 'group', assignment_probability, assigned_at, "
+            "expected_net_value, why FROM campaign_contacts WHERE campaign = ? ORDER BY customer_id "
+            "LIMIT ? OFFSET ?",
+            (campaign, limit, offset),
+        )
+        contacts = [dict(r) for r in rows]
         return {"campaign": campaign, "total": int(total), "contacts": contacts}

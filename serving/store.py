@@ -28,7 +28,7 @@ import os
 import sqlite3
 import threading
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -163,6 +163,15 @@ class SqliteScoreStore:
             con.execute("PRAGMA secure_delete=FAST")
             self._local.con = con
         return con
+
+    def connection(self) -> sqlite3.Connection:
+        """This thread's connection to the store file (autocommit), for tables kept beside the scores
+        (:mod:`serving.campaign_store`): the same file mode, journal and settings."""
+        return self._connect()
+
+    def transaction(self) -> AbstractContextManager[sqlite3.Connection]:
+        """A write transaction on :meth:`connection` (``BEGIN IMMEDIATE``: writers queue, readers go on)."""
+        return self._transaction()
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:

@@ -29,6 +29,7 @@ pytest.importorskip("psycopg_pool")
 from serving.pg_auth import PostgresKeys
 from serving.pg_campaigns import PostgresCampaigns
 from serving.pg_store import PostgresScoreStore
+from serving.store import SqliteScoreStore
 
 UNREACHABLE = "postgresql://postgres@127.0.0.1:9/none"
 
@@ -51,7 +52,7 @@ def pg_store(pg_url: str) -> Iterator[PostgresScoreStore]:
 @pytest.fixture(params=["sqlite", "postgres"])
 def campaigns(request: pytest.FixtureRequest, tmp_path: Path) -> CampaignStore:
     if request.param == "sqlite":
-        return SqliteCampaigns(tmp_path / "scores.db")
+        return SqliteCampaigns(SqliteScoreStore(tmp_path / "scores.db"))
     return PostgresCampaigns(request.getfixturevalue("pg_store"))
 
 
@@ -95,7 +96,7 @@ def test_both_backends_keep_and_page_a_campaign_alike(pg_store: PostgresScoreSto
     name = "parity"
     report = replace(measure_campaign(_outcomes(40, 40, 0.7, 0.6), 90), campaign=name)
     answers = []
-    for store in (SqliteCampaigns(tmp_path / "scores.db"), PostgresCampaigns(pg_store)):
+    for store in (SqliteCampaigns(SqliteScoreStore(tmp_path / "scores.db")), PostgresCampaigns(pg_store)):
         assert store.stored_contacts(name) is None and store.stored_report(name) is None
         store.record_campaign(_plan(name), _contacts(name, 25))
         store.save_reports([report])
@@ -160,7 +161,7 @@ def test_two_planners_racing_for_one_name_record_one_campaign(
 
     def host() -> CampaignStore:  # a planner of its own: its own connection or pool
         if isinstance(campaigns, SqliteCampaigns):
-            return SqliteCampaigns(campaigns.path)
+            return SqliteCampaigns(SqliteScoreStore(campaigns.path))
         opened.append(PostgresScoreStore(pg_url).open())
         return PostgresCampaigns(opened[-1])
 
