@@ -16,7 +16,9 @@ MLflow store, default config), and the champion it leaves scores the customers a
   sampling noise: the verdict) and against the realised outcomes;
 * spend over the horizon: total predicted / total realised, and Spearman against the realised spend, for
   the model, a run-rate and (when ``features.btyd`` is there) BG/NBD + Gamma-Gamma;
-* lifetime value (``residual_value``, discounted to T at the value model's rate) against the oracle's, the
+* lifetime value (``residual_value``, discounted to T at the value model's rate; each customer valued from
+  the exact purchase summary at T, as batch scoring values them, and beside it from the features alone, as
+  ``POST /v1/score`` does when it is sent no summary) against the oracle's, the
   generator's expected residual value at T (``features.synthetic.true_residual_value``): Spearman and the
   total ratio sum(predicted) / sum(oracle) (aim 0.85–1.15), for the model and for BG/NBD + Gamma-Gamma
   alone. The yardstick for ranking is the oracle's own ranking quality: both are ranked against the
@@ -94,6 +96,9 @@ class WorldQuality:
     value_spearman_btyd: float | None = None  # BG/NBD + Gamma-Gamma alone vs the oracle's
     value_ratio_btyd: float | None = None
     value_spearman_ceiling: float | None = None  # a LightGBM fitted to the oracle's own values, vs them
+    # The same, valued from the features alone (POST /v1/score without a purchase summary)
+    value_spearman_features_only: float | None = None
+    value_ratio_features_only: float | None = None
 
     @property
     def auc_share(self) -> float:
@@ -403,6 +408,7 @@ def evaluate_world(scenario: str, customers: int, seed: int, work: Path) -> Worl
     from features.settings import get_settings
     from features.snapshots import observed_until
     from features.synthetic import load_truth, true_churn_probability, true_residual_value
+    from features.value import PART_COLUMNS, attach_parts
     from training.config import TrainConfig
     from training.pipeline import train
 
@@ -427,6 +433,11 @@ def evaluate_world(scenario: str, customers: int, seed: int, work: Path) -> Worl
     scoring = scoring[scoring["customer_id"].isin(labels.index)].reset_index(drop=True)
     y = labels.loc[scoring["customer_id"], "churned"].to_numpy(bool)
     spend = labels.loc[scoring["customer_id"], "future_spend"].to_numpy(float)
+    from_features = bundle.predict(scoring)["residual_value"].to_numpy(float)
+    if bundle.value_model is not None:  # as batch scoring values them: the exact purchase summary at T
+        scoring = attach_parts(
+            bundle.value_model, scoring, seen.transactions, cutoff, horizon_days=bundle.horizon_days
+        )
     predicted = bundle.predict(scoring)
     revenue_column = f"expected_revenue_{HORIZON_DAYS}d"
     p, clv = predicted["churn_probability"].to_numpy(), predicted[revenue_column].to_numpy()
@@ -462,14 +473,21 @@ def evaluate_world(scenario: str, customers: int, seed: int, work: Path) -> Worl
     ids = scoring["customer_id"].astype(str)
     oracle_value = true_residual_value(truth, cutoff, annual_discount_rate=rate)
     oracle_value.index = oracle_value.index.astype(str)
+    realised = realised_value(full.transactions, truth, cutoff, rate).reindex(ids).to_numpy(float)
     value = value_quality(
         predicted["residual_value"].to_numpy(float),
         oracle_value.reindex(ids).to_numpy(float),
-        realised_value(full.transactions, truth, cutoff, rate).reindex(ids).to_numpy(float),
+        realised,
         btyd_lifetime,
     )
+    approximated = value_quality(from_features, oracle_value.reindex(ids).to_numpy(float), realised, None)
+    if approximated:
+        value["value_spearman_features_only"] = approximated["value_spearman"]
+        value["value_ratio_features_only"] = approximated["value_ratio"]
     value["value_spearman_ceiling"] = data_ceiling(
-        ceiling_frame(seen, cutoff, scoring, rate), oracle_value.reindex(ids).to_numpy(float), seed
+        ceiling_frame(seen, cutoff, scoring.drop(columns=list(PART_COLUMNS), errors="ignore"), rate),
+        oracle_value.reindex(ids).to_numpy(float),
+        seed,
     )
     return WorldQuality(
         scenario=scenario,
@@ -581,6 +599,8 @@ def value_markdown(results: list[WorldQuality]) -> str:
             f(r.value_share, 2),
             f(r.value_spearman_ceiling),
             f(r.value_share_of_ceiling, 2),
+            f(r.value_spearman_features_only),
+            f(r.value_ratio_features_only, 2),
         ]
         for r in results
     ]
@@ -595,6 +615,8 @@ def value_markdown(results: list[WorldQuality]) -> str:
         "÷ oracle's",
         "data's ceiling: ρ vs oracle of a model fitted to the oracle",
         "ρ vs oracle ÷ ceiling",
+        "features only: ρ vs oracle",
+        "features only: total ÷ oracle",
     ]
     return table(headers, rows)
 
