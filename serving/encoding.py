@@ -204,7 +204,9 @@ def encode_reasons(table: ReasonTable) -> tuple[list[str], list[str]]:
         texts.array_middles,
         "]",
     )
-    contributions = _distinct_texts(table.contribution, float_json)
+    # + 0.0 writes a contribution rounded to -0.0 as 0.0: np.unique counts the two zeros as one value, so
+    # without it a batch wrote whichever zero sorted first, and "-0.0" means nothing to a reader anyway
+    contributions = _distinct_texts(table.contribution + 0.0, float_json)
     sentences = [encode_basestring_ascii(s) for s in table.sentences]
     return (
         _reason_rows(table, objects, contributions, sentences),
@@ -252,7 +254,7 @@ def reason_dicts(table: ReasonTable) -> list[list[dict[str, Any]]]:
                     "feature": feature.name,
                     "value": value,
                     "typical": feature.typical,
-                    "contribution": float(table.contribution[i, slot]),
+                    "contribution": float(table.contribution[i, slot]) + 0.0,  # never -0.0, as above
                     "direction": RAISES if table.raises[i, slot] else LOWERS,
                     "group": feature.group,
                     "sentence": table.sentences[int(table.sentence_of[i, slot])],

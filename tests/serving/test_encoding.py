@@ -106,6 +106,25 @@ def test_reasons_are_written_as_json_writes_their_dicts(table: ReasonTable) -> N
         assert _same(expand_reasons(json.loads(compact)), json.loads(text))
 
 
+def test_a_contribution_rounded_to_minus_zero_is_written_as_zero_whatever_the_batch_holds() -> None:
+    # a tiny negative SHAP value rounds to -0.0; np.unique counts it as 0.0, so a batch holding both zeros
+    # wrote whichever sorted first while one customer's reasons wrote -0.0
+    for zeros in ([-0.0, 0.0], [-0.0, -0.0], [0.0, -0.0]):
+        table = ReasonTable(
+            features=[ReasonFeature("visits", None, "usage")],
+            heads=[(0, 1.0)],
+            head_of=np.zeros((2, 1), dtype=np.intp),
+            contribution=np.array(zeros).reshape(2, 1),
+            raises=np.zeros((2, 1), dtype=bool),
+            sentences=["Visits are usual."],
+            sentence_of=np.zeros((2, 1), dtype=np.intp),
+            kept=np.ones(2, dtype=np.int64),
+        )
+        objects, _ = encode_reasons(table)
+        assert all('"contribution": 0.0,' in text and "-0.0" not in text for text in objects)
+        assert objects == [json.dumps(row) for row in reason_dicts(table)]
+
+
 def test_reasons_stored_as_objects_pass_through() -> None:
     stored = [{"feature": "a", "value": 1}]
     assert expand_reasons(stored) == stored and expand_reasons([]) == []
