@@ -60,7 +60,7 @@ TARGETS = {
     "auc_share_of_oracle": 0.93,
     "auc_vs_plain_lgbm": -0.003,
     "ece_vs_oracle": 0.02,
-    "clv_ratio": (0.9, 1.1),
+    "spend_ratio": (0.9, 1.1),
     "value_share_of_oracle": 0.9,
     "value_ratio": (0.85, 1.15),
 }
@@ -81,12 +81,12 @@ class WorldQuality:
     ece_vs_oracle: float
     ece_realised: float
     ece_oracle_realised: float
-    clv_ratio: float
-    clv_spearman: float
-    clv_ratio_run_rate: float
-    clv_spearman_run_rate: float
-    clv_ratio_btyd: float | None
-    clv_spearman_btyd: float | None
+    spend_ratio: float
+    spend_spearman: float
+    spend_ratio_run_rate: float
+    spend_spearman_run_rate: float
+    spend_ratio_btyd: float | None
+    spend_spearman_btyd: float | None
     seconds_train: float
     # Lifetime value at the scoring date (None: no value model, or figures from before it).
     value_spearman: float | None = None  # Spearman(predicted residual value, oracle's)
@@ -128,9 +128,9 @@ class WorldQuality:
             out.append(f"AUC {self.auc - self.auc_plain_lgbm:+.3f} vs plain LightGBM")
         if self.ece_vs_oracle > TARGETS["ece_vs_oracle"]:
             out.append(f"ECE {self.ece_vs_oracle:.3f}")
-        low, high = TARGETS["clv_ratio"]
-        if not low <= self.clv_ratio <= high:
-            out.append(f"spend ratio {self.clv_ratio:.2f}")
+        low, high = TARGETS["spend_ratio"]
+        if not low <= self.spend_ratio <= high:
+            out.append(f"spend ratio {self.spend_ratio:.2f}")
         share = self.value_share
         if share is not None and share < TARGETS["value_share_of_oracle"]:
             out.append(f"value ρ {share:.2f} of the oracle's")
@@ -440,7 +440,7 @@ def evaluate_world(scenario: str, customers: int, seed: int, work: Path) -> Worl
         )
     predicted = bundle.predict(scoring)
     revenue_column = f"expected_revenue_{HORIZON_DAYS}d"
-    p, clv = predicted["churn_probability"].to_numpy(), predicted[revenue_column].to_numpy()
+    p, revenue = predicted["churn_probability"].to_numpy(), predicted[revenue_column].to_numpy()
 
     truth = load_truth(truth_dir)
     oracle = true_churn_probability(truth, cutoff, HORIZON_DAYS)
@@ -454,7 +454,7 @@ def evaluate_world(scenario: str, customers: int, seed: int, work: Path) -> Worl
         predict_rfm_logistic,
         recency_baseline,
         rfm_logistic_baseline,
-        run_rate_clv,
+        run_rate_revenue,
     )
 
     history = pd.concat([s.frame for s in _history_snapshots(seen, cutoff)], ignore_index=True)
@@ -462,12 +462,12 @@ def evaluate_world(scenario: str, customers: int, seed: int, work: Path) -> Worl
     recency = predict_recency(recency_baseline(history, y_hist), scoring)
     rfm = predict_rfm_logistic(rfm_logistic_baseline(history, y_hist, seed), scoring)
     plain = _plain_lightgbm(seen, cutoff, names, scoring)
-    run_rate = run_rate_clv(scoring, HORIZON_DAYS)
+    run_rate = run_rate_revenue(scoring, HORIZON_DAYS)
     value_model = bundle.value_model
     rate = DEFAULT_DISCOUNT_RATE if value_model is None else value_model.annual_discount_rate
     btyd_values = _btyd_value(seen, cutoff, scoring["customer_id"], rate)
     btyd_value, btyd_lifetime = btyd_values if btyd_values is not None else (None, None)
-    clv_ratio, clv_rank = _ratio_and_rank(clv, spend)
+    spend_ratio, spend_rank = _ratio_and_rank(revenue, spend)
     rr_ratio, rr_rank = _ratio_and_rank(run_rate, spend)
     bt = _ratio_and_rank(btyd_value, spend) if btyd_value is not None else (None, None)
     ids = scoring["customer_id"].astype(str)
@@ -503,12 +503,12 @@ def evaluate_world(scenario: str, customers: int, seed: int, work: Path) -> Worl
         ece_vs_oracle=ece(p[known], p_true[known]),
         ece_realised=ece(p, y.astype(float)),
         ece_oracle_realised=ece(p_true[known], y[known].astype(float)),
-        clv_ratio=clv_ratio,
-        clv_spearman=clv_rank,
-        clv_ratio_run_rate=rr_ratio,
-        clv_spearman_run_rate=rr_rank,
-        clv_ratio_btyd=bt[0],
-        clv_spearman_btyd=bt[1],
+        spend_ratio=spend_ratio,
+        spend_spearman=spend_rank,
+        spend_ratio_run_rate=rr_ratio,
+        spend_spearman_run_rate=rr_rank,
+        spend_ratio_btyd=bt[0],
+        spend_spearman_btyd=bt[1],
         seconds_train=seconds,
         **value,
     )
@@ -547,11 +547,11 @@ def markdown(results: list[WorldQuality]) -> str:
             f(r.auc_rfm_logistic),
             f(r.ece_vs_oracle),
             f(r.ece_realised),
-            f(r.clv_ratio, 2),
-            f(r.clv_spearman),
-            f(r.clv_ratio_run_rate, 2),
-            f(r.clv_ratio_btyd, 2),
-            f(r.clv_spearman_btyd),
+            f(r.spend_ratio, 2),
+            f(r.spend_spearman),
+            f(r.spend_ratio_run_rate, 2),
+            f(r.spend_ratio_btyd, 2),
+            f(r.spend_spearman_btyd),
             f(r.value_spearman),
             f(r.value_ratio, 2),
             f(r.value_share, 2),
@@ -670,7 +670,7 @@ def targets(figures: dict[str, Any]) -> list[list[str]]:
             [
                 f"model quality on the {world.scenario} world (champion, AUC, ECE, spend ratio, value)",
                 f"AUC {world.auc:.3f} ({world.auc_share:.2f} of oracle), ECE {world.ece_vs_oracle:.3f}, "
-                f"spend ratio {world.clv_ratio:.2f}, value ρ {_f(world.value_share, 2)} of the oracle's "
+                f"spend ratio {world.spend_ratio:.2f}, value ρ {_f(world.value_share, 2)} of the oracle's "
                 f"and total {_f(world.value_ratio, 2)} of it",
                 "met" if not misses else "**missed**: " + "; ".join(misses),
             ]

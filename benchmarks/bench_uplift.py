@@ -150,7 +150,7 @@ def judged_customers(data: Path, truth: Path, bundle: Any, playbook: Any) -> Jud
     ids = features["customer_id"].astype(str)
     matrix = bundle.matrix(features)
     probability = bundle.probability(bundle.churn_raw(matrix))
-    revenue = bundle.clv(matrix)
+    revenue = bundle.revenue(matrix)
     basis = "revenue" if bundle.value_model is None else bundle.value_model.basis
     value = bundle.retained_value(bundle.customer_value(features, probability, revenue), revenue)
     value = value * playbook.weight(basis)

@@ -50,7 +50,7 @@ PACKAGES = (
 QUICK_TRAIN: dict[str, Any] = {
     "snapshots": 3,
     "churn": {"num_leaves_grid": [7, 15], "max_trees": 150},
-    "clv": {"max_trees": 150},
+    "revenue": {"max_trees": 150},
 }
 
 for _path in (REPO, BENCH_DIR):

@@ -41,7 +41,7 @@ DEMO_TRAIN = {
     "snapshots": 3,
     "threads": 2,
     "churn": {"num_leaves_grid": [15], "max_trees": 200},
-    "clv": {"max_trees": 200},
+    "revenue": {"max_trees": 200},
     "promotion": {"max_ece": 0.2},
 }
 

@@ -341,8 +341,9 @@ def label_table(
     """Outcomes in ``[cutoff, cutoff + horizon)`` for the customers known at the cutoff.
 
     churned: no purchase in the window, or a cancellation in it (a return is no purchase). future_spend:
-    the CLV target, spend in the window net of the returns in it, never below 0 (a refund for a purchase
-    made before the cutoff does not make a customer worth less than nothing, and no spend model fits that).
+    the revenue forecast's target, spend in the window net of the returns in it, never below 0 (a refund
+    for a purchase made before the cutoff does not make a customer worth less than nothing, and no spend
+    model fits that).
     """
     end = cutoff + timedelta(days=horizon_days)
     tx = tables.transactions

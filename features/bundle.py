@@ -16,6 +16,7 @@ columns ignored, missing ones treated as unknown). Inputs are built by column na
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -28,11 +29,16 @@ from features.campaigns import DO_NOTHING
 from features.economics import Columns
 from features.value import CustomerValue, ValueModel, combine, parts_for_frame, revenue_field
 
-# 2: adds ``clv_scale``; 3: adds ``value_model`` (BTYD lifetime value, see features.value); 4: adds
-# ``effects`` (per-action uplift models, files under effects/). Older formats still load: scale 1.0, no
-# value model (lifetime value then unavailable, null), no effects (the playbook's priors decide).
-BUNDLE_FORMAT = 4
-_READABLE_FORMATS = {1, 2, 3, 4}
+# 2: adds the revenue forecast's level scale; 3: adds ``value_model`` (BTYD lifetime value, see
+# features.value); 4: adds ``effects`` (per-action uplift models, files under effects/); 5: renames the
+# revenue forecast's file and scale (``revenue_model.txt``, ``revenue_scale``) and its validation metrics
+# (``revenue_*``). Older formats still load: scale 1.0, no value model (lifetime value then unavailable,
+# null), no effects (the playbook's priors decide), and the old names of format 5's renames.
+BUNDLE_FORMAT = 5
+_READABLE_FORMATS = {1, 2, 3, 4, 5}
+# Compatibility: formats 1-4 named the revenue forecast "clv", from before clv meant lifetime value
+# (issue #13); these are its file, scale key and metric prefix there.
+_OLD_REVENUE_FILE, _OLD_REVENUE_SCALE, _OLD_REVENUE_METRICS = "clv_model.txt", "clv_scale", "clv_"
 UPLIFT_EFFECTS: Final = "uplift effects"  # the action was chosen by the bundle's learned effects
 PLAYBOOK_PRIORS: Final = "playbook priors"  # ... or by the playbook's typed-in success rates
 NEW_CUSTOMER_DAYS: Final = (
@@ -244,18 +250,30 @@ class ModelInfo:
         return asdict(self)
 
 
+def current_metric_names(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """Validation metrics (``metadata["metrics"]``, also kept with every scoring run) under today's names:
+    the revenue forecast's are ``revenue_*``; bundles before format 5 recorded them as ``clv_*``."""
+    out: dict[str, Any] = {}
+    for key, value in metrics.items():
+        if key.startswith(_OLD_REVENUE_METRICS):  # compatibility: a format 1-4 bundle's name
+            out.setdefault("revenue_" + key.removeprefix(_OLD_REVENUE_METRICS), value)
+        else:
+            out[key] = value
+    return out
+
+
 @dataclass
 class ModelBundle:
     features: list[FeatureInfo]
     churn_model: lgb.Booster
-    clv_model: lgb.Booster
+    revenue_model: lgb.Booster  # the revenue forecast over the horizon (``expected_revenue_{H}d``)
     calibration: Calibration
     horizon_days: int
     thresholds: dict[str, float]  # risk tiers and value split: {"medium": .., "high": .., "high_value": ..}
     metadata: dict[str, Any] = field(default_factory=dict)  # trained_at, metrics, data fingerprint...
-    # Level correction of the CLV model's forecast, fitted on recent held-out customers at training time:
+    # Level correction of the revenue forecast, fitted on recent held-out customers at training time:
     # the regressor ranks spend well but its total drifts with the season and the customer base.
-    clv_scale: float = 1.0
+    revenue_scale: float = 1.0
     # Lifetime value beyond the horizon (BG/NBD + Gamma-Gamma); None for bundles trained without one.
     value_model: ValueModel | None = None
     # What each action changes (uplift), when training learned it and the gate admitted it; else None.
@@ -296,11 +314,11 @@ class ModelBundle:
         """Calibrated churn probability from the raw score."""
         return self.calibration.apply(1.0 / (1.0 + np.exp(-raw)))
 
-    def clv(self, x: np.ndarray) -> np.ndarray:
+    def revenue(self, x: np.ndarray) -> np.ndarray:
         """Expected spend (revenue) over the horizon, undiscounted, never negative, level-corrected by
-        ``clv_scale``: the ``expected_revenue_{H}d`` field (the name ``clv`` is kept for the stored model)."""
-        raw = np.asarray(self.clv_model.predict(x, num_threads=self._threads(x)), dtype=float)
-        return np.clip(raw * self.clv_scale, 0.0, None)
+        ``revenue_scale``: the ``expected_revenue_{H}d`` field (not lifetime value)."""
+        raw = np.asarray(self.revenue_model.predict(x, num_threads=self._threads(x)), dtype=float)
+        return np.clip(raw * self.revenue_scale, 0.0, None)
 
     def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
         """One row per input row: calibrated churn probability, ``expected_revenue_{H}d`` (LightGBM,
@@ -315,7 +333,7 @@ class ModelBundle:
         :class:`ActionEffects`); without them the playbook decides, in serving, from the reasons."""
         x = self.matrix(frame)
         probability = self.probability(self.churn_raw(x))
-        revenue = self.clv(x)
+        revenue = self.revenue(x)
         out: dict[str, Any] = {"churn_probability": probability, revenue_field(self.horizon_days): revenue}
         value = self.customer_value(frame, probability, revenue)
         nan = np.full(len(frame), np.nan)
@@ -399,14 +417,14 @@ class ModelBundle:
     def save(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "churn_model.txt").write_text(self.churn_model.model_to_string())
-        (folder / "clv_model.txt").write_text(self.clv_model.model_to_string())
+        (folder / "revenue_model.txt").write_text(self.revenue_model.model_to_string())
         spec = {
             "format": BUNDLE_FORMAT,
             "features": [asdict(f) for f in self.features],
             "calibration": asdict(self.calibration),
             "horizon_days": self.horizon_days,
             "thresholds": self.thresholds,
-            "clv_scale": self.clv_scale,
+            "revenue_scale": self.revenue_scale,
             "value_model": None if self.value_model is None else self.value_model.to_dict(),
             "effects": None if self.effects is None else self.effects.save(folder / "effects"),
             "metadata": self.metadata,
@@ -422,15 +440,20 @@ class ModelBundle:
                 f"bundle format {spec.get('format')} is not supported (this version reads "
                 f"{sorted(_READABLE_FORMATS)}): upgrade churnguard, or retrain with `churnguard train`"
             )
+        old = spec["format"] < 5  # compatibility: the revenue forecast's names before format 5
+        revenue_file = _OLD_REVENUE_FILE if old else "revenue_model.txt"
+        metadata = spec.get("metadata", {})
+        if old and isinstance(metadata.get("metrics"), dict):
+            metadata["metrics"] = current_metric_names(metadata["metrics"])
         return cls(
             features=[FeatureInfo(**f) for f in spec["features"]],
-            churn_model=lgb.Booster(model_str=(Path(folder) / "churn_model.txt").read_text()),
-            clv_model=lgb.Booster(model_str=(Path(folder) / "clv_model.txt").read_text()),
+            churn_model=lgb.Booster(model_str=(folder / "churn_model.txt").read_text()),
+            revenue_model=lgb.Booster(model_str=(folder / revenue_file).read_text()),
             calibration=Calibration(**spec["calibration"]),
             horizon_days=int(spec["horizon_days"]),
             thresholds={k: float(v) for k, v in spec["thresholds"].items()},
-            metadata=spec.get("metadata", {}),
-            clv_scale=float(spec.get("clv_scale", 1.0)),
+            metadata=metadata,
+            revenue_scale=float(spec.get(_OLD_REVENUE_SCALE if old else "revenue_scale", 1.0)),
             value_model=ValueModel.from_dict(spec["value_model"]) if spec.get("value_model") else None,
             effects=ActionEffects.load(folder / "effects", spec["effects"]) if spec.get("effects") else None,
         )

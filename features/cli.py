@@ -11,6 +11,8 @@ message, never a traceback); 1 an unexpected error (a bug: asks for a report); 1
 from __future__ import annotations
 
 import os
+import warnings
+from collections.abc import Callable
 from datetime import date
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -22,7 +24,7 @@ from rich.console import Console
 from rich.markup import escape  # data values in messages print as text, never as markup
 from typer.core import TyperGroup
 
-from features.errors import ChurnguardError
+from features.errors import ChurnguardError, RenamedSettingWarning
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -40,6 +42,11 @@ class ChurnguardGroup(TyperGroup):
     everything a command raises: user errors are one line and exit 2, anything else is a reported bug."""
 
     def invoke(self, ctx: Any) -> Any:  # typer's bundled click.Context
+        with warnings.catch_warnings():  # puts the display in force back afterwards
+            warnings.showwarning = _renamed_as_one_line(warnings.showwarning)
+            return self._invoke(ctx)
+
+    def _invoke(self, ctx: Any) -> Any:
         try:
             return super().invoke(ctx)
         except (typer.TyperException, typer.Exit, typer.Abort):
@@ -64,6 +71,19 @@ class ChurnguardGroup(TyperGroup):
                 highlight=False,
             )
             raise typer.Exit(1) from None
+
+
+def _renamed_as_one_line(show: Callable[..., None]) -> Callable[..., None]:
+    """A ``warnings.showwarning`` printing a renamed setting or config key as one line that names the new
+    name, as errors are printed; other warnings go to ``show``, the display in force."""
+
+    def shown(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+        if issubclass(category, RenamedSettingWarning):
+            console.print(f"[bold yellow]warning:[/] {escape(str(message))}", highlight=False, soft_wrap=True)
+        else:
+            show(message, category, *args, **kwargs)
+
+    return shown
 
 
 def _settings_message(exc: ValidationError) -> str:

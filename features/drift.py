@@ -262,15 +262,16 @@ _NOT_COMPARED = {"customer_id", "timestamp", "order_id"}
 
 def history_snapshot(scores: pd.DataFrame) -> pd.DataFrame:
     """What a run keeps per customer (:data:`serving.store.HISTORY_COLUMNS`) from its scores or from
-    ``ModelBundle.predict``: the horizon's expected revenue is ``expected_revenue_<H>d`` (``clv`` in
-    models without a value model, whose ``clv`` is that revenue); the lifetime value is ``clv`` or
-    ``residual_value`` when there is a value model."""
+    ``ModelBundle.predict``: the revenue forecast over the horizon is ``expected_revenue_<H>d``; the lifetime
+    value is ``clv`` (scores) or ``residual_value`` (predict), when there is a value model. Compatibility:
+    scores from before the lifetime-value fields (issue #13) have no ``expected_revenue_<H>d``, and their
+    ``clv`` is the revenue forecast; it stands for both there, as it did then."""
     revenue_columns = [c for c in scores.columns if c.startswith("expected_revenue_")]
     nan = pd.Series(np.nan, index=scores.index)
     if revenue_columns:
         revenue = scores[revenue_columns[0]]
         clv = scores["residual_value"] if "residual_value" in scores.columns else scores.get("clv", nan)
-    else:
+    else:  # compatibility: scores from before issue #13, whose clv is the revenue forecast
         revenue = clv = scores["clv"]
     probability = scores["churn_probability"]
     at_risk = scores["value_at_risk"] if "value_at_risk" in scores.columns else probability * revenue

@@ -22,6 +22,11 @@ class ModelNotFoundError(ChurnguardError):
     """No registered model answers the requested URI or alias."""
 
 
+class RenamedSettingWarning(FutureWarning):
+    """A setting or config key was given under a name this version renamed: it still works, and the
+    message names the new one. A ``FutureWarning``, so Python shows it to the user by default."""
+
+
 @dataclass(frozen=True)
 class DataProblem:
     """One thing wrong with one column (or file) of the input data."""

@@ -101,9 +101,9 @@ def score_dataset(
     ``scorer.bundle.feature_names``. ``referral_value`` is computed once all customers are scored, from the
     referred customers' own figures (:func:`referral_column`).
 
-    Both cores stay busy: the next chunk's SHAP values and CLV are computed in LightGBM (C code, off the
-    interpreter lock) while this chunk's reasons and actions are written in Python, and the recent history
-    is gathered on another thread meanwhile (numpy, Arrow and DuckDB)."""
+    Both cores stay busy: the next chunk's SHAP values and revenue forecast are computed in LightGBM (C code,
+    off the interpreter lock) while this chunk's reasons and actions are written in Python, and the recent
+    history is gathered on another thread meanwhile (numpy, Arrow and DuckDB)."""
     if features is None:
         report("computing features", 0.05)
         features = compute_features(dataset, as_of, threads)

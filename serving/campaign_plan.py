@@ -49,7 +49,7 @@ class Eligibility:
     recommended_only: bool = False  # only customers whose recommended action is this one
 
     def describe(self) -> str:
-        rules = [f"churn probability >= {self.min_probability:.0%}", f"CLV >= {self.min_clv:,.2f}"]
+        rules = [f"churn probability >= {self.min_probability:.0%}", f"lifetime value >= {self.min_clv:,.2f}"]
         rules += [f"segment {self.segment}"] if self.segment else []
         rules += [f"risk tier {self.risk_tier}"] if self.risk_tier else []
         rules += ["recommended this action"] if self.recommended_only else []

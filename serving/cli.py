@@ -61,7 +61,7 @@ def score(
     ] = False,
     engine: EngineOpt = None,
 ) -> None:
-    """Score every active customer: churn probability, CLV, value at risk, reasons and action.
+    """Score every active customer: churn probability, lifetime value, value at risk, reasons and action.
 
     With --engine spark, Spark reads, featurises and scores the folder and --out is a Parquet folder."""
     if chosen_engine(engine) == "spark":
@@ -205,9 +205,9 @@ def _print_health(health: dict[str, object], measured: list[int]) -> None:
         out.print(f"measured {len(measured)} matured run(s) now")
     for run in performance[-6:]:
         auc = "n/a" if run["roc_auc"] is None else f"{run['roc_auc']:.3f}"
-        ratio = "n/a" if run["clv_total_ratio"] is None else f"{run['clv_total_ratio']:.2f}"
+        ratio = "n/a" if run["revenue_total_ratio"] is None else f"{run['revenue_total_ratio']:.2f}"
         flag = "  DEGRADED" if run["degraded"] else ""
-        out.print(f"  run {run['as_of']}: ROC AUC {auc}, ECE {run['ece']:.3f}, CLV ratio {ratio}{flag}")
+        out.print(f"  run {run['as_of']}: ROC AUC {auc}, ECE {run['ece']:.3f}, revenue ratio {ratio}{flag}")
     for reason in health["reasons"] if isinstance(health["reasons"], list) else []:
         out.print(f"  - {reason}", highlight=False)
 

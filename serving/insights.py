@@ -32,7 +32,8 @@ class ScoredModel(Protocol):
 def score_frame(
     model: ScoredModel, frame: pd.DataFrame, playbook: Playbook | None = None, top_k: int = 5
 ) -> pd.DataFrame:
-    """Score ``frame`` exactly as the API would: probability, tier, CLV, segment, reasons and action.
+    """Score ``frame`` exactly as the API would: probability, tier, lifetime value, segment, reasons and
+    action.
 
     ``as_of`` is the frame's cutoff. ``playbook`` defaults to the shipped one."""
     as_of = str(pd.Timestamp(frame["cutoff"].iloc[0]).date()) if len(frame) else ""

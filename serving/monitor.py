@@ -6,8 +6,8 @@ really achieved, and whether to retrain.
   and its drift against the model's reference.
 - :func:`measure_matured_runs` (``churnguard monitor``, also run by ``score``): for every kept run whose
   horizon has passed in the data, the outcomes (labels from the raw tables at the run's as-of date, the
-  same definition as training) against what the run said: ROC AUC, Brier, ECE, CLV error and total ratio,
-  overall and by value segment.
+  same definition as training) against what the run said: ROC AUC, Brier, ECE, and the revenue forecast's
+  error and total ratio, overall and by value segment.
 - :func:`model_health`: the latest drift, the realised performance over time against the validation
   figures the model was promoted with, and the verdict (``ok`` / ``warn`` / ``retrain``) a scheduler acts on.
 
@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from features.bundle import current_metric_names
 from features.drift import (
     OUTPUT_COLUMNS as OUTPUT_COLUMNS,  # what drift compares besides inputs (the API lists it)
 )
@@ -56,13 +57,13 @@ class MonitorLimits:
     """When drift or realised performance counts as a problem (``CHURNGUARD_DRIFT_*``/``DEGRADE_*``).
 
     Degraded: realised ROC AUC below the validation AUC by more than ``auc_drop``, realised ECE above the
-    validation ECE by more than ``ece_rise``, or the CLV total ratio (predicted / actual) off 1 by more than
-    ``clv_ratio`` (relative, either way)."""
+    validation ECE by more than ``ece_rise``, or the revenue forecast's total ratio (predicted / actual
+    spend over the horizon) off 1 by more than ``revenue_ratio`` (relative, either way)."""
 
     drift: DriftThresholds = field(default_factory=DriftThresholds)
     auc_drop: float = 0.05
     ece_rise: float = 0.05
-    clv_ratio: float = 0.25
+    revenue_ratio: float = 0.25
 
     @classmethod
     def from_settings(cls, settings: ServingSettings) -> MonitorLimits:
@@ -70,7 +71,7 @@ class MonitorLimits:
             DriftThresholds(settings.drift_psi_warn, settings.drift_psi_alert, settings.drift_p_value),
             settings.degrade_auc_drop,
             settings.degrade_ece_rise,
-            settings.degrade_clv_ratio,
+            settings.degrade_revenue_ratio,
         )
 
 
@@ -198,8 +199,9 @@ def _training_cutoffs(metadata: dict[str, Any], dataset: Dataset) -> list[pd.Tim
 def run_summary(
     snapshot: pd.DataFrame, previous: pd.DataFrame | None, thresholds: dict[str, float]
 ) -> dict[str, Any]:
-    """Segment mix, the share of CLV held by loyal customers and the moves between value segments since
-    the previous run (customers in both runs; ``new`` and ``gone`` counted apart), each with its CLV."""
+    """Segment mix, the share of customer value (:func:`_value`; summed under ``clv``) held by loyal
+    customers and the moves between value segments since the previous run (customers in both runs; ``new``
+    and ``gone`` counted apart), each with its value."""
     clv = _value(snapshot)
     total = float(clv.sum())
     loyal = float(clv[snapshot["churn_probability"] < thresholds.get("medium", 0.3)].sum())
@@ -248,7 +250,7 @@ def run_summary(
 
 def signup_cohorts(dataset: Dataset, scores: pd.DataFrame, as_of: pd.Timestamp) -> list[dict[str, Any]]:
     """Per signup quarter: customers who had signed up by ``as_of``, how many are still active (scored)
-    and their CLV. Empty when the data has no signup dates."""
+    and their value (:func:`_value`). Empty when the data has no signup dates."""
     customers = dataset.customers
     if "signup_date" not in customers.columns:
         return []
@@ -284,9 +286,9 @@ def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 10) -> 
     return float(sum(g * n for g, n in gaps) / sum(n for _, n in gaps)) if gaps else math.nan
 
 
-def outcome_metrics(y: np.ndarray, p: np.ndarray, clv: np.ndarray, spend: np.ndarray) -> dict[str, Any]:
+def outcome_metrics(y: np.ndarray, p: np.ndarray, revenue: np.ndarray, spend: np.ndarray) -> dict[str, Any]:
     """What predictions achieved against outcomes: churn (AUC, Brier, ECE, rates) and spend over the
-    horizon (``clv``: the expected revenue forecast; MAE and total ratio against the actual spend)."""
+    horizon (``revenue``: the revenue forecast; MAE and total ratio against the actual spend)."""
     from sklearn.metrics import brier_score_loss, roc_auc_score
 
     y = np.asarray(y, dtype=int)
@@ -299,11 +301,38 @@ def outcome_metrics(y: np.ndarray, p: np.ndarray, clv: np.ndarray, spend: np.nda
         "roc_auc": float(roc_auc_score(y, p)) if both else None,
         "brier": float(brier_score_loss(y, p)) if len(y) else None,
         "ece": expected_calibration_error(y, p) if len(y) else None,
-        "clv_mae": float(np.mean(np.abs(clv - spend))) if len(y) else None,
-        "clv_predicted": float(clv.sum()),
-        "clv_actual": actual,
-        "clv_total_ratio": float(clv.sum() / actual) if actual > 0 else None,
+        "revenue_mae": float(np.mean(np.abs(revenue - spend))) if len(y) else None,
+        "revenue_predicted": float(revenue.sum()),
+        "revenue_actual": actual,
+        "revenue_total_ratio": float(revenue.sum() / actual) if actual > 0 else None,
     }
+
+
+# Compatibility: performance reports stored before clv meant lifetime value (issue #13) name the revenue
+# forecast's figures clv_* and word its degradation "CLV total ratio"; they are read under today's names.
+_OLD_REPORT_KEYS = {
+    "clv_mae": "revenue_mae",
+    "clv_predicted": "revenue_predicted",
+    "clv_actual": "revenue_actual",
+    "clv_total_ratio": "revenue_total_ratio",
+}
+_OLD_REASON, _REASON = "CLV total ratio", "revenue forecast total ratio"
+
+
+def stored_performance(report: dict[str, Any]) -> dict[str, Any]:
+    """A stored performance report (:func:`measure_matured_runs`) under today's names, whichever version
+    stored it."""
+    out: dict[str, Any] = {}
+    for key, value in report.items():
+        if key in _OLD_REPORT_KEYS:
+            out.setdefault(_OLD_REPORT_KEYS[key], value)
+        else:
+            out[key] = value
+    if isinstance(out.get("segments"), dict):
+        out["segments"] = {s: stored_performance(f) for s, f in out["segments"].items()}
+    if isinstance(out.get("degraded"), list):
+        out["degraded"] = [r.replace(_OLD_REASON, _REASON, 1) for r in out["degraded"]]
+    return out
 
 
 def realised_performance(snapshot: pd.DataFrame, labels: pd.DataFrame) -> dict[str, Any]:
@@ -338,10 +367,10 @@ def degradation(realised: dict[str, Any], validation: dict[str, Any], limits: Mo
     ece, val_ece = realised.get("ece"), validation.get("churn_ece")
     if ece is not None and isinstance(val_ece, int | float) and ece > val_ece + limits.ece_rise:
         reasons.append(f"ECE {ece:.3f} is above the validation {val_ece:.3f} by more than {limits.ece_rise}")
-    ratio = realised.get("clv_total_ratio")
-    if ratio is not None and abs(math.log(max(ratio, 1e-9))) > math.log1p(limits.clv_ratio):
+    ratio = realised.get("revenue_total_ratio")
+    if ratio is not None and abs(math.log(max(ratio, 1e-9))) > math.log1p(limits.revenue_ratio):
         reasons.append(
-            f"CLV total ratio {ratio:.2f} (predicted/actual) is off 1 by more than {limits.clv_ratio:.0%}"
+            f"{_REASON} {ratio:.2f} (predicted/actual spend) is off 1 by more than {limits.revenue_ratio:.0%}"
         )
     return reasons
 
@@ -394,12 +423,14 @@ def model_health(
     store: ScoreStore, validation: dict[str, Any], limits: MonitorLimits, model_version: str | None = None
 ) -> dict[str, Any]:
     """The health a person or a scheduler reads: the latest run's drift (columns at warn or worse), the
-    realised performance of matured runs against ``validation`` (the bundle's ``metadata["metrics"]``), and
-    the verdict: ``retrain`` when the latest drift is at alert or the newest matured run degraded, ``warn``
-    when drift is at warn, else ``ok`` (``unknown`` before any run)."""
+    realised performance of matured runs against ``validation`` (the bundle's ``metadata["metrics"]``, old
+    names read as today's: :func:`features.bundle.current_metric_names`), and the verdict: ``retrain`` when
+    the latest drift is at alert or the newest matured run degraded, ``warn`` when drift is at warn, else
+    ``ok`` (``unknown`` before any run)."""
     runs = store.runs()
     drifts = store.reports("drift")
-    performance = store.reports("performance")
+    performance = {run: stored_performance(body) for run, body in store.reports("performance").items()}
+    validation = current_metric_names(validation)
     latest = runs[-1] if runs else None
     drift = drifts.get(latest["run_id"]) if latest else None
     report = DriftReport.from_dict(drift) if drift else None
@@ -443,9 +474,13 @@ def model_health(
         "performance": timeline,
         "validation": {
             k: validation.get(k)
-            for k in ("churn_roc_auc", "churn_brier", "churn_ece", "clv_predicted_to_actual")
+            for k in ("churn_roc_auc", "churn_brier", "churn_ece", "revenue_predicted_to_actual")
         },
-        "limits": {"auc_drop": limits.auc_drop, "ece_rise": limits.ece_rise, "clv_ratio": limits.clv_ratio},
+        "limits": {
+            "auc_drop": limits.auc_drop,
+            "ece_rise": limits.ece_rise,
+            "revenue_ratio": limits.revenue_ratio,
+        },
     }
 
 
@@ -456,8 +491,8 @@ def _headline(report: dict[str, Any]) -> dict[str, Any]:
         "roc_auc",
         "brier",
         "ece",
-        "clv_mae",
-        "clv_total_ratio",
+        "revenue_mae",
+        "revenue_total_ratio",
         "matured_on",
         "degraded",
     )

@@ -95,18 +95,19 @@ def clv_objects(value: CustomerValue, *, basis: str, rate: float, model: str) ->
 @dataclass(frozen=True)
 class ModelOutputs:
     """What the models say about a matrix: exact TreeSHAP of the churn model (its raw score is their
-    sum), the CLV and, when the bundle has them, the learned effects of the actions (rows x
-    ``bundle.effects.actions``). Computed in LightGBM's C code, which leaves the interpreter free
-    meanwhile, so batch scoring computes the next chunk's outputs while it writes this chunk's reasons."""
+    sum), the revenue forecast over the horizon and, when the bundle has them, the learned effects of the
+    actions (rows x ``bundle.effects.actions``). Computed in LightGBM's C code, which leaves the
+    interpreter free meanwhile, so batch scoring computes the next chunk's outputs while it writes this
+    chunk's reasons."""
 
     contributions: np.ndarray
-    clv: np.ndarray
+    revenue: np.ndarray  # expected_revenue_{H}d, not lifetime value
     effects: np.ndarray | None = None
 
 
 def model_outputs(bundle: ModelBundle, matrix: np.ndarray) -> ModelOutputs:
     effects = None if bundle.effects is None else bundle.effects.estimate(matrix)
-    return ModelOutputs(bundle.contributions(matrix), bundle.clv(matrix), effects)
+    return ModelOutputs(bundle.contributions(matrix), bundle.revenue(matrix), effects)
 
 
 @dataclass(frozen=True)
@@ -145,7 +146,7 @@ class Scorer:
         column name -> values), for the lifetime value; without it (or without a value model) value fields are null."""
         bundle = self.bundle
         outputs = outputs or model_outputs(bundle, matrix)
-        contrib, revenue = outputs.contributions, outputs.clv
+        contrib, revenue = outputs.contributions, outputs.revenue
         probability = bundle.probability(contrib.sum(axis=1))
         reasons = top_reasons(bundle, matrix, contrib, self.top_k)
         n = len(customer_ids)

@@ -2,13 +2,51 @@
 
 from __future__ import annotations
 
+import os
+import warnings
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 
+from features.errors import RenamedSettingWarning
 from features.settings import ChurnguardSettings
+
+# Compatibility: environment variables an earlier version named otherwise, old name -> field. The revenue
+# forecast's limit was CHURNGUARD_DEGRADE_CLV_RATIO before clv meant lifetime value (issue #13).
+RENAMED_ENV = {"CHURNGUARD_DEGRADE_CLV_RATIO": "degrade_revenue_ratio"}
+
+
+class RenamedEnvSource(PydanticBaseSettingsSource):
+    """The old names of :data:`RENAMED_ENV`, read below the current names (which win when both are set),
+    each with a warning naming the current one.
+
+    A source of its own rather than ``AliasChoices`` of the two full names: with aliases, pydantic-settings
+    (2.16) hands the value on under the first alias whichever variable held it, so which one the user set is
+    lost and could not be warned about, and a refused value is located at the alias instead of the field
+    (which the CLI's settings message would prefix with ``CHURNGUARD_`` a second time)."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # unused: __call__ reads the environment itself
+
+    def __call__(self) -> dict[str, Any]:
+        environ = {k.upper(): v for k, v in os.environ.items()}  # names are case-insensitive, as the rest
+        prefix = str(self.settings_cls.model_config.get("env_prefix", "")).upper()
+        found: dict[str, Any] = {}
+        for old, field_name in RENAMED_ENV.items():
+            if old not in environ:
+                continue
+            new = f"{prefix}{field_name.upper()}"
+            if field_name in self.current_state:
+                message = f"{old} is ignored: it is the old name of {new}, which is set; unset {old}"
+            else:
+                message = f"{old} is the old name of {new}: it is read as {new} for now; rename it"
+                found[field_name] = environ[old]
+            warnings.warn(message, RenamedSettingWarning, stacklevel=1)
+        return found
 
 
 class ServingSettings(ChurnguardSettings):
@@ -108,12 +146,27 @@ class ServingSettings(ChurnguardSettings):
     degrade_ece_rise: float = Field(
         default=0.05, gt=0, le=1, description="Realised ECE this far above validation: degraded."
     )
-    degrade_clv_ratio: float = Field(
+    degrade_revenue_ratio: float = Field(
         default=0.25,
         gt=0,
         le=10,
-        description="Realised CLV total ratio (predicted/actual) off 1 by more than this share: degraded.",
+        description="Realised total ratio of the revenue forecast over the horizon (predicted/actual spend) "
+        "off 1 by more than this share: degraded.",
     )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """pydantic-settings' sources in their usual order, with the renamed variables just below the
+        environment's current names."""
+        renamed = RenamedEnvSource(settings_cls)
+        return init_settings, env_settings, renamed, dotenv_settings, file_secret_settings
 
     @model_validator(mode="after")
     def _warn_below_alert(self) -> ServingSettings:

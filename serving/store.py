@@ -14,10 +14,10 @@ The columns and these forms live in :mod:`serving.encoding`. Reads return the fu
 History: besides the latest set, every batch run keeps a dated snapshot per customer in ``score_history``
 (:data:`HISTORY_COLUMNS`), keyed (run_id, customer_id) so a run appends at the end of the table and a
 customer's history is one key lookup per kept run. Only what trends need is kept, as integers: the
-probability in millionths, CLV in cents, segment and action as codes of ``history_labels``. A ``runs``
-table holds each run's date, model and summary, ``run_reports`` its drift and realised-performance reports
-(JSON). Retention keeps the newest ``keep_runs`` runs; a model version's drift reference (kind
-``reference``) outlives its run.
+probability in millionths, money (revenue forecast, lifetime value, value at risk) in cents, segment and
+action as codes of ``history_labels``. A ``runs`` table holds each run's date, model and summary,
+``run_reports`` its drift and realised-performance reports (JSON). Retention keeps the newest ``keep_runs``
+runs; a model version's drift reference (kind ``reference``) outlives its run.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ SMALL_TRAIN = {
     "snapshots": 3,
     "threads": 1,
     "churn": {"num_leaves_grid": [7, 15], "max_trees": 150},
-    "clv": {"max_trees": 150},
+    "revenue": {"max_trees": 150},
     "promotion": {"max_ece": 0.1},
 }
 
@@ -29,7 +29,7 @@ class Trained:
     api_key: str
     scores_file: Path
     churn_table: Any
-    clv_table: Any
+    revenue_table: Any
 
 
 @pytest.fixture(scope="session")
@@ -93,7 +93,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory, small_data: Path) -> Itera
             key,
             scores_file,
             result.churn_table,
-            result.clv_table,
+            result.revenue_table,
         )
     finally:
         for name, value in saved.items():

@@ -193,10 +193,10 @@ def evaluation_report(
     spend = frame["future_spend"].to_numpy(float)
     revenue_scores = {
         "churnguard": predicted[f"expected_revenue_{bundle.horizon_days}d"].to_numpy(),
-        "run_rate": fit.run_rate_clv(frame, bundle.horizon_days),
+        "run_rate": fit.run_rate_revenue(frame, bundle.horizon_days),
     }
     churn = pd.DataFrame([{"model": k, **ev.churn_metrics(y, v)} for k, v in churn_scores.items()])
-    revenue = pd.DataFrame([{"model": k, **ev.clv_metrics(spend, v)} for k, v in revenue_scores.items()])
+    revenue = pd.DataFrame([{"model": k, **ev.revenue_metrics(spend, v)} for k, v in revenue_scores.items()])
     value = ev.business_value(
         y.astype(bool),
         churn_scores["churnguard"],
@@ -359,7 +359,9 @@ def backtest_table(champion: Champion) -> pd.DataFrame:
         )
     except (MlflowException, OSError):
         return pd.DataFrame()
-    return pd.read_csv(path).sort_values("origin").reset_index(drop=True)
+    # Compatibility: runs logged before clv meant lifetime value (issue #13) named the column clv_total_ratio.
+    table = pd.read_csv(path).rename(columns={"clv_total_ratio": "revenue_total_ratio"})
+    return table.sort_values("origin").reset_index(drop=True)
 
 
 def backtest_figure(table: pd.DataFrame) -> Figure:

@@ -31,7 +31,7 @@ def write_artifacts(
     plots.pr_plot(y, scores, plot_dir)
     plots.reliability_plot(y, scores["churnguard"], plot_dir)
     plots.gains_plot(y, scores, plot_dir)
-    plots.clv_decile_plot(evaluation.deciles, plot_dir)
+    plots.revenue_decile_plot(evaluation.deciles, plot_dir)
     sample = evaluation.x.sample(n=min(len(evaluation.x), SHAP_SAMPLE), random_state=context.cfg.seed)
     plots.shap_plots(bundle.contributions(bundle.matrix(sample)), sample, plot_dir)
     if evaluation.backtest is not None:
@@ -39,8 +39,8 @@ def write_artifacts(
     tables = folder / "tables"
     tables.mkdir()
     evaluation.churn_table.to_csv(tables / "churn_metrics.csv", index=False)
-    evaluation.clv_table.to_csv(tables / "clv_metrics.csv", index=False)
-    evaluation.deciles.to_csv(tables / "clv_deciles.csv", index=False)
+    evaluation.revenue_table.to_csv(tables / "revenue_metrics.csv", index=False)
+    evaluation.deciles.to_csv(tables / "revenue_deciles.csv", index=False)
     size_table.to_csv(tables / "model_size.csv", index=False)
     if evaluation.backtest is not None:
         evaluation.backtest.table.to_csv(tables / "backtest.csv", index=False)

@@ -1,11 +1,12 @@
 """One fitting recipe, applied at several points in time: the rolling-origin backtest, the out-of-time
 validation model and the deployed refit are all :func:`fit_recipe` on different labelled cutoffs.
 
-The recipe: the churn classifier and the CLV regressor are fitted on four fifths of the customers and
-stopped early on the other fifth (whole customers go one way); the held-out fifth then calibrates the churn
-probability and the CLV level (a multiplicative correction of its total), optionally weighted toward the
-newest cutoff (``churn.calibration_half_life``). The deployed model is refitted through the newest labelled
-cutoff, so its calibration and CLV level include the newest base rate instead of stopping a period short.
+The recipe: the churn classifier and the revenue forecast's regressor are fitted on four fifths of the
+customers and stopped early on the other fifth (whole customers go one way); the held-out fifth then
+calibrates the churn probability and the revenue forecast's level (a multiplicative correction of its total),
+optionally weighted toward the newest cutoff (``churn.calibration_half_life``). The deployed model is
+refitted through the newest labelled cutoff, so its calibration and revenue level include the newest base
+rate instead of stopping a period short.
 """
 
 from __future__ import annotations
@@ -46,18 +47,18 @@ class Recipe:
 
 @dataclass(frozen=True)
 class Fitted:
-    """A churn model with its calibration, and a CLV model with its level correction."""
+    """A churn model with its calibration, and a revenue forecast model with its level correction."""
 
     churn: lgb.Booster
     calibration: Calibration
-    clv: lgb.Booster
-    clv_scale: float
+    revenue: lgb.Booster
+    revenue_scale: float
 
     def probability(self, x: pd.DataFrame) -> np.ndarray:
         return self.calibration.apply(np.asarray(self.churn.predict(x), dtype=float))
 
-    def clv_of(self, x: pd.DataFrame) -> np.ndarray:
-        return np.clip(np.asarray(self.clv.predict(x), dtype=float) * self.clv_scale, 0.0, None)
+    def revenue_of(self, x: pd.DataFrame) -> np.ndarray:
+        return np.clip(np.asarray(self.revenue.predict(x), dtype=float) * self.revenue_scale, 0.0, None)
 
 
 def recency_weights(cutoffs: pd.Series, half_life_steps: float | None, step_days: int) -> np.ndarray:
@@ -76,21 +77,23 @@ def _boost(
     churn = recipe.cfg.churn
     train_set = lgb.Dataset(x_fit, fit_rows[target].to_numpy(float), free_raw_data=False)
     valid_set = lgb.Dataset(x_held, held_rows[target].to_numpy(float), reference=train_set)
-    rounds = churn.max_trees if target == "churned" else recipe.cfg.clv.max_trees
-    patience = churn.early_stopping_rounds if target == "churned" else recipe.cfg.clv.early_stopping_rounds
+    rounds = churn.max_trees if target == "churned" else recipe.cfg.revenue.max_trees
+    patience = (
+        churn.early_stopping_rounds if target == "churned" else recipe.cfg.revenue.early_stopping_rounds
+    )
     return fit.boost(params, train_set, valid_set, max_trees=rounds, patience=patience)
 
 
 def fit_recipe(rows: pd.DataFrame, recipe: Recipe, *, reference: bool = False) -> Fitted:
     """Fit the recipe on labelled ``rows`` (one or more cutoffs); ``reference`` swaps in the reference's
-    capacity. Calibration and CLV level come from the held-out fifth (see the module docstring)."""
+    capacity. Calibration and the revenue level come from the held-out fifth (see the module docstring)."""
     held = held_out(rows)
     fit_rows, held_rows = rows[~held], rows[held]
     x_fit, x_held = (to_model_input(f, recipe.features) for f in (fit_rows, held_rows))
     frames = (x_fit, x_held, fit_rows, held_rows)
     churn = _boost(recipe.reference_params if reference else recipe.churn_params, frames, "churned", recipe)
     runtime = fit.Runtime(threads=recipe.cfg.threads, seed=recipe.cfg.seed)
-    clv = _boost(fit.clv_params(recipe.cfg.clv, runtime), frames, "future_spend", recipe)
+    revenue = _boost(fit.revenue_params(recipe.cfg.revenue, runtime), frames, "future_spend", recipe)
     weights = recency_weights(
         held_rows["cutoff"], recipe.cfg.churn.calibration_half_life, recipe.cfg.step_days
     )
@@ -99,9 +102,9 @@ def fit_recipe(rows: pd.DataFrame, recipe: Recipe, *, reference: bool = False) -
     newest = (held_rows["cutoff"] == held_rows["cutoff"].max()).to_numpy()
     calibration = fit.fit_calibration(p_held, y_held, p_held[newest], y_held[newest], weights)
     spend = held_rows["future_spend"].to_numpy(float)
-    predicted = np.clip(np.asarray(clv.predict(x_held), dtype=float), 0.0, None)
+    predicted = np.clip(np.asarray(revenue.predict(x_held), dtype=float), 0.0, None)
     scale = float((weights * spend).sum() / max((weights * predicted).sum(), 1e-12))
-    return Fitted(churn, calibration, clv, scale)
+    return Fitted(churn, calibration, revenue, scale)
 
 
 def origins(cutoffs: list[pd.Timestamp], cfg: TrainConfig) -> list[tuple[pd.Timestamp, list[pd.Timestamp]]]:
@@ -143,7 +146,7 @@ def _origin_row(origin: pd.Timestamp, frame: pd.DataFrame, fitted: dict[str, Fit
         "brier": metrics["brier"],
         "ece": metrics["ece"],
         "reference_roc_auc": float(roc_auc_score(y, fitted["reference"].probability(x))),
-        "clv_total_ratio": float(fitted["budgeted"].clv_of(x).sum() / max(spend.sum(), 1e-12)),
+        "revenue_total_ratio": float(fitted["budgeted"].revenue_of(x).sum() / max(spend.sum(), 1e-12)),
         "explanation_cost": fit.explanation_cost(fitted["budgeted"].churn),
         "reference_explanation_cost": fit.explanation_cost(fitted["reference"].churn),
     }

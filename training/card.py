@@ -158,9 +158,9 @@ Calibration: {bundle.calibration.method}. Model size chosen for accuracy per uni
 {_table(size_table)}
 {_backtest(evaluation)}
 ## Spend over the horizon: LightGBM vs BG/NBD + Gamma-Gamma vs run rate (validation cutoff)
-{_table(evaluation.clv_table)}
+{_table(evaluation.revenue_table)}
 
-CLV calibration by decile of predicted CLV:
+Revenue forecast calibration by decile of the forecast:
 
 {_table(evaluation.deciles)}
 

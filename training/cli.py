@@ -18,7 +18,12 @@ def train(
     data: DataDir,
     horizon_days: Annotated[
         int | None,
-        typer.Option("--horizon-days", min=7, max=730, help="Churn and CLV horizon in days [default: 90]."),
+        typer.Option(
+            "--horizon-days",
+            min=7,
+            max=730,
+            help="Horizon of churn and the revenue forecast, in days [default: 90].",
+        ),
     ] = None,
     snapshots: Annotated[
         int | None,

@@ -1,6 +1,6 @@
-"""Evaluation metrics for churn probability, the spend forecast over the horizon (``clv_*``: the revenue
-forecast, not lifetime value), the value model's purchase probabilities and the business value of acting on
-the ranking.
+"""Evaluation metrics for churn probability, the revenue forecast over the horizon (``revenue_*``: spend
+expected over the horizon, not lifetime value), the value model's purchase probabilities and the business
+value of acting on the ranking.
 
 Calibration is binned in one place, :func:`reliability_table`; the ECE, the reliability plot, BG/NBD's
 purchase calibration and the notebooks all read it, so "bin 3" means the same customers everywhere.
@@ -79,7 +79,7 @@ class PurchaseCalibration:
 
     def metrics(self) -> dict[str, float]:
         """As MLflow metrics: ``btyd_bgnbd.p_purchase_<H>d.{ece,mean_predicted,observed,customers}`` and
-        ``btyd_bgnbd.p_alive.mean`` (next to the ``churn.btyd_bgnbd.*`` and ``clv.btyd_*`` tables)."""
+        ``btyd_bgnbd.p_alive.mean`` (next to the ``churn.btyd_bgnbd.*`` and ``revenue.btyd_*`` tables)."""
         name = f"btyd_bgnbd.p_purchase_{self.horizon_days}d"
         return {
             f"{name}.ece": self.ece,
@@ -201,7 +201,7 @@ def normalized_gini(actual: np.ndarray, predicted: np.ndarray) -> float:
     return gini(actual, predicted) / best if best else float("nan")
 
 
-def clv_metrics(actual: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
+def revenue_metrics(actual: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
     actual = np.asarray(actual, dtype=float)
     predicted = np.asarray(predicted, dtype=float)
     top = _top(predicted, 0.1)
@@ -216,9 +216,9 @@ def clv_metrics(actual: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
     }
 
 
-def clv_by_decile(actual: np.ndarray, predicted: np.ndarray) -> pd.DataFrame:
-    """Mean predicted and actual spend per decile of predicted CLV (decile 10 = highest), and their ratio:
-    the CLV calibration by decile."""
+def revenue_by_decile(actual: np.ndarray, predicted: np.ndarray) -> pd.DataFrame:
+    """Mean predicted and actual spend per decile of the revenue forecast (decile 10 = highest), and their
+    ratio: the forecast's calibration by decile."""
     frame = pd.DataFrame({"actual": actual, "predicted": predicted})
     frame["decile"] = pd.qcut(frame["predicted"].rank(method="first"), 10, labels=range(1, 11)).astype(int)
     out = (
@@ -233,21 +233,21 @@ def clv_by_decile(actual: np.ndarray, predicted: np.ndarray) -> pd.DataFrame:
 def business_value(
     churned: np.ndarray,
     p: np.ndarray,
-    clv: np.ndarray,
+    revenue: np.ndarray,
     *,
     spend_if_kept: np.ndarray,
     policy: BusinessConfig,
     seed: int = 0,
 ) -> dict[str, float]:
     """Net value of contacting the top ``policy.top_share`` of customers under three rankings: by value
-    at risk (``p * clv``), by churn probability ``p``, and at random.
+    at risk (``p * revenue``, the revenue forecast), by churn probability ``p``, and at random.
 
     Saved value is counted only for customers who really churned, at ``spend_if_kept`` (what the campaign
     would keep over the horizon), times the assumed success rate, less the contact cost."""
     churned = np.asarray(churned, dtype=bool)
     saved_if_contacted = churned * policy.success_rate * np.asarray(spend_if_kept, dtype=float)
     rng = np.random.default_rng(seed)
-    rankings = {"by_value_at_risk": p * clv, "by_churn_probability": p, "random": rng.random(len(p))}
+    rankings = {"by_value_at_risk": p * revenue, "by_churn_probability": p, "random": rng.random(len(p))}
     out: dict[str, float] = {}
     for name, score in rankings.items():
         top = _top(score, policy.top_share)
@@ -260,7 +260,8 @@ def business_value(
 class Backtest:
     """A rolling-origin backtest (see ``training.backtest``): per-origin metrics and reliability."""
 
-    table: pd.DataFrame  # one row per origin: origin, customers, churn_rate, roc_auc, ..., ece, clv ratio
+    # one row per origin: origin, customers, churn_rate, roc_auc, ..., ece, revenue_total_ratio, ...
+    table: pd.DataFrame
     reliability: dict[str, pd.DataFrame]  # origin (ISO date) -> reliability_table at that origin
 
 
@@ -268,7 +269,7 @@ class Backtest:
 class Evaluation:
     """Everything the out-of-time evaluation produced, for the artifacts, MLflow and the promotion.
 
-    ``churn_scores`` and ``clv_scores`` map model names to per-customer scores on ``frame`` (the candidate
+    ``churn_scores`` and ``revenue_scores`` map model names to per-customer scores on ``frame`` (the candidate
     is ``"churnguard"`` in both); the tables hold the same models' metrics."""
 
     frame: pd.DataFrame  # the validation snapshot: features, churned, future_spend
@@ -276,21 +277,21 @@ class Evaluation:
     y: np.ndarray  # churned (0/1)
     spend: np.ndarray  # actual spend over the horizon
     churn_scores: dict[str, np.ndarray]
-    clv_scores: dict[str, np.ndarray]
+    revenue_scores: dict[str, np.ndarray]
     churn_table: pd.DataFrame
-    clv_table: pd.DataFrame
+    revenue_table: pd.DataFrame
     business: dict[str, float]
-    deciles: pd.DataFrame  # clv_by_decile of the candidate
+    deciles: pd.DataFrame  # revenue_by_decile of the candidate
     backtest: Backtest | None = None
     warnings: tuple[str, ...] = ()  # what a user must know before trusting the model (card, /ready)
     holdout: np.ndarray | None = None  # customers never fitted by any run: the champion comparison's rows
     purchase_calibration: PurchaseCalibration | None = None  # BG/NBD's P(purchase within H) vs who bought
 
     def headline(self, model: str = "churnguard") -> dict[str, float]:
-        """The model's churn and CLV metrics as flat ``churn_*`` / ``clv_*`` keys."""
+        """The model's churn and revenue forecast metrics as flat ``churn_*`` / ``revenue_*`` keys."""
         churn = self.churn_table.set_index("model").loc[model]
-        clv = self.clv_table.set_index("model")
+        revenue = self.revenue_table.set_index("model")
         out = {f"churn_{k}": float(v) for k, v in churn.items()}
-        if model in clv.index:
-            out.update({f"clv_{k}": float(v) for k, v in clv.loc[model].items()})
+        if model in revenue.index:
+            out.update({f"revenue_{k}": float(v) for k, v in revenue.loc[model].items()})
         return out

@@ -1,5 +1,5 @@
 """Fitting: the churn classifier (sized for accuracy per unit of explanation cost), its calibration,
-the CLV regressor, and the two baselines every report compares against."""
+the revenue forecast's regressor, and the baselines every report compares against."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from sklearn.preprocessing import StandardScaler
 
 from features.bundle import Calibration, FeatureInfo
 from features.spec import FeatureDef
-from training.config import ChurnModelConfig, ClvModelConfig
+from training.config import ChurnModelConfig, RevenueModelConfig
 
 RFM_COLUMNS = ["recency_days", "orders_365d", "spend_365d", "orders_total", "spend_total", "tenure_days"]
 
@@ -221,7 +221,7 @@ def fit_calibration(
     return isotonic if scores["isotonic"] <= scores["platt"] else platt
 
 
-def clv_params(cfg: ClvModelConfig, runtime: Runtime) -> dict[str, object]:
+def revenue_params(cfg: RevenueModelConfig, runtime: Runtime) -> dict[str, object]:
     return lgb_params(
         runtime,
         objective="tweedie",
@@ -235,19 +235,19 @@ def clv_params(cfg: ClvModelConfig, runtime: Runtime) -> dict[str, object]:
     )
 
 
-def fit_clv(
+def fit_revenue(
     x: pd.DataFrame,
     y: np.ndarray,
     *,
     eval_set: tuple[pd.DataFrame, np.ndarray],
-    cfg: ClvModelConfig,
+    cfg: RevenueModelConfig,
     runtime: Runtime,
 ) -> lgb.Booster:
     """Tweedie regression of spend over the horizon: many zeros and a long tail."""
     train_set = lgb.Dataset(x, y, free_raw_data=False)
     valid_set = lgb.Dataset(*eval_set, reference=train_set, free_raw_data=False)
     return boost(
-        clv_params(cfg, runtime),
+        revenue_params(cfg, runtime),
         train_set,
         valid_set,
         max_trees=cfg.max_trees,
@@ -281,6 +281,6 @@ def predict_rfm_logistic(model: object, frame: pd.DataFrame) -> np.ndarray:
     return np.asarray(model.predict_proba(_rfm_matrix(frame))[:, 1], dtype=float)  # type: ignore[attr-defined]
 
 
-def run_rate_clv(frame: pd.DataFrame, horizon_days: int) -> np.ndarray:
-    """Baseline CLV: last year's spend, scaled to the horizon."""
+def run_rate_revenue(frame: pd.DataFrame, horizon_days: int) -> np.ndarray:
+    """Baseline revenue forecast: last year's spend, scaled to the horizon."""
     return frame["spend_365d"].fillna(0).to_numpy(float) * horizon_days / 365.0

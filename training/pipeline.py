@@ -55,7 +55,7 @@ class TrainResult:
     promoted: bool
     promotion_reason: str
     churn_table: pd.DataFrame
-    clv_table: pd.DataFrame
+    revenue_table: pd.DataFrame
     business: dict[str, float]
     seconds: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
@@ -185,12 +185,12 @@ def bundle_of(
     return ModelBundle(
         features=features,
         churn_model=fitted.churn,
-        clv_model=fitted.clv,
+        revenue_model=fitted.revenue,
         calibration=fitted.calibration,
         horizon_days=cfg.horizon_days,
         thresholds={**cfg.risk_thresholds, "high_value": 0.0},
         metadata={},
-        clv_scale=fitted.clv_scale,
+        revenue_scale=fitted.revenue_scale,
         value_model=value_model,
     )
 
@@ -208,9 +208,9 @@ def evaluate_out_of_time(
         "rfm_logistic": fit.predict_rfm_logistic(models.logistic, valid),
         "recency_rule": fit.predict_recency(models.recency, valid),
     }
-    clv_scores = {"churnguard": revenue, "run_rate": fit.run_rate_clv(valid, cfg.horizon_days)}
+    revenue_scores = {"churnguard": revenue, "run_rate": fit.run_rate_revenue(valid, cfg.horizon_days)}
     if "btyd_revenue" in valid.columns:  # the probabilistic model on the same holdout
-        clv_scores["btyd_bgnbd_gammagamma"] = valid["btyd_revenue"].to_numpy(float)
+        revenue_scores["btyd_bgnbd_gammagamma"] = valid["btyd_revenue"].to_numpy(float)
         churn_scores["btyd_bgnbd"] = 1.0 - valid["value_btyd_keeps"].to_numpy(float)
     churn_table = pd.DataFrame([{"model": k, **ev.churn_metrics(y, v)} for k, v in churn_scores.items()])
     ece = float(churn_table.set_index("model").loc["churnguard", "ece"])
@@ -221,18 +221,20 @@ def evaluate_out_of_time(
         y=y,
         spend=spend,
         churn_scores=churn_scores,
-        clv_scores=clv_scores,
+        revenue_scores=revenue_scores,
         churn_table=churn_table,
-        clv_table=pd.DataFrame([{"model": k, **ev.clv_metrics(spend, v)} for k, v in clv_scores.items()]),
+        revenue_table=pd.DataFrame(
+            [{"model": k, **ev.revenue_metrics(spend, v)} for k, v in revenue_scores.items()]
+        ),
         business=ev.business_value(
             y.astype(bool),
             churn_scores["churnguard"],
-            clv_scores["churnguard"],
-            spend_if_kept=clv_scores["run_rate"],
+            revenue_scores["churnguard"],
+            spend_if_kept=revenue_scores["run_rate"],
             policy=cfg.business,
             seed=cfg.seed,
         ),
-        deciles=ev.clv_by_decile(spend, clv_scores["churnguard"]),
+        deciles=ev.revenue_by_decile(spend, revenue_scores["churnguard"]),
         backtest=backtest,
         warnings=(warning,) if warning else (),
         holdout=held_out(valid),
@@ -241,15 +243,16 @@ def evaluate_out_of_time(
 
 def refit_through_validation(frames: Frames, recipe: Recipe, *, reference: bool) -> tuple[Fitted, dict]:
     """The deployed model: the recipe again, on every labelled cutoff, the validation cutoff included,
-    so the model a user deploys is not one period stale (its calibration and CLV level follow the newest
+    so the model a user deploys is not one period stale (its calibration and revenue level follow the newest
     labelled cutoff). Returns the model and what was refitted, for the metadata and the card."""
     rows = pd.concat(list(frames.snapshots.values()), ignore_index=True)
     fitted = fit_recipe(rows, recipe, reference=reference)
     newest = str(max(frames.snapshots).date())
     summary = (
-        f"churn {'reference' if reference else 'budgeted'} model ({fitted.churn.num_trees()} trees) and CLV "
-        f"model on {len(frames.snapshots)} cutoffs through {newest}; calibration ({fitted.calibration.method}) "
-        f"and CLV level (x{fitted.clv_scale:.3f}) on held-out customers of every cutoff through {newest}"
+        f"churn {'reference' if reference else 'budgeted'} model ({fitted.churn.num_trees()} trees) and "
+        f"revenue forecast on {len(frames.snapshots)} cutoffs through {newest}; calibration "
+        f"({fitted.calibration.method}) and revenue level (x{fitted.revenue_scale:.3f}) on held-out "
+        f"customers of every cutoff through {newest}"
     )
     return fitted, {"through": newest, "rows": len(rows), "summary": summary}
 
@@ -429,7 +432,7 @@ def train(
         promoted=registration.promoted,
         promotion_reason=registration.reason,
         churn_table=evaluation.churn_table,
-        clv_table=evaluation.clv_table,
+        revenue_table=evaluation.revenue_table,
         business=evaluation.business,
         seconds=dict(watch.seconds),
         warnings=warnings,

@@ -99,20 +99,20 @@ def gains_plot(y: np.ndarray, scores: dict[str, np.ndarray], folder: Path) -> Pa
         return _save(fig, folder, "cumulative_gains.png")
 
 
-def clv_decile_plot(deciles: pd.DataFrame, folder: Path) -> Path:
+def revenue_decile_plot(deciles: pd.DataFrame, folder: Path) -> Path:
     with plt.rc_context(_STYLE):
         fig, ax = plt.subplots()
         width = 0.4
         ax.bar(deciles["decile"] - width / 2, deciles["predicted"], width, label="predicted")
         ax.bar(deciles["decile"] + width / 2, deciles["actual"], width, label="actual")
         ax.set(
-            xlabel="decile of predicted CLV (10 = highest)",
+            xlabel="decile of the revenue forecast (10 = highest)",
             ylabel="mean spend over the horizon",
-            title="CLV: predicted vs actual by decile",
+            title="Revenue forecast: predicted vs actual by decile",
             xticks=list(range(1, 11)),
         )
         ax.legend()
-        return _save(fig, folder, "clv_deciles.png")
+        return _save(fig, folder, "revenue_deciles.png")
 
 
 def shap_plots(contrib: np.ndarray, x: pd.DataFrame, folder: Path) -> list[Path]:

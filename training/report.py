@@ -20,13 +20,13 @@ def print_result(console: Console, result: Any, settings: ChurnguardSettings) ->
     for row in churn.to_dict("records"):
         table.add_row(row["model"], *(f"{row[c]:.4f}" for c in columns))
     console.print(table)
-    clv = result.clv_table
+    revenue = result.revenue_table
     table = Table(title="Revenue forecast over the horizon (undiscounted; not lifetime value)")
     columns = ["mae", "rmse", "spearman", "gini", "top_decile_spend_capture", "predicted_to_actual"]
     table.add_column("model")
     for c in columns:
         table.add_column(c, justify="right")
-    for row in clv.to_dict("records"):
+    for row in revenue.to_dict("records"):
         table.add_row(row["model"], *(f"{row[c]:,.3f}" for c in columns))
     console.print(table)
     print_purchase_calibration(console, getattr(result, "purchase_calibration", None))

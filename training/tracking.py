@@ -116,7 +116,7 @@ def _log_run(folder: Path, bundle: ModelBundle, evaluation: Evaluation, context:
     cfg = context.cfg
     mlflow.log_params(_flat("", cfg))
     mlflow.set_tags({**provenance(), "horizon_days": str(cfg.horizon_days)})
-    for table, kind in ((evaluation.churn_table, "churn"), (evaluation.clv_table, "clv")):
+    for table, kind in ((evaluation.churn_table, "churn"), (evaluation.revenue_table, "revenue")):
         for row in table.to_dict("records"):
             model = row.pop("model")
             mlflow.log_metrics({f"{kind}.{model}.{k}": float(v) for k, v in row.items() if np.isfinite(v)})

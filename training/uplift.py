@@ -479,7 +479,7 @@ def campaign_log(inputs: UpliftInputs, rows: pd.DataFrame) -> _Logged:
     basis = "revenue" if bundle.value_model is None else bundle.value_model.basis
     matrix = bundle.matrix(rows)
     probability = bundle.probability(bundle.churn_raw(matrix))
-    revenue = bundle.clv(matrix)
+    revenue = bundle.revenue(matrix)
     value = bundle.customer_value(rows, probability, revenue)
     retained_value = bundle.retained_value(value, revenue)
     log = UpliftLog(

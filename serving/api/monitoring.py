@@ -77,7 +77,8 @@ class ModelHealth(BaseModel):
 def customer_history(
     customer_id: Annotated[str, Path(max_length=200, examples=["C0000001"])], state: StateDep, _key: ApiKeyDep
 ) -> dict[str, object]:
-    """Churn probability, CLV, value at risk, segment and action per run, oldest first."""
+    """Churn probability, expected revenue, lifetime value, value at risk, segment and action per run,
+    oldest first."""
     runs = state.store.history(customer_id)
     if not runs:
         raise HTTPException(

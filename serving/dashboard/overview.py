@@ -20,7 +20,7 @@ METRICS = (
     ("churn_roc_auc", "Churn ROC AUC", "{:.3f}"),
     ("churn_ece", "Calibration error (ECE)", "{:.3f}"),
     ("churn_top_decile_lift", "Top-decile lift", "{:.2f}×"),
-    ("clv_spearman", "Revenue forecast rank correlation", "{:.2f}"),
+    ("revenue_spearman", "Revenue forecast rank correlation", "{:.2f}"),
 )
 
 

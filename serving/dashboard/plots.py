@@ -28,11 +28,14 @@ PLOTS = {
     "cumulative_gains": "Cumulative gains: share of churners reached by contacting the riskiest first",
     "roc": "ROC curve",
     "precision_recall": "Precision and recall",
-    "clv_deciles": "Revenue forecast over the horizon: predicted and actual spend by forecast decile",
+    "revenue_deciles": "Revenue forecast over the horizon: predicted and actual spend by forecast decile",
     "feature_importance": "Feature importance",
     "shap_summary": "SHAP summary: how each feature moves churn risk",
 }
 PRIMARY = ("reliability", "cumulative_gains")
+# Compatibility: runs trained before clv meant lifetime value (issue #13) logged the revenue forecast's
+# plot as clv_deciles.png, and versions cached then keep that name; such files are shown under today's.
+_OLD_NAMES = {"clv_deciles": "revenue_deciles"}
 _SAFE_VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 Fetcher = Callable[[str, str, Path], None]
@@ -89,8 +92,7 @@ class PlotCache:
         folder = self.folder(version)
         if folder is None or name not in PLOTS:
             return None
-        path = folder / f"{name}.png"
-        return path if path.is_file() else None
+        return _cached(folder, name)
 
     def status(self, info: ModelInfo | None) -> PlotStatus:
         """What to show for the model being served, fetching its plots first if needed (briefly)."""
@@ -115,7 +117,7 @@ class PlotCache:
                     note=f"Evaluation plots are unavailable right now ({job.error}). The rest of the page is "
                     "current; they will be fetched again later.",
                 )
-        available = tuple(name for name in PLOTS if (folder / f"{name}.png").is_file())
+        available = tuple(name for name in PLOTS if _cached(folder, name) is not None)
         if not available:
             return PlotStatus(info.version, note="The model's training run logged no evaluation plots.")
         return PlotStatus(info.version, available)
@@ -145,7 +147,7 @@ class PlotCache:
                 if not fetched.is_dir():
                     fetched.mkdir()
                 for extra in fetched.iterdir():
-                    if extra.suffix != ".png" or extra.stem not in PLOTS:
+                    if extra.suffix != ".png" or (extra.stem not in PLOTS and extra.stem not in _OLD_NAMES):
                         shutil.rmtree(extra) if extra.is_dir() else extra.unlink()
                 try:
                     os.replace(fetched, folder)  # atomic; a concurrent fetch that won leaves the same files
@@ -158,6 +160,12 @@ class PlotCache:
         finally:
             job.finished_at = time.time()
             job.done.set()
+
+
+def _cached(folder: Path, name: str) -> Path | None:
+    """The cached PNG of plot ``name`` in a version's folder, under its current or its old name."""
+    names = [name, *(old for old, new in _OLD_NAMES.items() if new == name)]
+    return next((p for p in (folder / f"{n}.png" for n in names) if p.is_file()), None)
 
 
 def _describe(exc: Exception) -> str:

@@ -515,8 +515,9 @@ def test_a_bundle_of_the_format_before_effects_still_loads_and_uses_the_priors(
     champion = load_model("models:/churnguard@champion")
     champion.bundle.save(tmp_path)
     spec = json.loads((tmp_path / "bundle.json").read_text())
-    spec["format"] = 3
+    spec["format"], spec["clv_scale"] = 3, spec.pop("revenue_scale")  # format 3 named them clv
     del spec["effects"]
+    (tmp_path / "revenue_model.txt").rename(tmp_path / "clv_model.txt")
     (tmp_path / "bundle.json").write_text(json.dumps(spec))
     old = ModelBundle.load(tmp_path)
     assert old.effects is None

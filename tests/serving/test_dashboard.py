@@ -20,6 +20,7 @@ import pytest
 from fastapi.testclient import TestClient
 from markupsafe import escape
 
+from features.bundle import ModelInfo
 from serving.actions import decide_actions, load_playbook
 from serving.app import create_app
 from serving.dashboard.customers import CSV_COLUMNS, csv_row
@@ -262,6 +263,42 @@ def test_overview_notes_an_unreachable_registry(signed_in: tuple[TestClient, str
         app_state.dashboard_plots = saved
     assert page.status_code == 200
     assert "the model registry could not be reached" in page.text and "/plots/" not in page.text
+
+
+def test_a_plot_logged_under_its_old_name_still_shows(
+    signed_in: tuple[TestClient, str], trained: Any, tmp_path: Path
+) -> None:
+    """Runs trained before clv meant lifetime value logged the revenue forecast's plot as clv_deciles.png,
+    and the dashboard cached it under that name: it still shows, as the revenue forecast's plot."""
+    client, _ = signed_in
+    png = b"\x89PNG\r\n\x1a\n an old run's plot"
+
+    def old_run(name: str, version: str, destination: Path) -> None:
+        (destination / "plots").mkdir()
+        for plot in ("reliability", "clv_deciles"):
+            (destination / "plots" / f"{plot}.png").write_bytes(png)
+
+    app_state = client.app.state  # type: ignore[attr-defined]
+    saved = getattr(app_state, "dashboard_plots", None)
+    app_state.dashboard_plots = PlotCache(tmp_path / "fetched", fetch=old_run, wait_seconds=5)
+    try:
+        page = client.get("/")
+        image = client.get(f"/plots/{trained.version}/revenue_deciles.png")
+    finally:
+        app_state.dashboard_plots = saved
+    assert f'src="/plots/{trained.version}/revenue_deciles.png"' in page.text
+    assert image.status_code == 200 and image.content == png
+
+    def never(name: str, version: str, destination: Path) -> None:
+        raise AssertionError("a cached version is not fetched again")
+
+    cached = tmp_path / "cached"
+    (cached / "7").mkdir(parents=True)
+    (cached / "7" / "clv_deciles.png").write_bytes(png)
+    info = ModelInfo("churnguard", "7", "champion", "2025-01-01", 90, "models:/churnguard@champion")
+    plots = PlotCache(cached, fetch=never)
+    assert plots.status(info).available == ("revenue_deciles",)
+    assert plots.path("7", "revenue_deciles") == cached / "7" / "clv_deciles.png"
 
 
 def test_customer_list_filters_sorts_and_pages(signed_in: tuple[TestClient, str], store: Any) -> None:

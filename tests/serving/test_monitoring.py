@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 import shutil
+import sqlite3
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -159,8 +161,8 @@ def test_realised_performance_of_a_matured_run_equals_a_hand_computation(
     ece = sum(abs(y[b].mean() - p[b].mean()) * len(b) for b in bins) / len(y)
     assert report["ece"] == pytest.approx(ece)
     forecast, spend = joined["expected_revenue"], joined["future_spend"]
-    assert report["clv_total_ratio"] == pytest.approx(forecast.sum() / spend.sum())
-    assert report["clv_mae"] == pytest.approx(np.mean(np.abs(forecast - spend)))
+    assert report["revenue_total_ratio"] == pytest.approx(forecast.sum() / spend.sum())
+    assert report["revenue_mae"] == pytest.approx(np.mean(np.abs(forecast - spend)))
     for segment, part in joined.groupby("segment"):
         assert report["segments"][segment]["customers"] == len(part)
     assert measure_matured_runs(history, load_dataset(trained.data), limits=MonitorLimits()) == []  # once
@@ -263,3 +265,119 @@ def test_monitor_without_runs_says_what_to_do(tmp_path: Path, monkeypatch: pytes
 def test_copy_of_the_history_store_is_its_own(history: SqliteScoreStore, tmp_path: Path) -> None:
     shutil.copy(history.path, tmp_path / "copy.db")
     assert len(SqliteScoreStore(tmp_path / "copy.db").runs()) == 3
+
+
+def _copy_store(history: SqliteScoreStore, path: Path, *, performance: bool) -> Path:
+    """A copy of the history store (SQLite's backup: committed pages wherever they are), with or without
+    its realised-performance reports."""
+    with sqlite3.connect(history.path) as source, sqlite3.connect(path) as target:
+        source.backup(target)
+        if not performance:
+            target.execute("DELETE FROM run_reports WHERE kind = 'performance'")
+    return path
+
+
+def _monitor(store_file: Path, monkeypatch: pytest.MonkeyPatch, *args: str) -> Any:
+    from typer.testing import CliRunner
+
+    from features.cli import build_app
+
+    monkeypatch.setenv("CHURNGUARD_STORE_PATH", str(store_file))
+    clear_settings_caches()
+    try:
+        return CliRunner().invoke(build_app(), ["monitor", "--report-only", *args])
+    finally:
+        clear_settings_caches()
+
+
+def test_the_old_degrade_variable_still_sets_the_limit_with_a_warning(
+    trained: Trained, history: SqliteScoreStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CHURNGUARD_DEGRADE_CLV_RATIO, the revenue forecast's limit before clv meant lifetime value, still
+    decides whether a run degraded, and the user is told its new name."""
+    flagged = {}
+    for name, limit in (("tight", "0.0001"), ("loose", "10")):
+        monkeypatch.setenv("CHURNGUARD_DEGRADE_CLV_RATIO", limit)
+        store_file = _copy_store(history, tmp_path / f"{name}.db", performance=False)
+        result = _monitor(store_file, monkeypatch, "--data", str(trained.data), "--json")
+        assert result.exit_code == 0, result.output
+        assert (
+            "warning: CHURNGUARD_DEGRADE_CLV_RATIO is the old name of CHURNGUARD_DEGRADE_REVENUE_RATIO"
+            in result.stderr
+        )
+        health = json.loads(result.stdout)
+        assert health["limits"]["revenue_ratio"] == float(limit) and health["performance"]
+        flagged[name] = [r for p in health["performance"] for r in p["degraded"] if "revenue forecast" in r]
+    assert flagged["tight"] and not flagged["loose"]
+
+
+def test_the_new_degrade_variable_wins_over_the_old_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    from features.errors import RenamedSettingWarning
+    from serving.settings import ServingSettings
+
+    monkeypatch.setenv("CHURNGUARD_DEGRADE_CLV_RATIO", "0.1")
+    monkeypatch.setenv("CHURNGUARD_DEGRADE_REVENUE_RATIO", "0.4")
+    with pytest.warns(RenamedSettingWarning, match="CHURNGUARD_DEGRADE_CLV_RATIO is ignored"):
+        assert MonitorLimits.from_settings(ServingSettings()).revenue_ratio == 0.4
+    monkeypatch.delenv("CHURNGUARD_DEGRADE_REVENUE_RATIO")
+    monkeypatch.setenv("CHURNGUARD_DEGRADE_CLV_RATIO", "-1")  # refused under the name it is read as
+    with pytest.warns(RenamedSettingWarning), pytest.raises(ValueError, match="degrade_revenue_ratio"):
+        ServingSettings()
+
+
+OLD_REPORT_KEYS = {
+    "revenue_mae": "clv_mae",
+    "revenue_predicted": "clv_predicted",
+    "revenue_actual": "clv_actual",
+}
+
+
+def _as_before_the_rename(store_file: Path) -> None:
+    """Rewrite a store as the version before the rename (issue #13) left it: its realised-performance
+    reports and its runs' validation metrics name the revenue forecast's figures clv_* (a total ratio of
+    1.37 and a validation ratio of 1.05 here), and a degraded run says "CLV total ratio"."""
+    store = SqliteScoreStore(store_file)
+    for run_id, body in store.reports("performance").items():
+        old = {OLD_REPORT_KEYS.get(k, k): v for k, v in body.items() if k != "revenue_total_ratio"}
+        old |= {
+            "clv_total_ratio": 1.37,
+            "degraded": ["CLV total ratio 1.37 (predicted/actual) is off 1 by more than 25%"],
+        }
+        store.save_report(run_id, "performance", old)
+    with sqlite3.connect(store_file) as con:
+        for run in store.runs():
+            metrics = {k: v for k, v in run["model"]["metrics"].items() if not k.startswith("revenue_")}
+            model = {**run["model"], "metrics": {**metrics, "clv_predicted_to_actual": 1.05}}
+            con.execute("UPDATE runs SET model = ? WHERE run_id = ?", (json.dumps(model), run["run_id"]))
+
+
+def test_reports_stored_before_the_rename_still_show(
+    trained: Trained, history: SqliteScoreStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Realised performance measured and validation figures recorded by the version before the rename:
+    `churnguard monitor`, GET /v1/model/health and the Model health page show them under today's names."""
+    from serving.app import create_app
+    from serving.settings import ServingSettings
+    from tests.serving.test_dashboard import sign_in
+
+    store_file = _copy_store(history, tmp_path / "old.db", performance=True)
+    measure_matured_runs(SqliteScoreStore(store_file), load_dataset(trained.data), limits=MonitorLimits())
+    _as_before_the_rename(store_file)
+
+    health = json.loads(_monitor(store_file, monkeypatch, "--json").stdout)
+    assert health["validation"]["revenue_predicted_to_actual"] == 1.05  # from the run's old metric name
+    assert {p["revenue_total_ratio"] for p in health["performance"]} == {1.37}
+    assert health["status"] == "retrain" and "CLV" not in json.dumps(health)
+    text = _monitor(store_file, monkeypatch)
+    assert text.exit_code == 0, text.output
+    printed = " ".join(text.stdout.split())  # as a terminal of any width shows it
+    assert printed.count("revenue ratio 1.37 DEGRADED") == len(health["performance"])
+    assert "revenue forecast total ratio 1.37 (predicted/actual) is off 1" in printed
+
+    with TestClient(create_app(ServingSettings(store_path=store_file))) as client:
+        api = client.get("/v1/model/health", headers={"Authorization": f"Bearer {trained.api_key}"}).json()
+        assert [p["revenue_total_ratio"] for p in api["performance"]] == [1.37] * len(health["performance"])
+        assert sign_in(client, trained.api_key).status_code == 303
+        page = client.get("/model-health").text
+    assert page.count('<td class="num">1.37</td>') == len(health["performance"])
+    assert "degraded: revenue forecast total ratio 1.37" in page and "CLV" not in page

@@ -1,4 +1,5 @@
-"""The rolling-origin backtest's time rules, and the bundle's CLV level surviving a save."""
+"""The rolling-origin backtest's time rules, and the bundle's revenue forecast level surviving a save
+(and the layout bundles had before the revenue forecast was renamed from ``clv``)."""
 
 from __future__ import annotations
 
@@ -35,28 +36,69 @@ def test_recency_weights_halve_per_half_life_and_are_flat_when_off() -> None:
     assert np.allclose(recency_weights(cutoffs, None, 30), 1.0)
 
 
-def test_bundle_keeps_its_clv_level_and_old_bundles_still_load(tmp_path, small_data) -> None:
+def _bundle(scale: float, metadata: dict | None = None):
+    """A one-feature bundle whose churn and revenue models differ (so swapping them shows)."""
     import lightgbm as lgb
 
     from features.bundle import Calibration, FeatureInfo, ModelBundle
 
     x = pd.DataFrame({"a": np.arange(200.0)})
-    booster = lgb.train({"verbosity": -1, "objective": "regression"}, lgb.Dataset(x, np.arange(200.0)), 5)
-    bundle = ModelBundle(
-        [FeatureInfo("a", "a number", "count", "g")], booster, booster, Calibration("platt"), 90, {}, {}, 2.0
-    )
+    params = {"verbosity": -1, "objective": "regression", "min_data_in_leaf": 5}
+    churn = lgb.train(params, lgb.Dataset(x, (np.arange(200.0) > 100).astype(float)), 5)
+    revenue = lgb.train(params, lgb.Dataset(x, np.arange(200.0) * 3), 5)
+    info = [FeatureInfo("a", "a number", "count", "g")]
+    return ModelBundle(info, churn, revenue, Calibration("platt"), 90, {}, metadata or {}, scale)
+
+
+def test_bundle_keeps_its_revenue_level_and_old_bundles_still_load(tmp_path) -> None:
+    from features.bundle import ModelBundle
+
+    bundle = _bundle(2.0)
     bundle.save(tmp_path / "b")
     loaded = ModelBundle.load(tmp_path / "b")
-    assert loaded.clv_scale == 2.0
+    assert loaded.revenue_scale == 2.0
     frame = pd.DataFrame({"a": [150.0]})
-    raw = float(booster.predict(frame.to_numpy())[0])
+    raw = float(bundle.revenue_model.predict(frame.to_numpy())[0])
     assert loaded.predict(frame)["expected_revenue_90d"].iloc[0] == pytest.approx(2.0 * raw)
     spec = json.loads((tmp_path / "b" / "bundle.json").read_text())
     spec["format"] = 1
-    del spec["clv_scale"]
+    del spec["revenue_scale"]
+    (tmp_path / "b" / "revenue_model.txt").rename(tmp_path / "b" / "clv_model.txt")
     (tmp_path / "b" / "bundle.json").write_text(json.dumps(spec))
-    assert ModelBundle.load(tmp_path / "b").clv_scale == 1.0
+    assert ModelBundle.load(tmp_path / "b").revenue_scale == 1.0
     spec["format"] = 99
     (tmp_path / "b" / "bundle.json").write_text(json.dumps(spec))
     with pytest.raises(ValueError, match="format 99"):
         ModelBundle.load(tmp_path / "b")
+
+
+def test_a_bundle_saved_before_the_rename_forecasts_the_same_revenue(tmp_path) -> None:
+    """Models registered before ``clv`` meant lifetime value (bundle format 4) name the revenue forecast's
+    file ``clv_model.txt``, its level ``clv_scale`` and its validation metrics ``clv_*``: they still load,
+    forecast the same revenue, show their metrics under today's names and are saved again in today's."""
+    import shutil
+
+    from features.bundle import ModelBundle
+
+    metrics = {"churn_roc_auc": 0.8, "revenue_predicted_to_actual": 1.05, "revenue_spearman": 0.6}
+    bundle = _bundle(1.7, {"metrics": metrics})
+    frame = pd.DataFrame({"a": [3.0, 80.0, 150.0, np.nan]})
+    expected = bundle.predict(frame)
+    bundle.save(tmp_path / "new")
+    old = tmp_path / "old"
+    shutil.copytree(tmp_path / "new", old)
+    (old / "revenue_model.txt").rename(old / "clv_model.txt")
+    spec = json.loads((old / "bundle.json").read_text())
+    spec["format"], spec["clv_scale"] = 4, spec.pop("revenue_scale")
+    spec["metadata"]["metrics"] = {"churn_roc_auc": 0.8, "clv_predicted_to_actual": 1.05, "clv_spearman": 0.6}
+    (old / "bundle.json").write_text(json.dumps(spec))
+
+    loaded = ModelBundle.load(old)
+    assert loaded.revenue_scale == 1.7
+    pd.testing.assert_frame_equal(loaded.predict(frame), expected)
+    assert loaded.metadata["metrics"] == metrics
+    loaded.save(tmp_path / "again")
+    assert (tmp_path / "again" / "revenue_model.txt").is_file()
+    assert not (tmp_path / "again" / "clv_model.txt").exists()
+    resaved = json.loads((tmp_path / "again" / "bundle.json").read_text())
+    assert resaved["revenue_scale"] == 1.7 and "clv_scale" not in resaved

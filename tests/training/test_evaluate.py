@@ -41,9 +41,9 @@ def test_gains_table_reaches_every_churner_and_ranks_the_perfect_score_first() -
     assert reversed_.loc[2, "churners_reached"] == 0.0
 
 
-def test_clv_deciles_carry_the_level_ratio() -> None:
+def test_revenue_deciles_carry_the_level_ratio() -> None:
     actual = np.arange(1, 101, dtype=float)
-    deciles = ev.clv_by_decile(actual, 2 * actual)
+    deciles = ev.revenue_by_decile(actual, 2 * actual)
     assert np.allclose(deciles["predicted_to_actual"], 2.0)
 
 

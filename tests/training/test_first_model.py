@@ -21,7 +21,7 @@ pytestmark = pytest.mark.slow
 STRICT = {  # a guard no model meets: the first model must still become champion, with the warning
     "threads": 1,
     "churn": {"num_leaves_grid": [7], "max_trees": 80},
-    "clv": {"max_trees": 60},
+    "revenue": {"max_trees": 60},
     "promotion": {"max_ece": 0.0001},
 }
 
@@ -61,7 +61,7 @@ def test_first_model_above_the_guard_is_champion_with_a_warning_and_the_guard_ho
     assert len(plots) == 3
     assert len(client.get_metric_history(run_id, "backtest.roc_auc")) == 3
     assert bundle.metadata["refit"]["through"] == bundle.metadata["cutoffs"]["validation"]
-    assert bundle.clv_scale > 0
+    assert bundle.revenue_scale > 0
 
     second = pipeline.train(small_data, cfg, get_settings())
     assert not second.promoted and "guard" in second.promotion_reason

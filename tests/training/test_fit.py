@@ -71,8 +71,8 @@ def test_metrics_on_known_cases() -> None:
     perfect = ev.churn_metrics(y, np.array([0.1, 0.2, 0.8, 0.9]))
     assert perfect["roc_auc"] == 1.0 and perfect["pr_auc"] == 1.0
     spend = np.array([0.0, 0.0, 10.0, 90.0])
-    assert ev.clv_metrics(spend, spend)["gini"] == pytest.approx(1.0)
-    assert ev.clv_metrics(spend, spend)["predicted_to_actual"] == pytest.approx(1.0)
+    assert ev.revenue_metrics(spend, spend)["gini"] == pytest.approx(1.0)
+    assert ev.revenue_metrics(spend, spend)["predicted_to_actual"] == pytest.approx(1.0)
     value = ev.business_value(
         np.array([True, False]),
         np.array([0.9, 0.1]),

@@ -10,7 +10,7 @@ import pytest
 from mlflow import MlflowClient
 from sklearn.metrics import roc_auc_score
 
-from features.errors import ConfigError, DataValidationError
+from features.errors import ConfigError, DataValidationError, RenamedSettingWarning
 from features.loading import load_dataset
 from features.model_store import load_model
 from features.settings import get_settings
@@ -57,7 +57,7 @@ def test_run_logs_plots_model_card_and_fingerprint(trained) -> None:
         "plots/precision_recall.png",
         "plots/reliability.png",
         "plots/cumulative_gains.png",
-        "plots/clv_deciles.png",
+        "plots/revenue_deciles.png",
         "plots/shap_summary.png",
         "plots/feature_importance.png",
     } <= plots
@@ -66,6 +66,8 @@ def test_run_logs_plots_model_card_and_fingerprint(trained) -> None:
     run = client.get_run(run_id)
     assert "git_commit" in run.data.tags and "version_lightgbm" in run.data.tags
     assert run.data.metrics["churn.churnguard.pr_auc"] > 0
+    assert run.data.metrics["revenue.churnguard.predicted_to_actual"] > 0
+    assert not [k for k in run.data.metrics if k.startswith("clv")]  # clv means lifetime value now
 
 
 def test_model_beats_both_baselines_and_is_calibrated(trained) -> None:
@@ -75,9 +77,10 @@ def test_model_beats_both_baselines_and_is_calibrated(trained) -> None:
     assert (
         churn.loc["churnguard", "ece"] < 0.1
     )  # ~900 validation customers: the 0.02 target is measured at scale
-    clv = trained.clv_table.set_index("model")
+    revenue = trained.revenue_table.set_index("model")
     assert (
-        clv.loc["churnguard", "top_decile_spend_capture"] >= clv.loc["run_rate", "top_decile_spend_capture"]
+        revenue.loc["churnguard", "top_decile_spend_capture"]
+        >= revenue.loc["run_rate", "top_decile_spend_capture"]
     )
 
 
@@ -114,7 +117,7 @@ def test_worse_model_is_registered_but_not_promoted(trained, small_data) -> None
             "snapshots": 2,
             "threads": 1,
             "churn": {"num_leaves_grid": [2], "max_trees": 10, "learning_rate": 0.01},
-            "clv": {"max_trees": 10},
+            "revenue": {"max_trees": 10},
             "promotion": {"max_ece": 1.0},
         }
     )
@@ -156,6 +159,51 @@ def test_config_file_errors_name_the_key(tmp_path) -> None:
         load_train_config(path)
     assert "horizon_days" in str(error.value) and "churn.num_leaves" in str(error.value)
     assert load_train_config(None, horizon_days=60).horizon_days == 60
+
+
+def test_the_old_clv_section_is_read_as_revenue_with_a_warning(tmp_path) -> None:
+    """Configs written when the revenue forecast's section was ``clv:`` (before clv meant lifetime value)."""
+    old, new = tmp_path / "old.yaml", tmp_path / "new.yaml"
+    old.write_text("clv: {max_trees: 40, num_leaves: 8}\n")
+    new.write_text("revenue: {max_trees: 40, num_leaves: 8}\n")
+    with pytest.warns(RenamedSettingWarning, match="`clv:` section is now called `revenue:`"):
+        read = load_train_config(old)
+    assert read == load_train_config(new) and read.revenue.max_trees == 40
+    both = tmp_path / "both.yaml"
+    both.write_text("clv: {max_trees: 40}\nrevenue: {max_trees: 50}\n")
+    with pytest.raises(ConfigError) as error:
+        load_train_config(both)
+    assert f"{both}: both `clv:` and `revenue:` are given" in str(error.value)
+    old.write_text("clv: {max_trees: 3}\n")  # the old section is checked as the new one is
+    with pytest.warns(RenamedSettingWarning), pytest.raises(ConfigError, match=r"revenue\.max_trees"):
+        load_train_config(old)
+
+
+def test_a_config_from_before_the_rename_still_trains_with_its_settings(
+    trained, small_data, tmp_path
+) -> None:
+    """``churnguard train --config`` with the old ``clv:`` section: the user is told the new name, and the
+    revenue forecast is fitted with the section's settings (defaults: 150 trees of 31 leaves)."""
+    from typer.testing import CliRunner
+
+    from features.cli import build_app
+
+    path = tmp_path / "train.yaml"
+    path.write_text(
+        "snapshots: 2\nthreads: 1\nchurn: {num_leaves_grid: [2], max_trees: 10}\n"
+        "clv: {max_trees: 12, num_leaves: 4}\nbacktest: {origins: 0}\npromotion: {max_ece: 1.0}\n"
+    )
+    client = _client(trained)
+    champion_before = version_by_alias(client, "churnguard", CHAMPION)
+    args = ["train", "--data", str(small_data), "--config", str(path), "--no-promote"]
+    result = CliRunner().invoke(build_app(), args)
+    assert result.exit_code == 0, result.output
+    assert "warning: the training config's `clv:` section is now called `revenue:`" in result.output
+    version = version_by_alias(client, "churnguard", CHALLENGER)
+    assert version != champion_before == version_by_alias(client, "churnguard", CHAMPION)
+    revenue = load_model(f"models:/churnguard/{version}").bundle.revenue_model
+    trees = revenue.dump_model()["tree_info"]
+    assert 0 < len(trees) <= 12 and max(t["num_leaves"] for t in trees) <= 4
 
 
 def test_without_campaigns_the_playbook_decides_and_the_run_says_so(trained) -> None:

@@ -26,8 +26,9 @@ def test_trained_bundle_carries_the_value_model_and_an_older_one_loads(trained, 
     bundle.save(tmp_path / "new")
     assert json.loads((tmp_path / "new" / "bundle.json").read_text())["format"] == BUNDLE_FORMAT >= 3
     spec = json.loads((tmp_path / "new" / "bundle.json").read_text())
-    spec["format"] = 2
+    spec["format"], spec["clv_scale"] = 2, spec.pop("revenue_scale")  # format 2 named them clv
     del spec["value_model"]
+    (tmp_path / "new" / "revenue_model.txt").rename(tmp_path / "new" / "clv_model.txt")
     (tmp_path / "new" / "bundle.json").write_text(json.dumps(spec))
     old = ModelBundle.load(tmp_path / "new")
     assert old.value_model is None
