@@ -27,7 +27,8 @@ MLflow store, default config), and the champion it leaves scores the customers a
   discounted to T), and the model's Spearman is reported as a share of the oracle's (aim ≥ 0.9). Beside
   it, the **data's ceiling** (:func:`data_ceiling`): the Spearman against the oracle of a LightGBM fitted
   to the oracle's own values (cross-fitted), which shows how much of the oracle's ranking the tables carry
-  at all; ``--ceiling-curve 5k,20k,80k`` prints it alone as the world grows.
+  at all; ``--ceiling-curve 5k,20k,80k`` prints it alone as the world grows, and ``--richer-view`` beside
+  it the ceiling with more of the raw tables than the features hold (:func:`richer_view`).
 
 The cut keeps each table's own file shape (a shop export stays an invoice-line CSV with its columns.yaml), so
 every world also goes through the loader as it would in production.
@@ -334,9 +335,70 @@ def ceiling_frame(dataset: Any, cutoff: pd.Timestamp, features: pd.DataFrame, ra
     return pd.concat([features.drop(columns=["customer_id"]).reset_index(drop=True), extra], axis=1)
 
 
-def ceiling_curve(scenario: str, sizes: list[int], seed: int) -> list[tuple[int, int, float | None]]:
+def _per_month(
+    frame: pd.DataFrame,
+    ids: pd.Series,
+    cutoff: pd.Timestamp,
+    months: int,
+    prefix: str,
+    value: str | None = None,
+) -> pd.DataFrame:
+    """Per customer (rows of ``ids``), the count (or sum of ``value``) of ``frame``'s rows in each of the
+    ``months`` 30-day months before ``cutoff``, newest first."""
+    age = (cutoff - frame["timestamp"]).dt.days // 30
+    inside = frame[(age >= 0) & (age < months)]
+    amounts = inside[value] if value else pd.Series(1.0, index=inside.index)
+    table_ = amounts.groupby([inside["customer_id"].astype(str), age[inside.index]]).sum().unstack()
+    table_ = table_.reindex(index=ids.to_numpy(), columns=range(months)).fillna(0.0)
+    table_.columns = [f"{prefix}{month}" for month in table_.columns]
+    return table_.reset_index(drop=True)
+
+
+def richer_view(dataset: Any, cutoff: pd.Timestamp, ids: pd.Series) -> pd.DataFrame:
+    """More of the raw tables than the product's features hold, to test whether the ceiling is only the
+    ceiling of those features: orders per month (36 months), spend per month (24), late deliveries,
+    complaints, support contacts and surveys per month (12), the last and mean satisfaction and NPS, the
+    count of unresolved contacts and the customer's plan."""
+    tx = dataset.transactions[dataset.transactions["timestamp"] < cutoff]
+    parts = [
+        _per_month(tx, ids, cutoff, 36, "orders_m"),
+        _per_month(tx, ids, cutoff, 24, "spend_m", "amount"),
+    ]
+    if "delivery_delay_days" in tx:
+        late = tx.assign(late=(tx["delivery_delay_days"] > 0).astype(float))
+        parts.append(_per_month(late, ids, cutoff, 12, "late_m", "late"))
+    contacts = dataset.interactions
+    contacts = contacts[contacts["timestamp"] < cutoff].sort_values("timestamp", kind="stable")
+    for kind in ("complaint", "support", "survey"):
+        parts.append(_per_month(contacts[contacts["type"] == kind], ids, cutoff, 12, f"{kind}_m"))
+    who = contacts["customer_id"].astype(str)
+    for column in ("satisfaction", "nps"):
+        if column in contacts:
+            answers = contacts[column].groupby(who)
+            parts.append(
+                pd.DataFrame(
+                    {
+                        f"last_{column}": answers.last().reindex(ids.to_numpy()).to_numpy(),
+                        f"mean_{column}": answers.mean().reindex(ids.to_numpy()).to_numpy(),
+                    }
+                )
+            )
+    if "resolved" in contacts:
+        unresolved = (contacts["resolved"] == False).groupby(who).sum()  # noqa: E712 (nullable booleans)
+        parts.append(pd.DataFrame({"unresolved": unresolved.reindex(ids.to_numpy()).fillna(0).to_numpy()}))
+    customers = dataset.customers
+    if "plan" in customers:
+        plan = customers.set_index(customers["customer_id"].astype(str))["plan"].reindex(ids.to_numpy())
+        parts.append(pd.DataFrame({f"plan_{p}": (plan == p).to_numpy(float) for p in plan.dropna().unique()}))
+    return pd.concat(parts, axis=1)
+
+
+def ceiling_curve(
+    scenario: str, sizes: list[int], seed: int, richer: bool = False
+) -> list[tuple[int, int, float | None, float | None]]:
     """The data's ceiling (:func:`data_ceiling`) as the world grows: (customers generated, customers
-    valued, ceiling). No training: it shows whether a larger benchmark could lift the ceiling."""
+    valued, ceiling, ceiling on the product's columns plus :func:`richer_view` when ``richer``, else None).
+    No training: it shows whether a larger benchmark, or more of the raw tables, could lift the ceiling."""
     from features.economics import DEFAULT_DISCOUNT_RATE as RATE
     from features.engine import compute_features
     from features.loading import load_dataset
@@ -353,7 +415,11 @@ def ceiling_curve(scenario: str, sizes: list[int], seed: int) -> list[tuple[int,
         oracle.index = oracle.index.astype(str)
         values = oracle.reindex(features["customer_id"].astype(str)).to_numpy(float)
         frame = ceiling_frame(full, cutoff, features, RATE)
-        out.append((size, int(np.isfinite(values).sum()), data_ceiling(frame, values, seed)))
+        rich = None
+        if richer:
+            more = richer_view(full, cutoff, features["customer_id"].astype(str))
+            rich = data_ceiling(pd.concat([frame, more], axis=1), values, seed)
+        out.append((size, int(np.isfinite(values).sum()), data_ceiling(frame, values, seed), rich))
     return out
 
 
@@ -692,15 +758,22 @@ def main(argv: list[str] | None = None) -> int:
         help="only the data's value ceiling per scenario at these world sizes (comma-separated, e.g. "
         "5k,20k,80k): no training",
     )
+    parser.add_argument(
+        "--richer-view",
+        action="store_true",
+        help="with --ceiling-curve: also the ceiling with more of the raw tables than the features hold "
+        "(monthly histories, survey answers, unresolved contacts, plan)",
+    )
     args = parser.parse_args(argv)
     if args.ceiling_curve:
         sizes = [parse_count(size) for size in args.ceiling_curve.split(",")]
         rows = [
-            [scenario, f"{size:,}", f"{valued:,}", _f(ceiling)]
+            [scenario, f"{size:,}", f"{valued:,}", _f(ceiling), *([_f(rich)] if args.richer_view else [])]
             for scenario in args.scenarios.split(",")
-            for size, valued, ceiling in ceiling_curve(scenario, sizes, args.seed)
+            for size, valued, ceiling, rich in ceiling_curve(scenario, sizes, args.seed, args.richer_view)
         ]
-        print(table(["world", "customers generated", "customers valued", "data's ceiling ρ vs oracle"], rows))
+        headers = ["world", "customers generated", "customers valued", "data's ceiling ρ vs oracle"]
+        print(table(headers + (["with the richer view"] if args.richer_view else []), rows))
         return 0
     results = []
     with tempfile.TemporaryDirectory(prefix="cg-quality-") as tmp:
