@@ -27,6 +27,7 @@ import json
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
@@ -138,6 +139,23 @@ class ScoreStore(Protocol):
     def reports(self, kind: str) -> dict[int, dict[str, Any]]: ...
 
 
+def _use_wal(con: sqlite3.Connection, wait_seconds: float = 30.0) -> None:
+    """Put the store file in WAL mode (kept in the file). Switching needs the file to itself, and SQLite
+    refuses at once ('database is locked') instead of waiting when another connection is creating the same
+    new store (two planners, or the API and a batch run, starting on no file): retried until that one has
+    switched it, within the store's usual lock wait. A file system without WAL keeps its own journal."""
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        try:
+            if con.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                con.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
 class SqliteScoreStore:
     """Scores in one SQLite file (WAL mode: readers never block the writer)."""
 
@@ -155,7 +173,7 @@ class SqliteScoreStore:
             con = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
             con.row_factory = sqlite3.Row
             con.execute(f"PRAGMA page_size={_PAGE_SIZE}")  # no effect on an existing store
-            con.execute("PRAGMA journal_mode=WAL")
+            _use_wal(con)
             con.execute("PRAGMA synchronous=NORMAL")
             # Builds of SQLite that default to secure_delete=ON (Debian's among them) zero every page a refresh
             # frees: the old set written again, through the log, before the new one overwrites it. FAST zeroes

@@ -5,9 +5,12 @@ and input that is refused when it cannot be right (in-process TestClient on the 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
+import sqlite3
 import stat
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -202,6 +205,36 @@ def test_new_serving_stores_are_private(tmp_path: Path) -> None:
     assert store.meta() == {} and store.query(CustomerQuery())[1] == 0
     for path in tmp_path.iterdir():
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path.name
+
+
+def _open_and_write(path: Path, start: threading.Barrier, who: int, failures: list[str]) -> None:
+    store = SqliteScoreStore(path)  # a process of its own: its own connection to a file not there yet
+    start.wait()
+    try:
+        with store.transaction() as con:
+            con.execute("CREATE TABLE IF NOT EXISTS seen (who INTEGER)")
+            con.execute("INSERT INTO seen VALUES (?)", (who,))
+    except sqlite3.OperationalError as exc:
+        failures.append(repr(exc))
+
+
+def test_processes_creating_the_same_new_store_at_once_all_get_it(tmp_path: Path) -> None:
+    """Two planners, or the API and a batch run, starting on no store file: switching a new file to WAL
+    needs it alone, and SQLite answered the loser 'database is locked' at once (half the runs of a two-way
+    race) instead of letting it wait."""
+    for round_ in range(12):
+        path, start, failures = tmp_path / f"scores-{round_}.db", threading.Barrier(3), []
+        threads = [
+            threading.Thread(target=_open_and_write, args=(path, start, who, failures)) for who in range(3)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert failures == []
+        with contextlib.closing(sqlite3.connect(path)) as con:
+            assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+            assert sorted(r[0] for r in con.execute("SELECT who FROM seen")) == [0, 1, 2]
 
 
 # -- 8: throttled guessing --------------------------------------------------------------------------------
