@@ -128,8 +128,15 @@ def record_run(store: ScoreStore, run: RunInputs, *, keep_runs: int, limits: Mon
 
 
 def _value(snapshot: pd.DataFrame) -> pd.Series:
-    """A customer's value for summaries: lifetime value where known, else the horizon's revenue."""
-    return snapshot["clv"].fillna(snapshot["expected_revenue"]).astype(float)
+    """A customer's value for summaries: the lifetime value (``clv``), NaN where it is unknown. The
+    revenue forecast over the horizon never stands in for it: it is another quantity (a quarter's revenue,
+    not the relationship's value), and sums mixing the two meant nothing."""
+    return snapshot["clv"].astype(float)
+
+
+def _total(values: pd.Series) -> float | None:
+    """The sum of the known values; None when none is known (a model without a lifetime-value model)."""
+    return float(values.sum()) if values.notna().any() else None
 
 
 def compare_frames(
@@ -199,26 +206,31 @@ def _training_cutoffs(metadata: dict[str, Any], dataset: Dataset) -> list[pd.Tim
 def run_summary(
     snapshot: pd.DataFrame, previous: pd.DataFrame | None, thresholds: dict[str, float]
 ) -> dict[str, Any]:
-    """Segment mix, the share of customer value (:func:`_value`; summed under ``clv``) held by loyal
+    """Segment mix, the share of lifetime value (:func:`_value`; summed under ``clv``) held by loyal
     customers and the moves between value segments since the previous run (customers in both runs; ``new``
-    and ``gone`` counted apart), each with its value."""
+    and ``gone`` counted apart), each with its value. Value figures are None for a run whose model has no
+    lifetime-value model."""
     clv = _value(snapshot)
-    total = float(clv.sum())
+    total = _total(clv)
     loyal = float(clv[snapshot["churn_probability"] < thresholds.get("medium", 0.3)].sum())
     segments = (
         snapshot.assign(clv=clv)
         .groupby("segment", sort=True)
-        .agg(customers=("customer_id", "size"), clv=("clv", "sum"), value_at_risk=("value_at_risk", "sum"))
+        .agg(
+            customers=("customer_id", "size"),
+            clv=("clv", lambda v: v.sum(min_count=1)),
+            value_at_risk=("value_at_risk", "sum"),
+        )
         .reset_index()
     )
     out: dict[str, Any] = {
         "customers": len(snapshot),
         "clv": total,
-        "loyal_clv_share": loyal / total if total > 0 else None,
+        "loyal_clv_share": loyal / total if total is not None and total > 0 else None,
         "segments": _records(segments),
         "moves": [],
         "moved_customers": 0,
-        "moved_clv": 0.0,
+        "moved_clv": None if total is None else 0.0,
         "new_customers": len(snapshot),
         "gone_customers": 0,
     }
@@ -234,14 +246,14 @@ def run_summary(
     moved = stayed[stayed["segment_from"] != stayed["segment_to"]]
     moves = (
         moved.groupby(["segment_from", "segment_to"], sort=True)
-        .agg(customers=("customer_id", "size"), clv=("clv_to", "sum"))
+        .agg(customers=("customer_id", "size"), clv=("clv_to", lambda v: v.sum(min_count=1)))
         .reset_index()
         .rename(columns={"segment_from": "from", "segment_to": "to"})
     )
     out.update(
         moves=_records(moves),
         moved_customers=len(moved),
-        moved_clv=float(moved["clv_to"].sum()),
+        moved_clv=None if total is None else float(moved["clv_to"].sum()),
         new_customers=int(both["segment_from"].isna().sum()),
         gone_customers=int(both["segment_to"].isna().sum()),
     )
@@ -260,21 +272,30 @@ def signup_cohorts(dataset: Dataset, scores: pd.DataFrame, as_of: pd.Timestamp) 
     )
     known["customer_id"] = known["customer_id"].astype(str)
     active = known.merge(
-        scores.assign(clv=_value(scores))[["customer_id", "clv"]], on="customer_id", how="left"
+        scores.assign(clv=_value(scores), scored=True)[["customer_id", "clv", "scored"]],
+        on="customer_id",
+        how="left",
     )
     table = (
         active.groupby("cohort", sort=True)
-        .agg(signed_up=("customer_id", "size"), active=("clv", "count"), clv=("clv", "sum"))
+        .agg(
+            signed_up=("customer_id", "size"),
+            active=("scored", "count"),
+            clv=("clv", lambda v: v.sum(min_count=1)),
+        )
         .reset_index()
     )
     return _records(table)
 
 
 def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
-    return [
-        {k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()}
-        for row in frame.to_dict("records")
-    ]
+    """Rows as plain JSON values: a sum of no known value (NaN) is None, not NaN, which JSON lacks."""
+
+    def plain(value: Any) -> Any:
+        value = value.item() if hasattr(value, "item") else value
+        return None if isinstance(value, float) and math.isnan(value) else value
+
+    return [{k: plain(v) for k, v in row.items()} for row in frame.to_dict("records")]
 
 
 # --------------------------------------------------------------------------------- realised performance

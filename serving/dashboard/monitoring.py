@@ -145,8 +145,8 @@ def movements(request: Request, session: SessionDep, state: StateDep) -> HTMLRes
         labels,
         [Series("Loyal share of value", [r["summary"].get("loyal_clv_share") for r in runs])],
         "Share of customer value held by loyal customers",
-        "At each batch run, the share of total customer value (lifetime value where known, else expected "
-        "revenue over the horizon) held by customers below the medium-risk threshold.",
+        "At each batch run, the share of total lifetime value held by customers below the medium-risk "
+        "threshold; runs of a model without lifetime value have no point.",
     )
     cohort_labels, cohort_series, cohort_table = cohort_curves(runs)
     loaded = state.models.current

@@ -21,7 +21,7 @@ from features.model_store import connect, load_model
 from features.settings import get_settings
 from features.snapshots import observed_until
 from serving.batch import PublishRequest, publish_scores
-from serving.monitor import HistoryPolicy, MonitorLimits, measure_matured_runs, model_health
+from serving.monitor import HistoryPolicy, MonitorLimits, measure_matured_runs, model_health, run_summary
 from serving.store import SqliteScoreStore
 from tests.conftest import Trained, clear_settings_caches
 
@@ -78,11 +78,37 @@ def test_moves_between_segments_add_up(history: SqliteScoreStore) -> None:
     assert summary["moved_customers"] == int((both["segment_a"] != both["segment_b"]).sum())
     assert sum(m["customers"] for m in summary["moves"]) == summary["moved_customers"]
     assert summary["new_customers"] == len(set(second["customer_id"]) - set(first["customer_id"]))
-    value = second["clv"].fillna(second["expected_revenue"])
+    value = second["clv"]
+    assert value.notna().all()  # the champion has a lifetime-value model: every customer is valued
     loyal = value[second["segment"].str.endswith("loyal")].sum() / value.sum()
     assert summary["loyal_clv_share"] == pytest.approx(loyal, abs=1e-6)
+    assert summary["clv"] == pytest.approx(value.sum(), rel=1e-9)
     cohorts = summary["cohorts"]
     assert cohorts and sum(c["active"] for c in cohorts) <= len(second)
+
+
+def test_runs_of_a_model_without_lifetime_value_sum_no_revenue_as_value() -> None:
+    """A model trained without a lifetime-value model scores no clv: the run's value figures are unknown
+    (None, shown as a dash), never the revenue forecast over the horizon summed as if it were value."""
+    snapshot = pd.DataFrame(
+        {
+            "customer_id": ["a", "b", "c"],
+            "segment": ["loyal", "at_risk_valuable", "loyal"],
+            "churn_probability": [0.1, 0.7, 0.2],
+            "expected_revenue": [120.0, 80.0, 40.0],
+            "clv": [np.nan, np.nan, np.nan],
+            "value_at_risk": [12.0, 56.0, 8.0],
+        }
+    )
+    previous = snapshot.assign(segment=["loyal", "loyal", "loyal"])
+    summary = run_summary(snapshot, previous, {"medium": 0.3, "high": 0.6})
+    assert summary["clv"] is None and summary["loyal_clv_share"] is None and summary["moved_clv"] is None
+    assert [s["clv"] for s in summary["segments"]] == [None, None]
+    assert summary["moves"] == [{"from": "loyal", "to": "at_risk_valuable", "customers": 1, "clv": None}]
+    json.dumps(summary, allow_nan=False)  # stored as JSON: no NaN anywhere
+
+    valued = run_summary(snapshot.assign(clv=[1000.0, np.nan, 500.0]), None, {"medium": 0.3})
+    assert valued["clv"] == 1500.0 and valued["loyal_clv_share"] == 1.0  # known values only
 
 
 def test_retention_keeps_the_newest_runs(trained: Trained, tmp_path: Path) -> None:
