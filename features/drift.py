@@ -265,14 +265,14 @@ def history_snapshot(scores: pd.DataFrame) -> pd.DataFrame:
     ``ModelBundle.predict``: the revenue forecast over the horizon is ``expected_revenue_<H>d``; the lifetime
     value is ``clv`` (scores) or ``residual_value`` (predict), when there is a value model. Compatibility:
     scores from before the lifetime-value fields (issue #13) have no ``expected_revenue_<H>d``, and their
-    ``clv`` is the revenue forecast; it stands for both there, as it did then."""
+    ``clv`` is the revenue forecast: it is kept as that, and their lifetime value is unknown."""
     revenue_columns = [c for c in scores.columns if c.startswith("expected_revenue_")]
     nan = pd.Series(np.nan, index=scores.index)
     if revenue_columns:
         revenue = scores[revenue_columns[0]]
         clv = scores["residual_value"] if "residual_value" in scores.columns else scores.get("clv", nan)
     else:  # compatibility: scores from before issue #13, whose clv is the revenue forecast
-        revenue = clv = scores["clv"]
+        revenue, clv = scores["clv"], nan
     probability = scores["churn_probability"]
     at_risk = scores["value_at_risk"] if "value_at_risk" in scores.columns else probability * revenue
     return pd.DataFrame(

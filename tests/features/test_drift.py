@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.drift import DriftReport, DriftThresholds, compare, psi, reference_profile
+from features.drift import DriftReport, DriftThresholds, compare, history_snapshot, psi, reference_profile
 
 
 @pytest.fixture
@@ -84,3 +84,22 @@ def test_psi_of_known_shares() -> None:
     assert psi(np.array([0.5, 0.5]), np.array([0.5, 0.5])) == 0.0
     expected = (0.7 - 0.5) * np.log(0.7 / 0.5) + (0.3 - 0.5) * np.log(0.3 / 0.5)
     assert psi(np.array([0.5, 0.5]), np.array([0.7, 0.3])) == pytest.approx(expected)
+
+
+def test_a_run_kept_from_scores_before_lifetime_value_keeps_their_revenue_and_no_value() -> None:
+    """Scores written before issue #13 have no expected_revenue_<H>d: their clv was the revenue forecast,
+    so that is what the run keeps as revenue, and its lifetime value is unknown, not that revenue."""
+    old = pd.DataFrame(
+        {
+            "customer_id": ["a", "b"],
+            "churn_probability": [0.2, 0.5],
+            "clv": [100.0, 40.0],
+            "value_at_risk": [20.0, 20.0],
+            "segment": ["loyal", "at_risk_valuable"],
+        }
+    )
+    kept = history_snapshot(old)
+    assert kept["expected_revenue"].tolist() == [100.0, 40.0]
+    assert kept["clv"].isna().all()
+    new = old.rename(columns={"clv": "expected_revenue_90d"}).assign(clv=[900.0, 300.0])
+    assert history_snapshot(new)["clv"].tolist() == [900.0, 300.0]
