@@ -330,25 +330,14 @@ def outcome_metrics(y: np.ndarray, p: np.ndarray, revenue: np.ndarray, spend: np
 
 
 # Compatibility: performance reports stored before clv meant lifetime value (issue #13) name the revenue
-# forecast's figures clv_* and word its degradation "CLV total ratio"; they are read under today's names.
-_OLD_REPORT_KEYS = {
-    "clv_mae": "revenue_mae",
-    "clv_predicted": "revenue_predicted",
-    "clv_actual": "revenue_actual",
-    "clv_total_ratio": "revenue_total_ratio",
-}
+# forecast's figures clv_* (as old bundles name its metrics) and word its degradation "CLV total ratio".
 _OLD_REASON, _REASON = "CLV total ratio", "revenue forecast total ratio"
 
 
 def stored_performance(report: dict[str, Any]) -> dict[str, Any]:
     """A stored performance report (:func:`measure_matured_runs`) under today's names, whichever version
-    stored it."""
-    out: dict[str, Any] = {}
-    for key, value in report.items():
-        if key in _OLD_REPORT_KEYS:
-            out.setdefault(_OLD_REPORT_KEYS[key], value)
-        else:
-            out[key] = value
+    stored it (keys renamed as :func:`features.bundle.current_metric_names` renames a bundle's metrics)."""
+    out = current_metric_names(report)
     if isinstance(out.get("segments"), dict):
         out["segments"] = {s: stored_performance(f) for s, f in out["segments"].items()}
     if isinstance(out.get("degraded"), list):

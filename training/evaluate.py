@@ -180,10 +180,7 @@ def churn_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
     top = _top(p, 0.1)
     base_rate = float(y.mean())
     return {
-        "roc_auc": float(roc_auc_score(y, p)),
-        "pr_auc": float(average_precision_score(y, p)),
-        "brier": float(brier_score_loss(y, p)),
-        "log_loss": float(log_loss(y, p, labels=[0, 1])),
+        **{name: judged(y, p) for name, judged in METRIC_FUNCTIONS.items()},
         "ece": expected_calibration_error(y, p),
         "top_decile_lift": float(y[top].mean() / base_rate) if base_rate > 0 else float("nan"),
         "top_decile_capture": float(y[top].sum() / max(y.sum(), 1)),
