@@ -77,6 +77,7 @@ _LIST_COLUMNS, _ALL_COLUMNS = _select_lists(frozenset(_COLUMNS))
 _CREATE_SCORES = f"CREATE TABLE scores ({', '.join(f'{c} {t}' for c, t in STORE_COLUMNS.items())})"
 _INDEXED = ("value_at_risk", "churn_probability", "clv", "segment", "risk_tier", "action_name")
 _PAGE_SIZE = 16384  # for a new store: rows of a few KiB fill big pages well
+_LOCK_WAIT_SECONDS = 30  # how long a writer waits for another to finish before giving up
 _BULK_CACHE_KIB = 65536  # page cache while a refresh writes (SQLite's default is 2 MiB)
 SORTABLE = ("value_at_risk", "churn_probability", "clv", "customer_id", "expected_net_value")
 
@@ -139,12 +140,12 @@ class ScoreStore(Protocol):
     def reports(self, kind: str) -> dict[int, dict[str, Any]]: ...
 
 
-def _use_wal(con: sqlite3.Connection, wait_seconds: float = 30.0) -> None:
+def _use_wal(con: sqlite3.Connection) -> None:
     """Put the store file in WAL mode (kept in the file). Switching needs the file to itself, and SQLite
     refuses at once ('database is locked') instead of waiting when another connection is creating the same
     new store (two planners, or the API and a batch run, starting on no file): retried until that one has
     switched it, within the store's usual lock wait. A file system without WAL keeps its own journal."""
-    deadline = time.monotonic() + wait_seconds
+    deadline = time.monotonic() + _LOCK_WAIT_SECONDS
     while True:
         try:
             if con.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
@@ -170,7 +171,9 @@ class SqliteScoreStore:
             # A new store is private (0600, like the key file); SQLite gives its -wal and -shm the same mode.
             with contextlib.suppress(FileExistsError):
                 os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-            con = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+            con = sqlite3.connect(
+                self.path, timeout=_LOCK_WAIT_SECONDS, isolation_level=None, check_same_thread=False
+            )
             con.row_factory = sqlite3.Row
             con.execute(f"PRAGMA page_size={_PAGE_SIZE}")  # no effect on an existing store
             _use_wal(con)
@@ -245,7 +248,7 @@ class SqliteScoreStore:
         try:
             con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         finally:
-            con.execute("PRAGMA busy_timeout=30000")
+            con.execute(f"PRAGMA busy_timeout={_LOCK_WAIT_SECONDS * 1000}")
 
     def get(self, customer_id: str, with_inputs: bool = True) -> dict[str, Any] | None:
         return self.get_many([customer_id], with_inputs).get(customer_id)
