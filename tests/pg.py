@@ -12,8 +12,12 @@ import os
 import secrets
 import warnings
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from serving.pg_store import PostgresScoreStore
 
 ADMIN_URL = os.environ.get("CHURNGUARD_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 
@@ -55,3 +59,15 @@ def fresh_database(prefix: str = "churnguard_test") -> Iterator[str]:
     finally:
         with _admin_connect() as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextlib.contextmanager
+def opened_store(url: str) -> Iterator[PostgresScoreStore]:
+    """A server store on ``url``, its pools open for the block and closed after it (as a replica holds one)."""
+    from serving.pg_store import PostgresScoreStore
+
+    store = PostgresScoreStore(url).open()
+    try:
+        yield store
+    finally:
+        store.close()

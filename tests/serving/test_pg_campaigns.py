@@ -22,7 +22,7 @@ from features.synthetic.campaigns import CampaignSetup
 from serving.campaign_store import CampaignStore, SqliteCampaigns
 from serving.campaigns import measure_campaign
 from serving.keys import KeyStore
-from tests.pg import fresh_database
+from tests.pg import fresh_database, opened_store
 from tests.serving.test_campaigns import PERIOD, _outcomes, _scores
 
 pytest.importorskip("psycopg_pool")
@@ -42,11 +42,8 @@ def pg_url() -> Iterator[str]:
 
 @pytest.fixture
 def pg_store(pg_url: str) -> Iterator[PostgresScoreStore]:
-    opened = PostgresScoreStore(pg_url).open()
-    try:
+    with opened_store(pg_url) as opened:
         yield opened
-    finally:
-        opened.close()
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -23,7 +23,7 @@ from serving.keys import KeyStore
 from serving.migrations import SCHEMA, applied_versions, migrate, migrations
 from serving.store import CustomerQuery, SqliteScoreStore
 from tests.conftest import Trained
-from tests.pg import fresh_database, require_postgres
+from tests.pg import fresh_database, opened_store, require_postgres
 
 pytest.importorskip("psycopg_pool")
 from serving.backends import COALESCED_IDS, PostgresReads
@@ -48,11 +48,8 @@ def pg_url() -> Iterator[str]:
 
 @pytest.fixture
 def store(pg_url: str) -> Iterator[PostgresScoreStore]:
-    opened = PostgresScoreStore(pg_url).open()
-    try:
+    with opened_store(pg_url) as opened:
         yield opened
-    finally:
-        opened.close()
 
 
 @pytest.fixture(scope="module")
@@ -111,8 +108,7 @@ def test_the_migrated_scores_table_has_the_store_columns(store: PostgresScoreSto
 
 
 def test_an_empty_store_answers_like_the_sqlite_one(pg_url: str, tmp_path: Path) -> None:
-    with fresh_database() as url:
-        empty = PostgresScoreStore(url).open()
+    with fresh_database() as url, opened_store(url) as empty:
         sqlite = SqliteScoreStore(tmp_path / "empty.db")
         assert empty.meta() == sqlite.meta() == {}
         assert empty.get("C1") is None
@@ -262,8 +258,7 @@ def test_a_refresh_during_reads_never_shows_a_mixed_set(
 
 
 def test_a_key_created_by_one_process_is_accepted_by_another(store: PostgresScoreStore, pg_url: str) -> None:
-    other = PostgresScoreStore(pg_url).open()
-    try:
+    with opened_store(pg_url) as other:
         mine, theirs = KeyStore(backend=PostgresKeys(store)), KeyStore(backend=PostgresKeys(other, ttl=60))
         assert theirs.records() is not None  # the other process has read the keys before this one exists
         record, token = mine.create("crm")
@@ -273,15 +268,12 @@ def test_a_key_created_by_one_process_is_accepted_by_another(store: PostgresScor
         assert mine.revoke(record.key_id)
         assert mine.verify(token) is None
         assert KeyStore(backend=PostgresKeys(other)).verify(token) is None
-    finally:
-        other.close()
 
 
 def test_a_session_opened_on_one_replica_is_valid_and_signed_out_on_another(
     store: PostgresScoreStore, pg_url: str, tmp_path: Path
 ) -> None:
-    other = PostgresScoreStore(pg_url).open()
-    try:
+    with opened_store(pg_url) as other:
         keys = KeyStore(backend=PostgresKeys(store))
         record, _ = keys.create("dashboard")
         a = SessionSigner(tmp_path / "a", shared=PostgresSessions(store))
@@ -292,8 +284,6 @@ def test_a_session_opened_on_one_replica_is_valid_and_signed_out_on_another(
         a.end(session)
         assert b.verify(token, keys) is None
         assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()  # nothing in the homes
-    finally:
-        other.close()
 
 
 def test_an_unreachable_server_is_a_clear_error() -> None:
